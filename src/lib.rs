@@ -1,0 +1,1 @@
+//! Root package: hosts examples/ and tests/.
