@@ -1,1 +1,35 @@
-//! placeholder
+//! The rsh wire format: the handshake, the frame types and a tokio-util codec.
+//!
+//! This crate is pure: it turns bytes into [`Frame`]s and back, and owns the
+//! rules every peer must follow (frame limit, channel ids, flow-control
+//! windows). It opens no sockets and runs no processes, so any transport (a
+//! Unix socket, TLS over TCP, an in-memory pipe in a test) can carry it.
+//!
+//! The byte-level specification lives in `docs/PROTOCOL.md`; this crate is its
+//! reference implementation.
+//!
+//! - [`Hello`]: the 8-byte greeting each side sends first (magic + version).
+//! - [`Frame`]: every message after the greeting.
+//! - [`Codec`]: a [`tokio_util::codec::Decoder`] and [`tokio_util::codec::Encoder`]
+//!   that refuse any frame over [`MAX_FRAME_LEN`] before allocating for it.
+#![deny(missing_docs)]
+
+mod codec;
+mod frame;
+mod hello;
+
+pub use codec::{Codec, CodecError};
+pub use frame::{signal, ErrorKind, Exec, ExitStatus, Frame, FrameType};
+pub use hello::{Hello, HelloError, HELLO_LEN, MAGIC, VERSION};
+
+/// Largest frame body (everything after the 4-byte length prefix) a peer may
+/// send or must accept: 1 MiB. Checked from the header, before allocation.
+pub const MAX_FRAME_LEN: usize = 1024 * 1024;
+
+/// Largest data payload a sender should put in one stdin/stdout/stderr frame.
+/// Well under [`MAX_FRAME_LEN`] so a frame's header and payload always fit.
+pub const MAX_DATA_LEN: usize = 256 * 1024;
+
+/// Channel id reserved for connection-level [`Frame::Error`]s. Commands use
+/// ids 1 and up.
+pub const CONNECTION_CHANNEL: u32 = 0;

@@ -1,0 +1,350 @@
+//! The length-prefixed frame codec.
+//!
+//! Wire layout of a frame (all integers big-endian):
+//! `len: u32` (bytes that follow) · `type: u8` · `channel: u32` · payload.
+
+use crate::frame::{ErrorKind, Exec, ExitStatus, Frame, FrameType};
+use crate::MAX_FRAME_LEN;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::time::Duration;
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Bytes of the length prefix.
+const LEN_PREFIX: usize = 4;
+/// Bytes of type + channel, present in every frame body.
+const BODY_HEADER: usize = 5;
+
+/// Why bytes could not be turned into a frame, or a frame into bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The length prefix announces more than the frame limit.
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    FrameTooLarge {
+        /// Announced body length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The length prefix is too small to hold a type and a channel.
+    #[error("frame of {0} bytes is shorter than its 5-byte header")]
+    FrameTooShort(usize),
+    /// The type byte names no known frame.
+    #[error("unknown frame type 0x{0:02x}")]
+    UnknownType(u8),
+    /// The body does not match its type's layout.
+    #[error("malformed {frame:?} frame: {reason}")]
+    Malformed {
+        /// Which frame type was being read.
+        frame: FrameType,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// The transport failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Encodes and decodes [`Frame`]s, refusing any frame body over the limit
+/// before reserving memory for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Codec {
+    max_frame_len: usize,
+}
+
+impl Default for Codec {
+    fn default() -> Self {
+        Codec {
+            max_frame_len: MAX_FRAME_LEN,
+        }
+    }
+}
+
+impl Codec {
+    /// A codec with the protocol's limit, [`MAX_FRAME_LEN`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A codec with a smaller limit (a larger one would break peers).
+    pub fn with_max_frame_len(max_frame_len: usize) -> Self {
+        Codec {
+            max_frame_len: max_frame_len.min(MAX_FRAME_LEN),
+        }
+    }
+}
+
+impl Decoder for Codec {
+    type Item = Frame;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        let Some(prefix) = src.get(..LEN_PREFIX) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        if len > self.max_frame_len {
+            return Err(CodecError::FrameTooLarge {
+                len,
+                max: self.max_frame_len,
+            });
+        }
+        if len < BODY_HEADER {
+            return Err(CodecError::FrameTooShort(len));
+        }
+        if src.len() < LEN_PREFIX + len {
+            // Safe to reserve now: `len` is within the limit.
+            src.reserve(LEN_PREFIX + len - src.len());
+            return Ok(None);
+        }
+        src.advance(LEN_PREFIX);
+        let body = src.split_to(len).freeze();
+        parse_body(body).map(Some)
+    }
+}
+
+impl Encoder<Frame> for Codec {
+    type Error = CodecError;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode(&frame, dst)
+    }
+}
+
+impl Encoder<&Frame> for Codec {
+    type Error = CodecError;
+
+    fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
+        let start = dst.len();
+        dst.reserve(LEN_PREFIX + BODY_HEADER + payload_size_hint(frame));
+        dst.put_u32(0); // patched below, once the body length is known
+        dst.put_u8(frame.frame_type() as u8);
+        dst.put_u32(frame.channel());
+        write_payload(frame, dst);
+        let len = dst.len() - start - LEN_PREFIX;
+        if len > self.max_frame_len {
+            dst.truncate(start);
+            return Err(CodecError::FrameTooLarge {
+                len,
+                max: self.max_frame_len,
+            });
+        }
+        let len_bytes = (len as u32).to_be_bytes();
+        dst[start..start + LEN_PREFIX].copy_from_slice(&len_bytes);
+        Ok(())
+    }
+}
+
+fn payload_size_hint(frame: &Frame) -> usize {
+    match frame {
+        Frame::Stdin { data, .. } | Frame::Stdout { data, .. } | Frame::Stderr { data, .. } => {
+            data.len()
+        }
+        Frame::Exec(exec) => {
+            64 + exec.command.len()
+                + exec.cwd.as_ref().map_or(0, Vec::len)
+                + exec.env.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>()
+        }
+        Frame::Error { message, .. } => 2 + message.len(),
+        _ => 16,
+    }
+}
+
+fn put_bytes32(dst: &mut BytesMut, bytes: &[u8]) {
+    dst.put_u32(bytes.len() as u32);
+    dst.put_slice(bytes);
+}
+
+fn write_payload(frame: &Frame, dst: &mut BytesMut) {
+    match frame {
+        Frame::Exec(exec) => {
+            dst.put_u32(exec.window);
+            dst.put_u64(exec.timeout.map_or(0, |t| (t.as_millis() as u64).max(1)));
+            put_bytes32(dst, &exec.command);
+            match &exec.cwd {
+                None => dst.put_u8(0),
+                Some(cwd) => {
+                    dst.put_u8(1);
+                    put_bytes32(dst, cwd);
+                }
+            }
+            dst.put_u32(exec.env.len() as u32);
+            for (key, value) in &exec.env {
+                put_bytes32(dst, key);
+                put_bytes32(dst, value);
+            }
+        }
+        Frame::Stdin { data, .. } | Frame::Stdout { data, .. } | Frame::Stderr { data, .. } => {
+            dst.put_slice(data)
+        }
+        Frame::StdinEnd { .. } => {}
+        Frame::Signal { signal, .. } => dst.put_u8(*signal),
+        Frame::WindowAdjust { increment, .. } => dst.put_u32(*increment),
+        Frame::Exit { status, .. } => match status {
+            ExitStatus::Code(code) => {
+                dst.put_u8(0);
+                dst.put_i32(*code);
+            }
+            ExitStatus::Signal(signal) => {
+                dst.put_u8(1);
+                dst.put_u8(*signal);
+            }
+            ExitStatus::TimedOut => dst.put_u8(2),
+            ExitStatus::FailedToStart(reason) => {
+                dst.put_u8(3);
+                dst.put_slice(reason.as_bytes());
+            }
+        },
+        Frame::Error { kind, message, .. } => {
+            dst.put_u16(kind.code());
+            dst.put_slice(message.as_bytes());
+        }
+    }
+}
+
+/// Reads a frame body's fields, every read bounds-checked.
+struct Reader {
+    frame: FrameType,
+    buf: Bytes,
+}
+
+impl Reader {
+    fn malformed(&self, reason: &'static str) -> CodecError {
+        CodecError::Malformed {
+            frame: self.frame,
+            reason,
+        }
+    }
+
+    fn need(&self, n: usize) -> Result<(), CodecError> {
+        if self.buf.remaining() < n {
+            Err(self.malformed("body ends early"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn u8(&mut self) -> Result<u8, CodecError> {
+        self.need(1)?;
+        Ok(self.buf.get_u8())
+    }
+
+    fn u16(&mut self) -> Result<u16, CodecError> {
+        self.need(2)?;
+        Ok(self.buf.get_u16())
+    }
+
+    fn u32(&mut self) -> Result<u32, CodecError> {
+        self.need(4)?;
+        Ok(self.buf.get_u32())
+    }
+
+    fn u64(&mut self) -> Result<u64, CodecError> {
+        self.need(8)?;
+        Ok(self.buf.get_u64())
+    }
+
+    fn i32(&mut self) -> Result<i32, CodecError> {
+        self.need(4)?;
+        Ok(self.buf.get_i32())
+    }
+
+    fn bytes32(&mut self) -> Result<Vec<u8>, CodecError> {
+        let len = self.u32()? as usize;
+        self.need(len)?;
+        Ok(self.buf.split_to(len).to_vec())
+    }
+
+    fn rest(&mut self) -> Bytes {
+        std::mem::take(&mut self.buf)
+    }
+
+    fn rest_utf8(&mut self) -> Result<String, CodecError> {
+        let rest = self.rest();
+        String::from_utf8(rest.to_vec()).map_err(|_| self.malformed("text is not UTF-8"))
+    }
+
+    fn finish(self) -> Result<(), CodecError> {
+        if self.buf.has_remaining() {
+            Err(self.malformed("trailing bytes"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn parse_body(mut body: Bytes) -> Result<Frame, CodecError> {
+    let type_byte = body.get_u8();
+    let frame = FrameType::from_byte(type_byte).ok_or(CodecError::UnknownType(type_byte))?;
+    let channel = body.get_u32();
+    let mut r = Reader { frame, buf: body };
+    let parsed = match frame {
+        FrameType::Exec => {
+            let window = r.u32()?;
+            let timeout_ms = r.u64()?;
+            let command = r.bytes32()?;
+            let cwd = match r.u8()? {
+                0 => None,
+                1 => Some(r.bytes32()?),
+                _ => return Err(r.malformed("cwd flag is neither 0 nor 1")),
+            };
+            let count = r.u32()?;
+            // No capacity from `count`: a hostile count must not allocate.
+            let mut env = Vec::new();
+            for _ in 0..count {
+                let key = r.bytes32()?;
+                let value = r.bytes32()?;
+                env.push((key, value));
+            }
+            Frame::Exec(Exec {
+                channel,
+                window,
+                command,
+                cwd,
+                env,
+                timeout: (timeout_ms != 0).then(|| Duration::from_millis(timeout_ms)),
+            })
+        }
+        FrameType::Stdin => Frame::Stdin {
+            channel,
+            data: r.rest(),
+        },
+        FrameType::Stdout => Frame::Stdout {
+            channel,
+            data: r.rest(),
+        },
+        FrameType::Stderr => Frame::Stderr {
+            channel,
+            data: r.rest(),
+        },
+        FrameType::StdinEnd => Frame::StdinEnd { channel },
+        FrameType::Signal => Frame::Signal {
+            channel,
+            signal: r.u8()?,
+        },
+        FrameType::WindowAdjust => Frame::WindowAdjust {
+            channel,
+            increment: r.u32()?,
+        },
+        FrameType::Exit => {
+            let status = match r.u8()? {
+                0 => ExitStatus::Code(r.i32()?),
+                1 => ExitStatus::Signal(r.u8()?),
+                2 => ExitStatus::TimedOut,
+                3 => ExitStatus::FailedToStart(r.rest_utf8()?),
+                _ => return Err(r.malformed("unknown exit kind")),
+            };
+            Frame::Exit { channel, status }
+        }
+        FrameType::Error => {
+            let kind = ErrorKind::from_code(r.u16()?);
+            let message = r.rest_utf8()?;
+            Frame::Error {
+                channel,
+                kind,
+                message,
+            }
+        }
+    };
+    r.finish()?;
+    Ok(parsed)
+}

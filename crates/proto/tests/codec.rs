@@ -1,0 +1,294 @@
+//! Golden vectors, round trips and hostile input for the frame codec.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use proptest::prelude::*;
+use rsh_proto::{Codec, CodecError, ErrorKind, Exec, ExitStatus, Frame, MAX_FRAME_LEN};
+use std::time::Duration;
+use tokio_util::codec::{Decoder, Encoder};
+
+fn encode(frame: &Frame) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    Codec::new().encode(frame, &mut buf).expect("frame fits");
+    buf.to_vec()
+}
+
+fn decode_all(bytes: &[u8]) -> Result<Vec<Frame>, CodecError> {
+    let mut codec = Codec::new();
+    let mut buf = BytesMut::from(bytes);
+    let mut frames = Vec::new();
+    while let Some(frame) = codec.decode(&mut buf)? {
+        frames.push(frame);
+    }
+    Ok(frames)
+}
+
+#[test]
+fn golden_vectors() {
+    let cases: Vec<(Frame, &[u8])> = vec![
+        (
+            Frame::Exec(Exec {
+                channel: 1,
+                window: 0x0001_0000,
+                command: b"ls".to_vec(),
+                cwd: Some(b"/t".to_vec()),
+                env: vec![(b"A".to_vec(), b"b".to_vec())],
+                timeout: Some(Duration::from_millis(1500)),
+            }),
+            b"\x00\x00\x00\x2c\x01\x00\x00\x00\x01\
+              \x00\x01\x00\x00\
+              \x00\x00\x00\x00\x00\x00\x05\xdc\
+              \x00\x00\x00\x02ls\
+              \x01\x00\x00\x00\x02/t\
+              \x00\x00\x00\x01\
+              \x00\x00\x00\x01A\x00\x00\x00\x01b",
+        ),
+        (
+            Frame::Stdin {
+                channel: 2,
+                data: Bytes::from_static(b"hi"),
+            },
+            b"\x00\x00\x00\x07\x02\x00\x00\x00\x02hi",
+        ),
+        (
+            Frame::StdinEnd { channel: 2 },
+            b"\x00\x00\x00\x05\x03\x00\x00\x00\x02",
+        ),
+        (
+            Frame::Signal {
+                channel: 3,
+                signal: 2,
+            },
+            b"\x00\x00\x00\x06\x04\x00\x00\x00\x03\x02",
+        ),
+        (
+            Frame::WindowAdjust {
+                channel: 3,
+                increment: 65536,
+            },
+            b"\x00\x00\x00\x09\x05\x00\x00\x00\x03\x00\x01\x00\x00",
+        ),
+        (
+            Frame::Stdout {
+                channel: 1,
+                data: Bytes::from_static(b"\xff\x00"),
+            },
+            b"\x00\x00\x00\x07\x10\x00\x00\x00\x01\xff\x00",
+        ),
+        (
+            Frame::Stderr {
+                channel: 1,
+                data: Bytes::new(),
+            },
+            b"\x00\x00\x00\x05\x11\x00\x00\x00\x01",
+        ),
+        (
+            Frame::Exit {
+                channel: 1,
+                status: ExitStatus::Code(7),
+            },
+            b"\x00\x00\x00\x0a\x12\x00\x00\x00\x01\x00\x00\x00\x00\x07",
+        ),
+        (
+            Frame::Exit {
+                channel: 1,
+                status: ExitStatus::Signal(9),
+            },
+            b"\x00\x00\x00\x07\x12\x00\x00\x00\x01\x01\x09",
+        ),
+        (
+            Frame::Exit {
+                channel: 1,
+                status: ExitStatus::TimedOut,
+            },
+            b"\x00\x00\x00\x06\x12\x00\x00\x00\x01\x02",
+        ),
+        (
+            Frame::Exit {
+                channel: 1,
+                status: ExitStatus::FailedToStart("no sh".into()),
+            },
+            b"\x00\x00\x00\x0b\x12\x00\x00\x00\x01\x03no sh",
+        ),
+        (
+            Frame::Error {
+                channel: 0,
+                kind: ErrorKind::BadRequest,
+                message: "empty".into(),
+            },
+            b"\x00\x00\x00\x0c\x13\x00\x00\x00\x00\x00\x01empty",
+        ),
+    ];
+    for (frame, wire) in cases {
+        assert_eq!(encode(&frame), wire, "encoding {frame:?}");
+        assert_eq!(decode_all(wire).expect("golden decodes"), vec![frame]);
+    }
+}
+
+#[test]
+fn oversized_length_is_refused_before_allocating() {
+    let mut buf = BytesMut::new();
+    buf.put_u32(u32::MAX);
+    buf.put_u8(0x10);
+    let err = Codec::new().decode(&mut buf).expect_err("must refuse");
+    assert!(matches!(err, CodecError::FrameTooLarge { len, max } if len == u32::MAX as usize && max == MAX_FRAME_LEN));
+    assert!(buf.capacity() < 1024, "no allocation for the announced size");
+}
+
+#[test]
+fn limit_is_inclusive() {
+    let data = Bytes::from(vec![0u8; MAX_FRAME_LEN - 5]);
+    let frame = Frame::Stdout { channel: 1, data };
+    let wire = encode(&frame);
+    assert_eq!(decode_all(&wire).expect("at the limit"), vec![frame]);
+    let too_big = Frame::Stdout {
+        channel: 1,
+        data: Bytes::from(vec![0u8; MAX_FRAME_LEN - 4]),
+    };
+    let mut buf = BytesMut::new();
+    assert!(matches!(
+        Codec::new().encode(&too_big, &mut buf),
+        Err(CodecError::FrameTooLarge { .. })
+    ));
+    assert!(buf.is_empty(), "a refused frame leaves nothing behind");
+}
+
+#[test]
+fn specific_garbage_is_refused() {
+    assert!(matches!(
+        decode_all(b"\x00\x00\x00\x02\x10\x00"),
+        Err(CodecError::FrameTooShort(2))
+    ));
+    assert!(matches!(
+        decode_all(b"\x00\x00\x00\x05\x7f\x00\x00\x00\x01"),
+        Err(CodecError::UnknownType(0x7f))
+    ));
+    // WindowAdjust with a 3-byte increment.
+    assert!(matches!(
+        decode_all(b"\x00\x00\x00\x08\x05\x00\x00\x00\x01\x00\x00\x01"),
+        Err(CodecError::Malformed { .. })
+    ));
+    // StdinEnd with a trailing byte.
+    assert!(matches!(
+        decode_all(b"\x00\x00\x00\x06\x03\x00\x00\x00\x01\x00"),
+        Err(CodecError::Malformed { .. })
+    ));
+    // Exec whose command length points past the end.
+    assert!(matches!(
+        decode_all(b"\x00\x00\x00\x15\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\xff\xff\xff\xff"),
+        Err(CodecError::Malformed { .. })
+    ));
+    // Error text that is not UTF-8.
+    assert!(matches!(
+        decode_all(b"\x00\x00\x00\x08\x13\x00\x00\x00\x00\x00\x01\xff"),
+        Err(CodecError::Malformed { .. })
+    ));
+}
+
+fn bytes_strategy(max: usize) -> impl Strategy<Value = Vec<u8>> + Clone {
+    proptest::collection::vec(any::<u8>(), 0..max)
+}
+
+fn frame_strategy() -> impl Strategy<Value = Frame> {
+    let exec = (
+        any::<u32>(),
+        any::<u32>(),
+        bytes_strategy(64),
+        proptest::option::of(bytes_strategy(32)),
+        proptest::collection::vec((bytes_strategy(16), bytes_strategy(16)), 0..4),
+        proptest::option::of(1u64..u64::MAX / 2),
+    )
+        .prop_map(|(channel, window, command, cwd, env, timeout)| {
+            Frame::Exec(Exec {
+                channel,
+                window,
+                command,
+                cwd,
+                env,
+                timeout: timeout.map(Duration::from_millis),
+            })
+        });
+    let status = prop_oneof![
+        any::<i32>().prop_map(ExitStatus::Code),
+        any::<u8>().prop_map(ExitStatus::Signal),
+        Just(ExitStatus::TimedOut),
+        ".{0,40}".prop_map(ExitStatus::FailedToStart),
+    ];
+    let data = bytes_strategy(300).prop_map(Bytes::from);
+    prop_oneof![
+        exec,
+        (any::<u32>(), data.clone()).prop_map(|(channel, data)| Frame::Stdin { channel, data }),
+        any::<u32>().prop_map(|channel| Frame::StdinEnd { channel }),
+        (any::<u32>(), any::<u8>()).prop_map(|(channel, signal)| Frame::Signal { channel, signal }),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(channel, increment)| Frame::WindowAdjust { channel, increment }),
+        (any::<u32>(), data.clone()).prop_map(|(channel, data)| Frame::Stdout { channel, data }),
+        (any::<u32>(), data).prop_map(|(channel, data)| Frame::Stderr { channel, data }),
+        (any::<u32>(), status).prop_map(|(channel, status)| Frame::Exit { channel, status }),
+        (any::<u32>(), any::<u16>(), ".{0,40}").prop_map(|(channel, code, message)| {
+            Frame::Error {
+                channel,
+                kind: ErrorKind::from_code(code),
+                message,
+            }
+        }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn round_trip(frames in proptest::collection::vec(frame_strategy(), 1..8)) {
+        let mut wire = Vec::new();
+        for frame in &frames {
+            wire.extend_from_slice(&encode(frame));
+        }
+        prop_assert_eq!(decode_all(&wire).expect("valid stream"), frames);
+    }
+
+    #[test]
+    fn byte_at_a_time_matches_whole(frame in frame_strategy()) {
+        let wire = encode(&frame);
+        let mut codec = Codec::new();
+        let mut buf = BytesMut::new();
+        let mut got = None;
+        for (i, byte) in wire.iter().enumerate() {
+            buf.put_u8(*byte);
+            let decoded = codec.decode(&mut buf).expect("valid prefix");
+            if i + 1 < wire.len() {
+                prop_assert!(decoded.is_none(), "no frame before the last byte");
+            } else {
+                got = decoded;
+            }
+        }
+        prop_assert_eq!(got, Some(frame));
+    }
+
+    #[test]
+    fn truncated_input_is_incomplete_never_a_frame(frame in frame_strategy(), cut in 0usize..1000) {
+        let wire = encode(&frame);
+        let cut = cut % wire.len();
+        let mut buf = BytesMut::from(&wire[..cut]);
+        prop_assert!(Codec::new().decode(&mut buf).expect("a valid prefix is not an error").is_none());
+    }
+
+    #[test]
+    fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let mut codec = Codec::with_max_frame_len(4096);
+        let mut buf = BytesMut::from(&bytes[..]);
+        // Bounded: every Ok(Some) consumes at least 9 bytes.
+        for _ in 0..bytes.len() + 1 {
+            match codec.decode(&mut buf) {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_headers_always_refused(len in (MAX_FRAME_LEN as u32 + 1)..=u32::MAX, tail in bytes_strategy(16)) {
+        let mut buf = BytesMut::new();
+        buf.put_u32(len);
+        buf.put_slice(&tail);
+        let is_too_large = matches!(Codec::new().decode(&mut buf), Err(CodecError::FrameTooLarge { .. }));
+        prop_assert!(is_too_large);
+    }
+}
