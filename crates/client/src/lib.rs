@@ -1,1 +1,22 @@
-//! placeholder
+//! The rsh client as a library: connect to a server, run commands, stream
+//! their output, feed their stdin, get their exit status.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), rsh_client::ClientError> {
+//! let client = rsh_client::Client::connect_unix("/home/me/.rsh/rsh.sock").await?;
+//! let output = client.run("uname -a").await?;
+//! print!("{}", String::from_utf8_lossy(&output.stdout));
+//! # Ok(()) }
+//! ```
+//!
+//! One [`Client`] is one connection; it runs any number of commands at once,
+//! each on its own channel with its own flow-control window, so a command
+//! whose output nobody reads stalls only itself.
+#![deny(missing_docs)]
+
+mod client;
+mod command;
+
+pub use client::{Client, ClientError, ExecRequest, Output};
+pub use command::{Event, RemoteCommand, Signaller, StdinWriter};
+pub use rsh_proto::{signal, ErrorKind, ExitStatus};

@@ -1,1 +1,366 @@
-fn main() {}
+//! `rsh-client`: run commands on an rsh server, like `ssh HOST CMD`.
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Parser;
+use rsh_client::{signal, Client, ClientError, Event, ExecRequest, ExitStatus, RemoteCommand};
+use rsh_config::{Endpoint, RshHome};
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+/// Exit code for a failure of rsh itself (connection, protocol), as ssh uses.
+const EXIT_RSH_FAILURE: u8 = 255;
+/// Exit code when the remote command ran past --timeout (as timeout(1) uses).
+const EXIT_TIMED_OUT: u8 = 124;
+/// Exit code when our stdout is a closed pipe (as if killed by SIGPIPE).
+const EXIT_BROKEN_PIPE: u8 = 128 + 13;
+
+/// Run commands on an rsh server.
+///
+/// With -c, runs one command like `ssh HOST CMD`: remote stdout to stdout,
+/// stderr to stderr, byte for byte; local stdin is forwarded (or closed at
+/// once when it is a terminal); Ctrl-C interrupts the remote command; the exit
+/// code is the remote one (128+N if it died of signal N, 124 if it timed out,
+/// 255 if rsh itself failed).
+///
+/// Without -c, on a terminal: an interactive prompt, each line run remotely;
+/// `exit` or Ctrl-D quits. Without -c, stdin not a terminal: each line of
+/// stdin is a command, run in turn; the exit code is the last command's.
+#[derive(Debug, Parser)]
+#[command(name = "rsh-client", version)]
+struct Args {
+    /// Server to connect to: unix:PATH. Default: unix:$RSH_HOME/rsh.sock.
+    #[arg(value_name = "DEST")]
+    dest: Option<Endpoint>,
+
+    /// Run this command and exit with its status.
+    #[arg(short = 'c', long = "command", value_name = "COMMAND")]
+    command: Option<String>,
+
+    /// Run remote commands in this directory.
+    #[arg(short = 'C', long = "cwd", value_name = "DIR")]
+    cwd: Option<String>,
+
+    /// Set an environment variable for remote commands. Repeatable.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+
+    /// Kill a remote command (its whole process group) after this many seconds.
+    #[arg(short = 't', long = "timeout", value_name = "SECS")]
+    timeout: Option<f64>,
+}
+
+fn parse_env(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err("expected KEY=VALUE".to_owned()),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&format!("cannot start the runtime: {err}")),
+    };
+    let code = runtime.block_on(run(args));
+    // Do not wait for a blocked read of our stdin.
+    runtime.shutdown_background();
+    code
+}
+
+fn fail(reason: &str) -> ExitCode {
+    eprintln!("rsh-client: {reason}");
+    ExitCode::from(EXIT_RSH_FAILURE)
+}
+
+async fn run(args: Args) -> ExitCode {
+    let template = match request_template(&args) {
+        Ok(template) => template,
+        Err(err) => return fail(&format!("{err:#}")),
+    };
+    let client = match connect(args.dest.as_ref()).await {
+        Ok(client) => client,
+        Err(err) => return fail(&format!("{err:#}")),
+    };
+    let result = match &args.command {
+        Some(command) => {
+            let forward_stdin = !std::io::stdin().is_terminal();
+            one_shot(&client, template.with(command), forward_stdin).await
+        }
+        None if std::io::stdin().is_terminal() => interactive(&client, &template).await,
+        None => script(&client, &template).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(Failure::BrokenPipe) => ExitCode::from(EXIT_BROKEN_PIPE),
+        Err(Failure::Rsh(err)) => fail(&err.to_string()),
+    }
+}
+
+/// The options every command of this session gets.
+struct Template {
+    cwd: Option<String>,
+    env: Vec<(String, String)>,
+    timeout: Option<Duration>,
+}
+
+impl Template {
+    fn with(&self, command: &str) -> ExecRequest {
+        let mut request = ExecRequest::new(command);
+        if let Some(cwd) = &self.cwd {
+            request = request.cwd(cwd.as_str());
+        }
+        for (key, value) in &self.env {
+            request = request.env(key.as_str(), value.as_str());
+        }
+        if let Some(timeout) = self.timeout {
+            request = request.timeout(timeout);
+        }
+        request
+    }
+}
+
+fn request_template(args: &Args) -> anyhow::Result<Template> {
+    let timeout = args
+        .timeout
+        .map(|secs| {
+            Duration::try_from_secs_f64(secs).context("--timeout must be a number of seconds > 0")
+        })
+        .transpose()?;
+    Ok(Template {
+        cwd: args.cwd.clone(),
+        env: args.env.clone(),
+        timeout,
+    })
+}
+
+async fn connect(dest: Option<&Endpoint>) -> anyhow::Result<Client> {
+    let endpoint = match dest {
+        Some(endpoint) => endpoint.clone(),
+        None => Endpoint::Unix(RshHome::from_env()?.socket_path()),
+    };
+    match &endpoint {
+        Endpoint::Unix(path) => Ok(Client::connect_unix(path).await?),
+        Endpoint::Tcp { .. } => {
+            anyhow::bail!("{endpoint}: TCP destinations are not supported by this build")
+        }
+    }
+}
+
+/// Why a session ended other than with a command's status.
+enum Failure {
+    /// Our stdout is a closed pipe.
+    BrokenPipe,
+    /// rsh itself failed.
+    Rsh(ClientError),
+}
+
+impl From<ClientError> for Failure {
+    fn from(err: ClientError) -> Self {
+        Failure::Rsh(err)
+    }
+}
+
+fn exit_code(status: &ExitStatus) -> ExitCode {
+    match status {
+        ExitStatus::Code(code) => ExitCode::from((*code & 0xff) as u8),
+        ExitStatus::Signal(signal) => ExitCode::from(128u8.saturating_add(*signal)),
+        ExitStatus::TimedOut => {
+            eprintln!("rsh-client: remote command timed out");
+            ExitCode::from(EXIT_TIMED_OUT)
+        }
+        ExitStatus::FailedToStart(reason) => {
+            eprintln!("rsh-client: remote command failed to start: {reason}");
+            ExitCode::from(EXIT_RSH_FAILURE)
+        }
+    }
+}
+
+async fn one_shot(
+    client: &Client,
+    request: ExecRequest,
+    forward_stdin: bool,
+) -> Result<ExitCode, Failure> {
+    let command = client.exec(request).await?;
+    let forwarder = if forward_stdin {
+        let stdin = command.stdin();
+        Some(tokio::spawn(async move {
+            let mut local = tokio::io::stdin();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match local.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if stdin
+                            .write(Bytes::copy_from_slice(&buf[..n]))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = stdin.close().await;
+        }))
+    } else {
+        command.close_stdin().await?;
+        None
+    };
+    let status = stream_output(command).await;
+    if let Some(forwarder) = forwarder {
+        forwarder.abort();
+    }
+    Ok(exit_code(&status?))
+}
+
+/// Writes the command's output to ours as it arrives, forwarding Ctrl-C as
+/// SIGINT, until it exits.
+async fn stream_output(mut command: RemoteCommand) -> Result<ExitStatus, Failure> {
+    let interrupts = tokio::spawn({
+        let signaller = command.signaller();
+        async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                if signaller.send(signal::INT).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let result = async {
+        let mut stdout = std::io::stdout();
+        let mut stderr = std::io::stderr();
+        loop {
+            match command.next_event().await? {
+                Some(Event::Stdout(data)) => write_out(&mut stdout, &data)?,
+                Some(Event::Stderr(data)) => {
+                    // A closed stderr is not worth failing the command for.
+                    let _ = stderr.write_all(&data).and_then(|()| stderr.flush());
+                }
+                Some(Event::Exit(status)) => return Ok(status),
+                None => {
+                    return Err(Failure::Rsh(ClientError::ConnectionLost(
+                        "command ended without a status".to_owned(),
+                    )))
+                }
+            }
+        }
+    }
+    .await;
+    interrupts.abort();
+    result
+}
+
+fn write_out(stdout: &mut std::io::Stdout, data: &[u8]) -> Result<(), Failure> {
+    let mut out = stdout.lock();
+    match out.write_all(data).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::BrokenPipe),
+        Err(err) => Err(Failure::Rsh(ClientError::ConnectionLost(format!(
+            "cannot write to stdout: {err}"
+        )))),
+    }
+}
+
+async fn interactive(client: &Client, template: &Template) -> Result<ExitCode, Failure> {
+    use rustyline::error::ReadlineError;
+    let mut editor = rustyline::DefaultEditor::new().map_err(|err| {
+        Failure::Rsh(ClientError::ConnectionLost(format!(
+            "cannot open the terminal: {err}"
+        )))
+    })?;
+    let mut last = ExitCode::SUCCESS;
+    let mut last_code = 0u8;
+    loop {
+        let prompt = if last_code == 0 {
+            "rsh$ ".to_owned()
+        } else {
+            format!("[{last_code}] rsh$ ")
+        };
+        let (returned, line) = tokio::task::spawn_blocking(move || {
+            let line = editor.readline(&prompt);
+            (editor, line)
+        })
+        .await
+        .map_err(|err| {
+            Failure::Rsh(ClientError::ConnectionLost(format!(
+                "line editor failed: {err}"
+            )))
+        })?;
+        editor = returned;
+        match line {
+            Ok(line) => {
+                let trimmed = line.trim();
+                if trimmed.is_empty() {
+                    continue;
+                }
+                if trimmed == "exit" {
+                    break;
+                }
+                let _ = editor.add_history_entry(trimmed);
+                let command = client.exec(template.with(&line)).await?;
+                command.close_stdin().await?;
+                let status = match stream_output(command).await {
+                    Ok(status) => status,
+                    Err(Failure::Rsh(ClientError::Refused { message, .. })) => {
+                        eprintln!("rsh-client: {message}");
+                        last_code = EXIT_RSH_FAILURE;
+                        last = ExitCode::from(EXIT_RSH_FAILURE);
+                        continue;
+                    }
+                    Err(other) => return Err(other),
+                };
+                last_code = status_byte(&status);
+                last = exit_code(&status);
+            }
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(err) => {
+                return Err(Failure::Rsh(ClientError::ConnectionLost(format!(
+                    "cannot read the terminal: {err}"
+                ))))
+            }
+        }
+    }
+    Ok(last)
+}
+
+fn status_byte(status: &ExitStatus) -> u8 {
+    match status {
+        ExitStatus::Code(code) => (*code & 0xff) as u8,
+        ExitStatus::Signal(signal) => 128u8.saturating_add(*signal),
+        ExitStatus::TimedOut => EXIT_TIMED_OUT,
+        ExitStatus::FailedToStart(_) => EXIT_RSH_FAILURE,
+    }
+}
+
+async fn script(client: &Client, template: &Template) -> Result<ExitCode, Failure> {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut last = ExitCode::SUCCESS;
+    loop {
+        let line = match lines.next_line().await {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(err) => {
+                return Err(Failure::Rsh(ClientError::ConnectionLost(format!(
+                    "cannot read stdin: {err}"
+                ))))
+            }
+        };
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if trimmed == "exit" {
+            break;
+        }
+        let command = client.exec(template.with(&line)).await?;
+        command.close_stdin().await?;
+        last = exit_code(&stream_output(command).await?);
+    }
+    Ok(last)
+}

@@ -173,7 +173,10 @@ impl FromStr for Endpoint {
         if addr.is_empty() {
             return Err(bad("empty address"));
         }
-        let parse_port = |p: &str| p.parse::<u16>().map_err(|_| bad("port is not a number 0-65535"));
+        let parse_port = |p: &str| {
+            p.parse::<u16>()
+                .map_err(|_| bad("port is not a number 0-65535"))
+        };
         if let Some(rest) = addr.strip_prefix('[') {
             let (host, after) = rest.split_once(']').ok_or_else(|| bad("missing ']'"))?;
             if host.parse::<std::net::Ipv6Addr>().is_err() {
@@ -181,7 +184,11 @@ impl FromStr for Endpoint {
             }
             let port = match after {
                 "" => DEFAULT_TCP_PORT,
-                _ => parse_port(after.strip_prefix(':').ok_or_else(|| bad("expected ':' after ']'"))?)?,
+                _ => parse_port(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| bad("expected ':' after ']'"))?,
+                )?,
             };
             return Ok(Endpoint::Tcp {
                 host: host.to_owned(),
@@ -243,7 +250,15 @@ mod tests {
         );
         assert_eq!(ep("[::1]").to_string(), "[::1]:7022");
         assert_eq!(ep("::1").to_string(), "[::1]:7022");
-        for bad in ["", "unix:", "host:port", "[::1", "[nope]:1", "h:70000", "[::1]x"] {
+        for bad in [
+            "",
+            "unix:",
+            "host:port",
+            "[::1",
+            "[nope]:1",
+            "h:70000",
+            "[::1]x",
+        ] {
             assert!(bad.parse::<Endpoint>().is_err(), "{bad:?} must be refused");
         }
     }
@@ -253,7 +268,10 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let home = RshHome::at(tmp.path().join("h"));
         home.ensure().expect("create");
-        let mode = std::fs::metadata(home.dir()).expect("stat").permissions().mode();
+        let mode = std::fs::metadata(home.dir())
+            .expect("stat")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o700);
         assert_eq!(home.socket_path(), tmp.path().join("h/rsh.sock"));
     }

@@ -142,7 +142,11 @@ fn payload_size_hint(frame: &Frame) -> usize {
         Frame::Exec(exec) => {
             64 + exec.command.len()
                 + exec.cwd.as_ref().map_or(0, Vec::len)
-                + exec.env.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>()
+                + exec
+                    .env
+                    .iter()
+                    .map(|(k, v)| 8 + k.len() + v.len())
+                    .sum::<usize>()
         }
         Frame::Error { message, .. } => 2 + message.len(),
         _ => 16,

@@ -93,6 +93,9 @@ mod tests {
             Err(HelloError::VersionMismatch { peer: 7, ours: 1 })
         );
         assert!(Hello::decode(b"GET / HT").is_err());
-        assert_eq!(Hello::decode(&Hello::current().encode()).map(|h| h.check_version()), Ok(Ok(())));
+        assert_eq!(
+            Hello::decode(&Hello::current().encode()).map(|h| h.check_version()),
+            Ok(Ok(()))
+        );
     }
 }

@@ -12,15 +12,20 @@
 //! - [`Frame`]: every message after the greeting.
 //! - [`Codec`]: a [`tokio_util::codec::Decoder`] and [`tokio_util::codec::Encoder`]
 //!   that refuse any frame over [`MAX_FRAME_LEN`] before allocating for it.
+//! - [`Window`]: a sender's flow-control credit on one channel.
+//! - [`io`]: the greeting exchange and the frame writer, over any byte stream.
 #![deny(missing_docs)]
 
 mod codec;
 mod frame;
 mod hello;
+pub mod io;
+mod window;
 
 pub use codec::{Codec, CodecError};
 pub use frame::{signal, ErrorKind, Exec, ExitStatus, Frame, FrameType};
 pub use hello::{Hello, HelloError, HELLO_LEN, MAGIC, VERSION};
+pub use window::Window;
 
 /// Largest frame body (everything after the 4-byte length prefix) a peer may
 /// send or must accept: 1 MiB. Checked from the header, before allocation.

@@ -130,8 +130,13 @@ fn oversized_length_is_refused_before_allocating() {
     buf.put_u32(u32::MAX);
     buf.put_u8(0x10);
     let err = Codec::new().decode(&mut buf).expect_err("must refuse");
-    assert!(matches!(err, CodecError::FrameTooLarge { len, max } if len == u32::MAX as usize && max == MAX_FRAME_LEN));
-    assert!(buf.capacity() < 1024, "no allocation for the announced size");
+    assert!(
+        matches!(err, CodecError::FrameTooLarge { len, max } if len == u32::MAX as usize && max == MAX_FRAME_LEN)
+    );
+    assert!(
+        buf.capacity() < 1024,
+        "no allocation for the announced size"
+    );
 }
 
 #[test]

@@ -1,0 +1,43 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Tunables of a server; [`Default`] gives the daemon's defaults.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Shell that runs each command as `SHELL -c COMMAND`.
+    pub shell: PathBuf,
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Commands running at once on one connection.
+    pub max_channels_per_connection: usize,
+    /// Between SIGTERM and SIGKILL when a command's group is ended.
+    pub kill_grace: Duration,
+    /// How long running commands may go on after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// After a command's shell exits, how long output may stay idle (pipes
+    /// held open by a background process) before the rest of the group is
+    /// ended and the exit status sent.
+    pub linger: Duration,
+    /// Stdin window granted to the client per command, in bytes.
+    pub stdin_window: u32,
+    /// Largest output chunk read from a pipe and sent in one frame.
+    pub chunk_size: usize,
+    /// Time a peer has to send its greeting.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            shell: PathBuf::from("/bin/sh"),
+            max_connections: 4096,
+            max_channels_per_connection: 64,
+            kill_grace: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(5),
+            linger: Duration::from_secs(2),
+            stdin_window: 1024 * 1024,
+            chunk_size: 64 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}

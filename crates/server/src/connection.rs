@@ -1,0 +1,399 @@
+//! One client connection: the greeting, then frames in and frames out.
+//!
+//! The reading side (this task) routes frames to the connection's commands;
+//! a writer task owns the write half and batches outgoing frames into as few
+//! writes as it can. A malformed frame, a window overrun or any other protocol
+//! violation ends the connection with a logged reason; a client that goes
+//! away ends its commands' process groups.
+
+use crate::command::{self, CommandContext, CommandInputs};
+use crate::ServerConfig;
+use bytes::Bytes;
+use futures::StreamExt;
+use rsh_proto::io::GreetError;
+use rsh_proto::{Codec, CodecError, ErrorKind, Exec, Frame, Window, CONNECTION_CHANNEL};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+/// Frames queued for the writer, per connection.
+const OUTGOING_QUEUE: usize = 64;
+/// How long queued frames (an error, exits) may take to reach a client
+/// whose connection is ending.
+const FINAL_FLUSH: Duration = Duration::from_secs(2);
+
+/// Who is on the other end of a connection, for the logs.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Where it connected from (`unix:uid=1000,pid=42`, `127.0.0.1:5555`).
+    pub addr: String,
+    /// Who it authenticated as (a local user, or a key's fingerprint and comment).
+    pub user: String,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.addr, self.user)
+    }
+}
+
+/// Why a connection ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// The greeting exchange failed.
+    #[error(transparent)]
+    Greet(#[from] GreetError),
+    /// A frame could not be decoded.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The peer broke a protocol rule.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The transport failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// What the server shares with every connection.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerContext {
+    pub config: Arc<ServerConfig>,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+/// Serves one connection to its end. Errors are logged here, in the
+/// connection's span.
+pub(crate) async fn serve<S>(mut stream: S, ctx: ServerContext)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    if let Err(err) = rsh_proto::io::greet(&mut stream, ctx.config.handshake_timeout).await {
+        warn!(cause = %err, "handshake failed; closing");
+        return;
+    }
+    debug!("handshake done");
+    let (read_half, write_half) = tokio::io::split(stream);
+    let (frames_tx, frames_rx) = mpsc::channel(OUTGOING_QUEUE);
+    let client_gone = CancellationToken::new();
+    let abort_writer = CancellationToken::new();
+    let writer = tokio::spawn(
+        write_frames(
+            write_half,
+            frames_rx,
+            client_gone.clone(),
+            abort_writer.clone(),
+        )
+        .in_current_span(),
+    );
+
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let mut conn = Connection {
+        ctx: ctx.clone(),
+        frames: frames_tx,
+        client_gone: client_gone.clone(),
+        channels: HashMap::new(),
+        next_serial: 0,
+        done_tx,
+        done_rx,
+    };
+    let end = conn
+        .read_frames(FramedRead::new(read_half, Codec::new()))
+        .await;
+    match &end {
+        End::ClientClosed => debug!("client closed the connection"),
+        End::ShutdownDrained => debug!("shutdown: connection drained"),
+        End::Failed(err) => {
+            warn!(cause = %err, "closing connection");
+            if !matches!(err, ConnectionError::Io(_)) {
+                let _ = conn.frames.try_send(Frame::Error {
+                    channel: CONNECTION_CHANNEL,
+                    kind: ErrorKind::ProtocolViolation,
+                    message: err.to_string(),
+                });
+            }
+        }
+    }
+    if !matches!(end, End::ShutdownDrained) {
+        client_gone.cancel();
+    }
+    drop(conn);
+    if tokio::time::timeout(FINAL_FLUSH, writer).await.is_err() {
+        abort_writer.cancel();
+    }
+}
+
+enum End {
+    ClientClosed,
+    ShutdownDrained,
+    Failed(ConnectionError),
+}
+
+/// The reading side's view of one running command.
+struct Channel {
+    serial: u64,
+    stdin: Option<mpsc::UnboundedSender<Bytes>>,
+    signals: mpsc::UnboundedSender<u8>,
+    output_window: Arc<Window>,
+    stdin_credit: Arc<Window>,
+    /// Set before the command's `Exit` is queued, so the client may reuse the
+    /// id as soon as it sees the exit.
+    finished: Arc<AtomicBool>,
+}
+
+struct Connection {
+    ctx: ServerContext,
+    frames: mpsc::Sender<Frame>,
+    client_gone: CancellationToken,
+    channels: HashMap<u32, Channel>,
+    next_serial: u64,
+    /// Commands report `(channel, serial)` here when they end.
+    done_tx: mpsc::UnboundedSender<(u32, u64)>,
+    done_rx: mpsc::UnboundedReceiver<(u32, u64)>,
+}
+
+impl Connection {
+    async fn read_frames<R>(&mut self, mut frames: FramedRead<R, Codec>) -> End
+    where
+        R: AsyncRead + Unpin,
+    {
+        let mut shutting_down = false;
+        loop {
+            if shutting_down && self.channels.is_empty() {
+                return End::ShutdownDrained;
+            }
+            tokio::select! {
+                frame = frames.next() => match frame {
+                    None => return End::ClientClosed,
+                    Some(Err(CodecError::Io(err))) => {
+                        debug!(cause = %err, "connection read failed");
+                        return End::ClientClosed;
+                    }
+                    Some(Err(err)) => return End::Failed(err.into()),
+                    Some(Ok(frame)) => {
+                        if let Err(err) = self.dispatch(frame, shutting_down).await {
+                            return End::Failed(err);
+                        }
+                    }
+                },
+                Some((channel, serial)) = self.done_rx.recv() => {
+                    if self.channels.get(&channel).is_some_and(|c| c.serial == serial) {
+                        self.channels.remove(&channel);
+                    }
+                }
+                () = self.ctx.shutdown.cancelled(), if !shutting_down => {
+                    shutting_down = true;
+                }
+                () = self.client_gone.cancelled() => return End::ClientClosed,
+            }
+        }
+    }
+
+    async fn refuse(&self, channel: u32, kind: ErrorKind, message: String) {
+        info!(channel, ?kind, %message, "refusing command");
+        let _ = self
+            .frames
+            .send(Frame::Error {
+                channel,
+                kind,
+                message,
+            })
+            .await;
+    }
+
+    async fn dispatch(&mut self, frame: Frame, shutting_down: bool) -> Result<(), ConnectionError> {
+        match frame {
+            Frame::Exec(exec) => self.exec(exec, shutting_down).await,
+            Frame::Stdin { channel, data } => {
+                let Some(entry) = self.channels.get(&channel) else {
+                    // Races with a command's end are normal; drop the bytes.
+                    debug!(channel, "stdin for a finished channel dropped");
+                    return Ok(());
+                };
+                if !entry.stdin_credit.try_consume(data.len() as u64) {
+                    return Err(ConnectionError::Protocol(format!(
+                        "stdin on channel {channel} exceeds the granted window"
+                    )));
+                }
+                if let Some(stdin) = &entry.stdin {
+                    let _ = stdin.send(data);
+                }
+                Ok(())
+            }
+            Frame::StdinEnd { channel } => {
+                if let Some(entry) = self.channels.get_mut(&channel) {
+                    entry.stdin = None;
+                }
+                Ok(())
+            }
+            Frame::Signal { channel, signal } => {
+                if let Some(entry) = self.channels.get(&channel) {
+                    let _ = entry.signals.send(signal);
+                }
+                Ok(())
+            }
+            Frame::WindowAdjust { channel, increment } => {
+                if let Some(entry) = self.channels.get(&channel) {
+                    entry.output_window.grant(u64::from(increment));
+                }
+                Ok(())
+            }
+            Frame::Error {
+                channel,
+                kind,
+                message,
+            } => {
+                warn!(channel, ?kind, %message, "client reported an error");
+                Ok(())
+            }
+            other @ (Frame::Stdout { .. } | Frame::Stderr { .. } | Frame::Exit { .. }) => {
+                Err(ConnectionError::Protocol(format!(
+                    "client sent a server-only {:?} frame",
+                    other.frame_type()
+                )))
+            }
+        }
+    }
+
+    async fn exec(&mut self, exec: Exec, shutting_down: bool) -> Result<(), ConnectionError> {
+        let channel = exec.channel;
+        if shutting_down {
+            self.refuse(
+                channel,
+                ErrorKind::ShuttingDown,
+                "server is shutting down".into(),
+            )
+            .await;
+            return Ok(());
+        }
+        if let Some(existing) = self.channels.get(&channel) {
+            if !existing.finished.load(Ordering::Acquire) {
+                self.refuse(
+                    channel,
+                    ErrorKind::ChannelInUse,
+                    format!("channel {channel} is already running a command"),
+                )
+                .await;
+                return Ok(());
+            }
+        }
+        if channel == CONNECTION_CHANNEL {
+            self.refuse(
+                channel,
+                ErrorKind::ChannelInUse,
+                "channel 0 is reserved".into(),
+            )
+            .await;
+            return Ok(());
+        }
+        if self.channels.len() >= self.ctx.config.max_channels_per_connection {
+            self.refuse(
+                channel,
+                ErrorKind::TooManyChannels,
+                format!(
+                    "at most {} commands at once per connection",
+                    self.ctx.config.max_channels_per_connection
+                ),
+            )
+            .await;
+            return Ok(());
+        }
+        if let Err(reason) = validate(&exec) {
+            self.refuse(channel, ErrorKind::BadRequest, reason.into())
+                .await;
+            return Ok(());
+        }
+
+        let (stdin_tx, stdin_rx) = mpsc::unbounded_channel();
+        let (signals_tx, signals_rx) = mpsc::unbounded_channel();
+        let output_window = Arc::new(Window::new(u64::from(exec.window)));
+        let stdin_credit = Arc::new(Window::new(0));
+        let finished = Arc::new(AtomicBool::new(false));
+        self.next_serial += 1;
+        let serial = self.next_serial;
+        self.channels.insert(
+            channel,
+            Channel {
+                serial,
+                stdin: Some(stdin_tx),
+                signals: signals_tx,
+                output_window: output_window.clone(),
+                stdin_credit: stdin_credit.clone(),
+                finished: finished.clone(),
+            },
+        );
+        let inputs = CommandInputs {
+            stdin: stdin_rx,
+            signals: signals_rx,
+            output_window,
+            stdin_credit,
+        };
+        let command_ctx = CommandContext {
+            config: self.ctx.config.clone(),
+            frames: self.frames.clone(),
+            client_gone: self.client_gone.clone(),
+            shutdown: self.ctx.shutdown.clone(),
+            tracker: self.ctx.tracker.clone(),
+        };
+        let done = self.done_tx.clone();
+        let span = info_span!(
+            "cmd",
+            channel,
+            command = %String::from_utf8_lossy(&exec.command),
+            pid = tracing::field::Empty,
+        );
+        self.ctx.tracker.spawn(
+            async move {
+                command::run(exec, inputs, command_ctx, finished).await;
+                let _ = done.send((channel, serial));
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+}
+
+fn validate(exec: &Exec) -> Result<(), &'static str> {
+    if exec.command.iter().all(u8::is_ascii_whitespace) {
+        return Err("empty command");
+    }
+    if exec.command.contains(&0) {
+        return Err("command contains a NUL byte");
+    }
+    if exec
+        .cwd
+        .as_ref()
+        .is_some_and(|cwd| cwd.is_empty() || cwd.contains(&0))
+    {
+        return Err("working directory is empty or contains a NUL byte");
+    }
+    for (key, value) in &exec.env {
+        if key.is_empty() || key.contains(&b'=') || key.contains(&0) || value.contains(&0) {
+            return Err("environment variable name or value is invalid");
+        }
+    }
+    Ok(())
+}
+
+/// Runs the shared frame writer; a write failure means the client is gone.
+async fn write_frames<W>(
+    write_half: W,
+    frames: mpsc::Receiver<Frame>,
+    client_gone: CancellationToken,
+    abort: CancellationToken,
+) where
+    W: AsyncWrite + Unpin,
+{
+    if let Err(err) = rsh_proto::io::write_frames(write_half, frames, abort).await {
+        debug!(cause = %err, "connection write failed");
+        client_gone.cancel();
+    }
+}

@@ -1,0 +1,50 @@
+use crate::connection::ServerContext;
+use crate::{Listener, ServerConfig};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+/// A server over already-bound listeners.
+#[derive(Debug)]
+pub struct Server {
+    config: Arc<ServerConfig>,
+    listeners: Vec<Listener>,
+}
+
+impl Server {
+    /// A server that will accept on `listeners`.
+    pub fn new(config: ServerConfig, listeners: Vec<Listener>) -> Self {
+        Server {
+            config: Arc::new(config),
+            listeners,
+        }
+    }
+
+    /// Serves until `shutdown` is cancelled, then lets running commands
+    /// finish within the shutdown grace, ends the rest, and returns once every
+    /// process is reaped. Socket files are removed on return.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let ctx = ServerContext {
+            config: self.config.clone(),
+            shutdown: shutdown.clone(),
+            tracker: TaskTracker::new(),
+        };
+        let limit = Arc::new(Semaphore::new(self.config.max_connections));
+        for listener in &self.listeners {
+            info!(endpoint = %listener.endpoint(), "listening");
+        }
+        futures::future::join_all(
+            self.listeners
+                .iter()
+                .map(|listener| listener.accept_loop(ctx.clone(), limit.clone())),
+        )
+        .await;
+        info!("shutting down: no longer accepting");
+        ctx.tracker.close();
+        ctx.tracker.wait().await;
+        info!("shutdown complete");
+        drop(self.listeners);
+    }
+}

@@ -1,0 +1,281 @@
+//! rustls configs that authenticate both ends by pinned key fingerprints.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::Resumption;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::NoServerSessionStorage;
+use rustls::{
+    CertificateError, ClientConfig, CommonState, DigitallySignedStruct, DistinguishedName,
+    OtherError, ServerConfig, SignatureScheme,
+};
+
+use crate::identity::provider;
+use crate::lines::read_optional;
+use crate::{AuthorizedKeys, Error, Fingerprint, Identity};
+
+/// The ALPN protocol both ends ask for.
+pub const ALPN_PROTOCOL: &[u8] = b"rsh/1";
+
+/// Where a client config records the fingerprint the server presented
+/// during the handshake (also when it was refused for not matching the
+/// pinned one), so the caller can check it against known_hosts or show it
+/// to the user.
+///
+/// The slot holds the fingerprint of the latest handshake made with the
+/// config it came with: use one config per connection, or read the slot
+/// right after each handshake (or use [`peer_fingerprint`] on the
+/// connection instead).
+#[derive(Clone, Debug, Default)]
+pub struct ServerKeySlot(Arc<Mutex<Option<Fingerprint>>>);
+
+impl ServerKeySlot {
+    /// The fingerprint of the server key seen in the last handshake.
+    pub fn get(&self) -> Option<Fingerprint> {
+        *self.lock()
+    }
+
+    fn set(&self, fingerprint: Fingerprint) {
+        *self.lock() = Some(fingerprint);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Fingerprint>> {
+        // The guarded value is always consistent, even after a panic.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A server config for `identity`: TLS 1.3 only, no session resumption,
+/// ALPN [`ALPN_PROTOCOL`], and a client certificate required whose key must
+/// be listed in the authorized_keys file at `authorized_keys_path`.
+///
+/// That file is read again on every handshake, so adding or removing a line
+/// takes effect for the next connection. A missing file lets nobody in.
+/// An unknown client key makes the handshake fail with
+/// `invalid peer certificate: ApplicationVerificationFailure` on the server
+/// side and the `access_denied` alert sent to the client.
+pub fn server_config(
+    identity: &Identity,
+    authorized_keys_path: PathBuf,
+) -> Result<Arc<ServerConfig>, Error> {
+    let provider = provider();
+    let verifier = Arc::new(AuthorizedKeysVerifier {
+        path: authorized_keys_path,
+        algorithms: provider.signature_verification_algorithms,
+        last_warned: Mutex::new(None),
+    });
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![identity.cert_der().clone()],
+            identity.private_key_der(),
+        )?;
+    config.alpn_protocols = vec![ALPN_PROTOCOL.to_vec()];
+    // Every connection must go through the client key check.
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+/// A client config presenting `identity`: TLS 1.3 only, no session
+/// resumption, no SNI, ALPN [`ALPN_PROTOCOL`]. Server names are not checked;
+/// the server's key fingerprint is recorded in the returned
+/// [`ServerKeySlot`], and if `pinned` is given any other key is refused
+/// with [`Error::ServerKeyMismatch`] (wrapped in a rustls
+/// `CertificateError::Other`). With `pinned` = `None` every server key is
+/// accepted: check the slot after the handshake, before sending anything.
+pub fn client_config(
+    identity: &Identity,
+    pinned: Option<Fingerprint>,
+) -> Result<(Arc<ClientConfig>, ServerKeySlot), Error> {
+    let provider = provider();
+    let slot = ServerKeySlot::default();
+    let verifier = Arc::new(PinnedServerVerifier {
+        pinned,
+        slot: slot.clone(),
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(
+            vec![identity.cert_der().clone()],
+            identity.private_key_der(),
+        )?;
+    config.alpn_protocols = vec![ALPN_PROTOCOL.to_vec()];
+    config.resumption = Resumption::disabled();
+    config.enable_sni = false;
+    Ok((Arc::new(config), slot))
+}
+
+/// The fingerprint of the peer's key on an established connection (a
+/// `rustls::ServerConnection` or `ClientConnection` derefs to
+/// [`CommonState`]).
+pub fn peer_fingerprint(conn: &CommonState) -> Result<Fingerprint, Error> {
+    peer_fingerprint_of_certs(conn.peer_certificates().unwrap_or_default())
+}
+
+/// The fingerprint of the first (end-entity) certificate of a peer's chain.
+pub fn peer_fingerprint_of_certs(certs: &[CertificateDer<'_>]) -> Result<Fingerprint, Error> {
+    let cert = certs.first().ok_or(Error::NoPeerCertificate)?;
+    Fingerprint::of_cert_der(cert)
+}
+
+fn fingerprint_for_tls(cert: &CertificateDer<'_>) -> Result<Fingerprint, rustls::Error> {
+    Fingerprint::of_cert_der(cert)
+        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))
+}
+
+/// Accepts client keys listed in an authorized_keys file.
+#[derive(Debug)]
+struct AuthorizedKeysVerifier {
+    path: PathBuf,
+    algorithms: WebPkiSupportedAlgorithms,
+    /// The file contents whose malformed lines were last logged, so each
+    /// version of the file is complained about once.
+    last_warned: Mutex<Option<String>>,
+}
+
+impl AuthorizedKeysVerifier {
+    fn authorized_keys(&self) -> Result<AuthorizedKeys, Error> {
+        let Some(text) = read_optional(&self.path)? else {
+            return Ok(AuthorizedKeys::default());
+        };
+        let (keys, warnings) = AuthorizedKeys::parse(&text);
+        if !warnings.is_empty() {
+            let mut last = self
+                .last_warned
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if last.as_deref() != Some(text.as_str()) {
+                for w in &warnings {
+                    tracing::warn!(
+                        line = w.line,
+                        reason = %w.message,
+                        path = %self.path.display(),
+                        "skipping malformed authorized_keys line"
+                    );
+                }
+                *last = Some(text);
+            }
+        }
+        Ok(keys)
+    }
+}
+
+impl ClientCertVerifier for AuthorizedKeysVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let fingerprint = fingerprint_for_tls(end_entity)?;
+        let keys = self.authorized_keys().map_err(|e| {
+            tracing::error!(error = %e, "cannot read authorized_keys; refusing client");
+            rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
+        })?;
+        match keys.lookup(&fingerprint) {
+            Some(key) => {
+                tracing::debug!(%fingerprint, comment = %key.comment, "client key authorized");
+                Ok(ClientCertVerified::assertion())
+            }
+            None => {
+                tracing::warn!(%fingerprint, "client key not in authorized_keys");
+                // Sent to the client as the access_denied alert.
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure,
+                ))
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // Unreachable: only TLS 1.3 is enabled.
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Accepts the server key pinned for the host, or any key on first contact.
+#[derive(Debug)]
+struct PinnedServerVerifier {
+    pinned: Option<Fingerprint>,
+    slot: ServerKeySlot,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for PinnedServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let presented = fingerprint_for_tls(end_entity)?;
+        self.slot.set(presented);
+        match self.pinned {
+            Some(expected) if expected != presented => Err(rustls::Error::InvalidCertificate(
+                CertificateError::Other(OtherError(Arc::new(Error::ServerKeyMismatch {
+                    expected,
+                    presented,
+                }))),
+            )),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // Unreachable: only TLS 1.3 is enabled.
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
