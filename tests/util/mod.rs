@@ -1,0 +1,303 @@
+//! Shared test harness: the real `rsh-server` binary on a temp socket (or,
+//! with TLS, an ephemeral loopback port), and the real `rsh-client` binary.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Upper bound for any single wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// How the client reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The local Unix socket.
+    Unix,
+}
+
+/// The directory holding the workspace's built binaries, built once per
+/// test run so they are never stale.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> → target/<profile>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable lives in target/<profile>/deps")
+            .to_owned();
+        let target_dir = profile_dir.parent().expect("target dir").to_owned();
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "rsh-server",
+                "-p",
+                "rsh-client",
+                "--bins",
+            ])
+            .env("CARGO_TARGET_DIR", &target_dir);
+        if profile_dir
+            .file_name()
+            .is_some_and(|name| name == "release")
+        {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "building the binaries failed");
+        profile_dir
+    })
+}
+
+pub fn server_bin() -> PathBuf {
+    bin_dir().join("rsh-server")
+}
+
+pub fn client_bin() -> PathBuf {
+    bin_dir().join("rsh-client")
+}
+
+/// A running `rsh-server` with its own RSH_HOME in a temp dir; killed on drop.
+pub struct TestServer {
+    pub transport: Transport,
+    pub home: tempfile::TempDir,
+    pub child: Option<Child>,
+    /// `DEST` as the client takes it.
+    pub dest: String,
+    pub socket: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+    lines: Mutex<mpsc::Receiver<String>>,
+}
+
+impl TestServer {
+    pub fn start(transport: Transport) -> TestServer {
+        Self::start_with(transport, &[])
+    }
+
+    pub fn start_with(transport: Transport, extra_args: &[&str]) -> TestServer {
+        let home = tempfile::tempdir().expect("temp RSH_HOME");
+        let socket = home.path().join("rsh.sock");
+        let listen = match transport {
+            Transport::Unix => format!("unix:{}", socket.display()),
+        };
+        let mut child = Command::new(server_bin())
+            .arg("--listen")
+            .arg(&listen)
+            .args([
+                "--shutdown-grace",
+                "5",
+                "--kill-grace",
+                "0.5",
+                "--linger",
+                "0.3",
+            ])
+            .args(extra_args)
+            .env("RSH_HOME", home.path())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rsh-server");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if std::env::var_os("RSH_TEST_SHOW_LOG").is_some() {
+                        eprintln!("[server] {line}");
+                    }
+                    log.lock().expect("log lock").push(line.clone());
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let server = TestServer {
+            transport,
+            home,
+            child: Some(child),
+            dest: listen,
+            socket,
+            log,
+            lines: Mutex::new(rx),
+        };
+        server.wait_for_log("listening");
+        server
+    }
+
+    /// Blocks until a log line containing `needle` appears (bounded).
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        if let Some(line) = self.log().into_iter().find(|l| l.contains(needle)) {
+            return line;
+        }
+        let lines = self.lines.lock().expect("lines lock");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!(
+                    "server never logged {needle:?}; log:\n{}",
+                    self.log().join("\n")
+                ),
+            }
+        }
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    /// A client command for this server (`rsh-client DEST ARGS...`).
+    pub fn client(&self) -> Command {
+        let mut command = Command::new(client_bin());
+        command.env("RSH_HOME", self.home.path()).arg(&self.dest);
+        command
+    }
+
+    /// Runs `rsh-client DEST -c CMD` with `stdin` and returns its output.
+    pub fn run(&self, cmd: &str, stdin: &[u8]) -> std::process::Output {
+        run_with_stdin(self.client().arg("-c").arg(cmd), stdin)
+    }
+
+    /// A library client connected to this server.
+    pub async fn connect(&self) -> rsh_client::Client {
+        match self.transport {
+            Transport::Unix => rsh_client::Client::connect_unix(&self.socket)
+                .await
+                .expect("connect over the Unix socket"),
+        }
+    }
+
+    /// Resident memory of the server process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
+    }
+
+    /// Sends SIGTERM and waits for the exit status (bounded).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        signal(child.id(), nix::sys::signal::Signal::SIGTERM);
+        wait_child(&mut child, WAIT).expect("server exits after SIGTERM")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits"));
+    nix::sys::signal::kill(pid, signal).expect("send signal");
+}
+
+/// Waits for a child up to `limit`; `None` if it is still running.
+pub fn wait_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Runs a command feeding `stdin` from a thread, with a bounded wait.
+pub fn run_with_stdin(command: &mut Command, stdin: &[u8]) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn client");
+    let mut pipe = child.stdin.take().expect("piped stdin");
+    let input = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = pipe.write_all(&input);
+    });
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = rx
+        .recv_timeout(WAIT)
+        .expect("client finished in time")
+        .expect("client output");
+    let _ = feeder.join();
+    output
+}
+
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS in /proc status")
+}
+
+/// Pids of live processes in process group `pgid` (from /proc).
+pub fn processes_in_group(pgid: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command name: state ppid pgrp ...
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        if fields.get(2).and_then(|p| p.parse::<u32>().ok()) == Some(pgid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Deterministic pseudo-random bytes (xorshift), fast enough for 50 MB.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
