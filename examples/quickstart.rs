@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("creating a temp dir")?;
     let socket = dir.path().join("rsh.sock");
-    let listener = Listener::bind(&Endpoint::Unix(socket.clone())).context("binding the socket")?;
+    let listener =
+        Listener::bind(&Endpoint::Unix(socket.clone()), None).context("binding the socket")?;
     let shutdown = CancellationToken::new();
     let server =
         tokio::spawn(Server::new(ServerConfig::default(), vec![listener]).run(shutdown.clone()));

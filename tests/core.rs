@@ -20,6 +20,14 @@ macro_rules! transport_tests {
                 }
             )*
         }
+        mod tls {
+            $(
+                #[test]
+                fn $name() {
+                    super::runtime().block_on(super::$name(super::Transport::Tls));
+                }
+            )*
+        }
     };
 }
 
@@ -283,6 +291,16 @@ async fn garbage_and_oversized_frames_leave_server_serving(t: Transport) {
         );
         server.wait_for_log("peer speaks version 9");
     }
+    if t == Transport::Tls {
+        // Plaintext on the TLS port only closes that connection.
+        let addr = server.dest.clone();
+        let mut raw = std::net::TcpStream::connect(&addr).expect("connect");
+        raw.set_read_timeout(Some(WAIT)).expect("timeout");
+        raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write garbage");
+        read_until_closed(&mut raw);
+        server.wait_for_log("TLS handshake failed");
+    }
     assert!(server.child.as_ref().is_some(), "server still running");
     assert_eq!(server.run("echo alive", b"").stdout, b"alive\n");
 }
@@ -531,17 +549,6 @@ fn socket_and_home_are_private() {
     assert!(lines.any(|l| l.is_ok_and(|l| l.contains("listening"))));
     let _ = third.kill();
     let _ = third.wait();
-}
-
-#[test]
-fn tcp_without_tls_is_refused_clearly() {
-    let out = std::process::Command::new(util::server_bin())
-        .args(["--listen", "127.0.0.1:0"])
-        .env("RSH_HOME", tempfile::tempdir().expect("tmp").path())
-        .output()
-        .expect("server");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("TCP"));
 }
 
 /// README.md shows each binary's `-h` text verbatim; keep them in step.

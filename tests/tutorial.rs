@@ -418,7 +418,7 @@ async fn rsh_keeps_each_commands_output_whole_and_apart() -> Result<()> {
     // An rsh server in-process, on a socket in a temporary directory.
     let dir = tempfile::tempdir()?;
     let sock = dir.path().join("rsh.sock");
-    let listener = Listener::bind(&Endpoint::Unix(sock.clone()))?;
+    let listener = Listener::bind(&Endpoint::Unix(sock.clone()), None)?;
     let shutdown = CancellationToken::new();
     let _stop_on_failure = shutdown.clone().drop_guard();
     let server =

@@ -17,6 +17,8 @@ pub const WAIT: Duration = Duration::from_secs(30);
 pub enum Transport {
     /// The local Unix socket.
     Unix,
+    /// TCP on 127.0.0.1 with TLS and keys set up both ways.
+    Tls,
 }
 
 /// The directory holding the workspace's built binaries, built once per
@@ -67,7 +69,10 @@ pub fn client_bin() -> PathBuf {
 /// A running `rsh-server` with its own RSH_HOME in a temp dir; killed on drop.
 pub struct TestServer {
     pub transport: Transport,
+    /// The server's RSH_HOME.
     pub home: tempfile::TempDir,
+    /// The client's RSH_HOME (its key and known_hosts).
+    pub client_home: tempfile::TempDir,
     pub child: Option<Child>,
     /// `DEST` as the client takes it.
     pub dest: String,
@@ -83,9 +88,20 @@ impl TestServer {
 
     pub fn start_with(transport: Transport, extra_args: &[&str]) -> TestServer {
         let home = tempfile::tempdir().expect("temp RSH_HOME");
+        let client_home = tempfile::tempdir().expect("temp client RSH_HOME");
         let socket = home.path().join("rsh.sock");
         let listen = match transport {
             Transport::Unix => format!("unix:{}", socket.display()),
+            Transport::Tls => {
+                // The client's key, authorized on the server.
+                let key = client_fingerprint(client_home.path());
+                std::fs::write(
+                    home.path().join("authorized_keys"),
+                    format!("# test client\n{key}\n"),
+                )
+                .expect("write authorized_keys");
+                "127.0.0.1:0".to_owned()
+            }
         };
         let mut child = Command::new(server_bin())
             .arg("--listen")
@@ -122,17 +138,50 @@ impl TestServer {
                 }
             });
         }
-        let server = TestServer {
+        let mut server = TestServer {
             transport,
             home,
+            client_home,
             child: Some(child),
             dest: listen,
             socket,
             log,
             lines: Mutex::new(rx),
         };
-        server.wait_for_log("listening");
+        let listening = server.wait_for_log("listening");
+        if transport == Transport::Tls {
+            // The real port, and the host key pinned in the client's known_hosts.
+            let endpoint = listening
+                .split("endpoint=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .expect("listening line names the endpoint")
+                .to_owned();
+            let host_key = server.wait_for_log("host key fingerprint=");
+            let fingerprint = host_key
+                .split("fingerprint=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .expect("fingerprint in the log")
+                .to_owned();
+            std::fs::write(
+                server.client_home.path().join("known_hosts"),
+                format!("{endpoint} {fingerprint}\n"),
+            )
+            .expect("write known_hosts");
+            server.dest = endpoint;
+        }
         server
+    }
+
+    /// The endpoint the client connects to.
+    pub fn endpoint(&self) -> rsh_config::Endpoint {
+        self.dest.parse().expect("valid endpoint")
+    }
+
+    /// Library connect options with the client's home.
+    pub fn connect_options(&self) -> rsh_client::ConnectOptions {
+        rsh_client::ConnectOptions::new(rsh_config::RshHome::at(self.client_home.path()))
     }
 
     /// Blocks until a log line containing `needle` appears (bounded).
@@ -166,7 +215,9 @@ impl TestServer {
     /// A client command for this server (`rsh-client DEST ARGS...`).
     pub fn client(&self) -> Command {
         let mut command = Command::new(client_bin());
-        command.env("RSH_HOME", self.home.path()).arg(&self.dest);
+        command
+            .env("RSH_HOME", self.client_home.path())
+            .arg(&self.dest);
         command
     }
 
@@ -177,11 +228,9 @@ impl TestServer {
 
     /// A library client connected to this server.
     pub async fn connect(&self) -> rsh_client::Client {
-        match self.transport {
-            Transport::Unix => rsh_client::Client::connect_unix(&self.socket)
-                .await
-                .expect("connect over the Unix socket"),
-        }
+        rsh_client::Client::connect(&self.endpoint(), &self.connect_options())
+            .await
+            .expect("connect")
     }
 
     /// Resident memory of the server process, in KiB.
@@ -204,6 +253,24 @@ impl Drop for TestServer {
             let _ = child.wait();
         }
     }
+}
+
+/// `rsh-client --fingerprint` with RSH_HOME at `home` (creates the key).
+pub fn client_fingerprint(home: &Path) -> String {
+    let out = Command::new(client_bin())
+        .arg("--fingerprint")
+        .env("RSH_HOME", home)
+        .output()
+        .expect("rsh-client --fingerprint");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
 }
 
 pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {

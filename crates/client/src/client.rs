@@ -38,6 +38,41 @@ pub enum ClientError {
     /// The greeting failed (not an rsh server, another protocol version...).
     #[error("{0}")]
     Greeting(String),
+    /// The server does not accept our key.
+    #[error("not authorized: the server's authorized_keys does not list this client's key; add this line to it: {key}")]
+    NotAuthorized {
+        /// Our key, as an authorized_keys line.
+        key: String,
+    },
+    /// The server's key is not in known_hosts and the policy refused it.
+    #[error("host key verification failed: {host_port} is not in known_hosts (it presented {fingerprint}); compare with `rsh-server --fingerprint` on the server, then rerun with --accept-new to trust it")]
+    UnknownHost {
+        /// `host:port`.
+        host_port: String,
+        /// The key the server presented.
+        fingerprint: String,
+    },
+    /// The user declined an unknown host key.
+    #[error("host key verification failed: {0} was not accepted")]
+    HostKeyNotAccepted(String),
+    /// The server's key differs from the pinned one: refused, always.
+    #[error("WARNING: REMOTE HOST KEY HAS CHANGED for {host_port}! known_hosts pins {expected} but the server presented {presented}. Someone could be intercepting the connection, or the host key was replaced. Nothing was run. If the change is expected, remove the line for {host_port} from {known_hosts}")]
+    HostKeyChanged {
+        /// `host:port`.
+        host_port: String,
+        /// The pinned key.
+        expected: String,
+        /// The key the server presented.
+        presented: String,
+        /// The known_hosts file.
+        known_hosts: String,
+    },
+    /// TLS failed.
+    #[error("{0}")]
+    Tls(String),
+    /// Our key or known_hosts could not be read or written.
+    #[error("{0}")]
+    Keys(String),
     /// The server refused the command.
     #[error("server refused the command: {message}")]
     Refused {
@@ -56,6 +91,20 @@ pub enum ClientError {
 
 impl From<GreetError> for ClientError {
     fn from(err: GreetError) -> Self {
+        use rsh_tls::rustls::{AlertDescription, Error as TlsError};
+        if let GreetError::Io(io) = &err {
+            // A TLS 1.3 server refuses a client key after our side of the
+            // handshake is done, so the refusal arrives as an alert here.
+            let alert = io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<TlsError>());
+            if let Some(TlsError::AlertReceived(
+                AlertDescription::AccessDenied | AlertDescription::CertificateRequired,
+            )) = alert
+            {
+                return ClientError::NotAuthorized { key: String::new() };
+            }
+        }
         ClientError::Greeting(err.to_string())
     }
 }
@@ -180,6 +229,23 @@ impl Client {
                     reason: err.to_string(),
                 })?;
         Client::over(stream).await
+    }
+
+    /// Connects to `endpoint`: a Unix socket, or TCP with TLS (our key from
+    /// `options.home`, the server's checked against `known_hosts`).
+    ///
+    /// # Errors
+    /// Any [`ClientError`] about connecting, keys or the greeting.
+    pub async fn connect(
+        endpoint: &rsh_config::Endpoint,
+        options: &crate::ConnectOptions,
+    ) -> Result<Client, ClientError> {
+        match endpoint {
+            rsh_config::Endpoint::Unix(path) => Client::connect_unix(path).await,
+            rsh_config::Endpoint::Tcp { host, port } => {
+                crate::tls::connect_tls(host, *port, options).await
+            }
+        }
     }
 
     /// Speaks rsh over an already-connected (and, for TCP, authenticated)

@@ -16,7 +16,10 @@
 
 mod client;
 mod command;
+mod tls;
 
 pub use client::{Client, ClientError, ExecRequest, Output};
 pub use command::{Event, RemoteCommand, Signaller, StdinWriter};
 pub use rsh_proto::{signal, ErrorKind, ExitStatus};
+pub use rsh_tls::Fingerprint;
+pub use tls::{client_identity, default_comment, ConnectOptions, HostKeyPolicy, HostKeyPrompt};

@@ -3,10 +3,14 @@
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
-use rsh_client::{signal, Client, ClientError, Event, ExecRequest, ExitStatus, RemoteCommand};
+use rsh_client::{
+    client_identity, signal, Client, ClientError, ConnectOptions, Event, ExecRequest, ExitStatus,
+    Fingerprint, HostKeyPolicy, RemoteCommand,
+};
 use rsh_config::{Endpoint, RshHome};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
@@ -28,12 +32,29 @@ const EXIT_BROKEN_PIPE: u8 = 128 + 13;
 /// Without -c, on a terminal: an interactive prompt, each line run remotely;
 /// `exit` or Ctrl-D quits. Without -c, stdin not a terminal: each line of
 /// stdin is a command, run in turn; the exit code is the last command's.
+///
+/// Over TCP the connection is TLS 1.3 with this client's key ($RSH_HOME/id,
+/// created on first use; see --fingerprint) and the server's key checked
+/// against $RSH_HOME/known_hosts: an unknown host is asked about on a
+/// terminal and refused in batch use unless --accept-new; a changed host key
+/// is always refused.
 #[derive(Debug, Parser)]
 #[command(name = "rsh-client", version)]
 struct Args {
-    /// Server to connect to: unix:PATH. Default: unix:$RSH_HOME/rsh.sock.
+    /// Server to connect to: unix:PATH, HOST[:PORT] or [IPV6][:PORT] (TCP
+    /// port 7022 by default). Default: unix:$RSH_HOME/rsh.sock.
     #[arg(value_name = "DEST")]
     dest: Option<Endpoint>,
+
+    /// Print this client's key as an authorized_keys line
+    /// (`SHA256:... user@host`), creating the key if needed, and exit.
+    #[arg(long)]
+    fingerprint: bool,
+
+    /// Trust and record the key of a host not yet in known_hosts. A key that
+    /// differs from a recorded one is still refused.
+    #[arg(long)]
+    accept_new: bool,
 
     /// Run this command and exit with its status.
     #[arg(short = 'c', long = "command", value_name = "COMMAND")]
@@ -81,7 +102,19 @@ async fn run(args: Args) -> ExitCode {
         Ok(template) => template,
         Err(err) => return fail(&format!("{err:#}")),
     };
-    let client = match connect(args.dest.as_ref()).await {
+    if args.fingerprint {
+        return match RshHome::from_env()
+            .map_err(|err| err.to_string())
+            .and_then(|home| client_identity(&home).map_err(|err| err.to_string()))
+        {
+            Ok(identity) => {
+                println!("{}", identity.authorized_keys_line());
+                ExitCode::SUCCESS
+            }
+            Err(err) => fail(&err),
+        };
+    }
+    let client = match connect(args.dest.as_ref(), args.accept_new).await {
         Ok(client) => client,
         Err(err) => return fail(&format!("{err:#}")),
     };
@@ -137,15 +170,39 @@ fn request_template(args: &Args) -> anyhow::Result<Template> {
     })
 }
 
-async fn connect(dest: Option<&Endpoint>) -> anyhow::Result<Client> {
+async fn connect(dest: Option<&Endpoint>, accept_new: bool) -> anyhow::Result<Client> {
+    let home = RshHome::from_env()?;
     let endpoint = match dest {
         Some(endpoint) => endpoint.clone(),
-        None => Endpoint::Unix(RshHome::from_env()?.socket_path()),
+        None => Endpoint::Unix(home.socket_path()),
     };
-    match &endpoint {
-        Endpoint::Unix(path) => Ok(Client::connect_unix(path).await?),
-        Endpoint::Tcp { .. } => {
-            anyhow::bail!("{endpoint}: TCP destinations are not supported by this build")
+    let mut options = ConnectOptions::new(home);
+    options.host_keys = if accept_new {
+        HostKeyPolicy::AcceptNew
+    } else if std::io::stdin().is_terminal() {
+        HostKeyPolicy::Ask(Arc::new(ask_about_host))
+    } else {
+        HostKeyPolicy::Strict
+    };
+    Ok(Client::connect(&endpoint, &options).await?)
+}
+
+/// Asks on the terminal whether to trust an unknown host key, as ssh does.
+fn ask_about_host(host_port: &str, fingerprint: &Fingerprint) -> bool {
+    eprintln!("The authenticity of host '{host_port}' can't be established.");
+    eprintln!("Its key fingerprint is {fingerprint}.");
+    eprintln!("Compare it with `rsh-server --fingerprint` run on that host.");
+    loop {
+        eprint!("Are you sure you want to continue connecting (yes/no)? ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        match std::io::stdin().read_line(&mut answer) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => match answer.trim() {
+                "yes" => return true,
+                "no" => return false,
+                _ => eprintln!("Please type 'yes' or 'no'."),
+            },
         }
     }
 }

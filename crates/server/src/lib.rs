@@ -25,5 +25,5 @@ mod server;
 
 pub use config::ServerConfig;
 pub use connection::Peer;
-pub use listener::{Listener, ListenerError};
+pub use listener::{Listener, ListenerError, TlsSetup};
 pub use server::Server;

@@ -3,16 +3,26 @@
 //! The Unix socket is guarded twice: its file has mode 0600 inside the 0700
 //! `RSH_HOME`, and every accepted peer's credentials are checked, so only the
 //! server's own user gets in.
+//!
+//! A TCP endpoint speaks only TLS 1.3 with both ends authenticated by pinned
+//! keys (see `rsh-tls`). Before authentication a connection is cheap and
+//! bounded: it first waits, holding no TLS state, for its first byte; then it
+//! needs one of `max_startups` handshake slots (like sshd's MaxStartups);
+//! the whole pre-auth phase must finish within the handshake timeout. So a
+//! flood of silent connections costs a socket each and cannot take the slots
+//! an authorized client's handshake needs.
 
 use crate::connection::{self, Peer, ServerContext};
 use rsh_config::Endpoint;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::UnixListener;
-use tokio::sync::Semaphore;
-use tracing::{error, info, info_span, warn, Instrument};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 
 /// Why an endpoint could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -23,9 +33,12 @@ pub enum ListenerError {
     /// The path exists and is something other than a socket.
     #[error("{0}: exists and is not a socket; refusing to replace it")]
     NotASocket(PathBuf),
-    /// TCP endpoints are not served by this build.
-    #[error("{0}: TCP listening is not available (rsh serves TCP only over TLS)")]
-    TcpUnsupported(String),
+    /// A TCP endpoint was asked for without TLS set up.
+    #[error("{0}: TCP needs TLS keys (rsh never serves TCP without authentication)")]
+    TcpWithoutTls(String),
+    /// The host name did not resolve.
+    #[error("{0}: cannot resolve the host")]
+    Unresolved(String),
     /// The OS refused.
     #[error("{path}: {source}")]
     Io {
@@ -41,6 +54,54 @@ pub enum ListenerError {
 pub enum Listener {
     /// A Unix socket; its file is removed when the listener is dropped.
     Unix(UnixSocket),
+    /// A TCP socket serving TLS with mutual key authentication.
+    Tls(TlsListener),
+}
+
+/// What a TLS listener needs: the acceptor (host key, client verifier) and
+/// the pre-auth limits.
+#[derive(Clone)]
+pub struct TlsSetup {
+    acceptor: tokio_rustls::TlsAcceptor,
+    authorized_keys: PathBuf,
+    handshake_slots: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for TlsSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSetup")
+            .field("authorized_keys", &self.authorized_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsSetup {
+    /// TLS with `host_key` as the server's identity, admitting the client
+    /// keys listed in `authorized_keys` (re-read on every handshake), with at
+    /// most `max_startups` handshakes in progress.
+    ///
+    /// # Errors
+    /// If rustls refuses the key.
+    pub fn new(
+        host_key: &rsh_tls::Identity,
+        authorized_keys: PathBuf,
+        max_startups: usize,
+    ) -> Result<Self, rsh_tls::Error> {
+        let config = rsh_tls::server_config(host_key, authorized_keys.clone())?;
+        Ok(TlsSetup {
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            authorized_keys,
+            handshake_slots: Arc::new(Semaphore::new(max_startups.max(1))),
+        })
+    }
+}
+
+/// A listening TCP socket whose connections must pass TLS authentication.
+#[derive(Debug)]
+pub struct TlsListener {
+    listener: TcpListener,
+    local: SocketAddr,
+    tls: TlsSetup,
 }
 
 impl Listener {
@@ -48,25 +109,219 @@ impl Listener {
     ///
     /// # Errors
     /// See [`ListenerError`].
-    pub fn bind(endpoint: &Endpoint) -> Result<Self, ListenerError> {
-        match endpoint {
-            Endpoint::Unix(path) => UnixSocket::bind(path).map(Listener::Unix),
-            Endpoint::Tcp { .. } => Err(ListenerError::TcpUnsupported(endpoint.to_string())),
+    pub fn bind(endpoint: &Endpoint, tls: Option<&TlsSetup>) -> Result<Self, ListenerError> {
+        match (endpoint, tls) {
+            (Endpoint::Unix(path), _) => UnixSocket::bind(path).map(Listener::Unix),
+            (Endpoint::Tcp { host, port }, Some(tls)) => {
+                TlsListener::bind(host, *port, tls.clone()).map(Listener::Tls)
+            }
+            (Endpoint::Tcp { .. }, None) => Err(ListenerError::TcpWithoutTls(endpoint.to_string())),
         }
     }
 
-    /// The endpoint actually bound.
+    /// The endpoint actually bound (with the real port when 0 was asked).
     pub fn endpoint(&self) -> Endpoint {
         match self {
             Listener::Unix(socket) => Endpoint::Unix(socket.path.clone()),
+            Listener::Tls(tls) => Endpoint::Tcp {
+                host: tls.local.ip().to_string(),
+                port: tls.local.port(),
+            },
         }
     }
 
     pub(crate) async fn accept_loop(&self, ctx: ServerContext, limit: Arc<Semaphore>) {
         match self {
             Listener::Unix(socket) => socket.accept_loop(ctx, limit).await,
+            Listener::Tls(tls) => tls.accept_loop(ctx, limit).await,
         }
     }
+}
+
+/// Takes a connection permit, or returns `None` at shutdown.
+async fn connection_permit(
+    ctx: &ServerContext,
+    limit: &Arc<Semaphore>,
+) -> Option<OwnedSemaphorePermit> {
+    tokio::select! {
+        permit = limit.clone().acquire_owned() => permit.ok(),
+        () = ctx.shutdown.cancelled() => None,
+    }
+}
+
+/// Sleeps after a failed accept (out of descriptors...), doubling up to 1 s;
+/// `false` at shutdown.
+async fn back_off(ctx: &ServerContext, backoff: &mut Duration, err: &std::io::Error) -> bool {
+    error!(cause = %err, "accept failed");
+    let keep_going = tokio::select! {
+        () = tokio::time::sleep(*backoff) => true,
+        () = ctx.shutdown.cancelled() => false,
+    };
+    *backoff = (*backoff * 2).min(Duration::from_secs(1));
+    keep_going
+}
+
+/// Pending connections the kernel may queue (capped by net.core.somaxconn).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// How long a refused TLS peer gets to read our alert before we close.
+const ALERT_LINGER: Duration = Duration::from_secs(1);
+
+impl TlsListener {
+    fn bind(host: &str, port: u16, tls: TlsSetup) -> Result<Self, ListenerError> {
+        let shown = rsh_config::Endpoint::Tcp {
+            host: host.to_owned(),
+            port,
+        }
+        .to_string();
+        let io_err = |source| ListenerError::Io {
+            path: shown.clone(),
+            source,
+        };
+        let addr = (host, port)
+            .to_socket_addrs()
+            .map_err(io_err)?
+            .next()
+            .ok_or_else(|| ListenerError::Unresolved(shown.clone()))?;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(io_err)?;
+        socket.set_reuseaddr(true).map_err(io_err)?;
+        socket.bind(addr).map_err(io_err)?;
+        // A deep backlog: a burst of clients waits in the kernel, not refused.
+        let listener = socket.listen(LISTEN_BACKLOG).map_err(io_err)?;
+        let local = listener.local_addr().map_err(io_err)?;
+        Ok(TlsListener {
+            listener,
+            local,
+            tls,
+        })
+    }
+
+    async fn accept_loop(&self, ctx: ServerContext, limit: Arc<Semaphore>) {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let Some(permit) = connection_permit(&ctx, &limit).await else {
+                return;
+            };
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                () = ctx.shutdown.cancelled() => return,
+            };
+            let (tcp, addr) = match accepted {
+                Ok(accepted) => {
+                    backoff = Duration::from_millis(10);
+                    accepted
+                }
+                Err(err) => {
+                    if back_off(&ctx, &mut backoff, &err).await {
+                        continue;
+                    }
+                    return;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let span = info_span!("conn", peer = %addr, user = tracing::field::Empty);
+            let ctx = ctx.clone();
+            let tls = self.tls.clone();
+            ctx.tracker.clone().spawn(
+                async move {
+                    let shutdown = ctx.shutdown.clone();
+                    let authenticated = tokio::select! {
+                        authenticated = authenticate(tcp, &tls, ctx.config.handshake_timeout) => authenticated,
+                        () = shutdown.cancelled() => None,
+                    };
+                    if let Some((stream, user)) = authenticated {
+                        tracing::Span::current().record("user", user.as_str());
+                        info!("connected");
+                        connection::serve(stream, ctx).await;
+                        info!("disconnected");
+                    }
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+    }
+}
+
+/// The pre-auth phase of a TCP connection: first byte, handshake slot, TLS
+/// handshake with the client's key checked against authorized_keys. Returns
+/// the stream and who it is, or `None` (logged) if it did not get in.
+async fn authenticate(
+    tcp: TcpStream,
+    tls: &TlsSetup,
+    timeout: Duration,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, String)> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    // Holding no TLS state while the peer is silent. (`peek` waits for a
+    // byte; `readable` may wake spuriously on a fresh socket.)
+    match tokio::time::timeout_at(deadline, tcp.peek(&mut [0u8; 1])).await {
+        Err(_) => {
+            info!(?timeout, "no TLS handshake started in time; closing");
+            return None;
+        }
+        Ok(Ok(0)) | Ok(Err(_)) => {
+            debug!("closed before the TLS handshake");
+            return None;
+        }
+        Ok(Ok(_)) => {}
+    }
+    let Ok(Ok(slot)) = tokio::time::timeout_at(deadline, tls.handshake_slots.acquire()).await
+    else {
+        warn!("no handshake slot free in time (too many handshakes in progress); closing");
+        return None;
+    };
+    let handshake = tls.acceptor.accept(tcp).into_fallible();
+    let stream = match tokio::time::timeout_at(deadline, handshake).await {
+        Err(_) => {
+            info!(?timeout, "TLS handshake did not finish in time; closing");
+            return None;
+        }
+        Ok(Err((err, mut tcp))) => {
+            warn!(cause = %err, "TLS handshake failed; closing");
+            drop(slot);
+            linger_for_alert(&mut tcp).await;
+            return None;
+        }
+        Ok(Ok(stream)) => stream,
+    };
+    drop(slot);
+    let fingerprint = match rsh_tls::peer_fingerprint(stream.get_ref().1) {
+        Ok(fingerprint) => fingerprint,
+        Err(err) => {
+            warn!(cause = %err, "authenticated peer without a usable key; closing");
+            return None;
+        }
+    };
+    let comment = rsh_tls::AuthorizedKeys::load(&tls.authorized_keys)
+        .ok()
+        .and_then(|(keys, _)| keys.lookup(&fingerprint).map(|key| key.comment.clone()))
+        .unwrap_or_default();
+    let user = if comment.is_empty() {
+        fingerprint.to_string()
+    } else {
+        format!("{fingerprint} {comment}")
+    };
+    Some((stream, user))
+}
+
+/// Lets a refused peer read the alert we sent: closing with its bytes unread
+/// would reset the connection and lose the alert.
+async fn linger_for_alert(tcp: &mut TcpStream) {
+    let _ = tokio::time::timeout(ALERT_LINGER, async {
+        let mut sink = [0u8; 4096];
+        // Bounded by the timeout; ends at the peer's close.
+        while let Ok(n) = tcp.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// A listening Unix socket that removes its file on drop, if the file is
@@ -99,7 +354,7 @@ impl UnixSocket {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(io_err(err)),
         }
-        let listener = UnixListener::bind(path).map_err(io_err)?;
+        let listener = bind_unix_listener(path).map_err(io_err)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
         let meta = std::fs::metadata(path).map_err(io_err)?;
         Ok(UnixSocket {
@@ -113,12 +368,8 @@ impl UnixSocket {
         let own_uid = nix::unistd::geteuid().as_raw();
         let mut backoff = Duration::from_millis(10);
         loop {
-            let permit = tokio::select! {
-                permit = limit.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-                () = ctx.shutdown.cancelled() => return,
+            let Some(permit) = connection_permit(&ctx, &limit).await else {
+                return;
             };
             let accepted = tokio::select! {
                 accepted = self.listener.accept() => accepted,
@@ -131,13 +382,10 @@ impl UnixSocket {
                 }
                 Err(err) => {
                     // Out of descriptors and the like: back off, keep serving.
-                    error!(cause = %err, "accept failed");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = ctx.shutdown.cancelled() => return,
+                    if back_off(&ctx, &mut backoff, &err).await {
+                        continue;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
+                    return;
                 }
             };
             let cred = match stream.peer_cred() {
@@ -170,6 +418,24 @@ impl UnixSocket {
             );
         }
     }
+}
+
+/// Binds with a deep backlog (std's is 128): a burst of local clients would
+/// otherwise see EAGAIN from `connect`.
+fn bind_unix_listener(path: &Path) -> std::io::Result<UnixListener> {
+    use nix::sys::socket::{
+        bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+    };
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &UnixAddr::new(path)?)?;
+    // -1: as deep as net.core.somaxconn allows.
+    listen(&fd, Backlog::MAXALLOWABLE)?;
+    UnixListener::from_std(std::os::unix::net::UnixListener::from(fd))
 }
 
 impl Drop for UnixSocket {

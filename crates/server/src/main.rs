@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use rsh_config::{Endpoint, RshHome};
-use rsh_server::{Listener, Server, ServerConfig};
+use rsh_server::{Listener, Server, ServerConfig, TlsSetup};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,16 +17,35 @@ use tracing::{error, info};
 /// status. The Unix socket admits only this user's processes (file mode 0600
 /// and peer credentials).
 ///
-/// Files live in RSH_HOME (default ~/.rsh, created with mode 0700).
-/// SIGINT or SIGTERM stops accepting, gives running commands the shutdown
-/// grace, ends the rest, removes the socket and exits 0.
+/// A TCP endpoint (HOST:PORT, [IPV6]:PORT) speaks only TLS 1.3 with both
+/// ends authenticated by keys: the host key (created on first start) and the
+/// client keys listed in authorized_keys (re-read on every connection).
+///
+/// Files live in RSH_HOME (default ~/.rsh, created with mode 0700): rsh.sock,
+/// host_key, authorized_keys. SIGINT or SIGTERM stops accepting, gives
+/// running commands the shutdown grace, ends the rest, removes the socket and
+/// exits 0.
 #[derive(Debug, Parser)]
 #[command(name = "rsh-server", version)]
 struct Args {
-    /// Endpoint to listen on: unix:PATH. Repeat for several.
+    /// Endpoint to listen on: unix:PATH, HOST[:PORT] or [IPV6][:PORT]
+    /// (TCP port 7022 by default). Repeat for several.
     /// Default: unix:$RSH_HOME/rsh.sock.
     #[arg(short, long = "listen", value_name = "ADDR")]
     listen: Vec<Endpoint>,
+
+    /// Print the host key's fingerprint (creating the key if needed) and exit.
+    #[arg(long)]
+    fingerprint: bool,
+
+    /// Seconds a TCP client has to complete the TLS handshake and greeting.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    handshake_timeout: f64,
+
+    /// TLS handshakes in progress at once; more wait (like sshd's MaxStartups).
+    /// Silent connections do not count: they hold no slot until they speak.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_startups: usize,
 
     /// Shell that runs each command as `SHELL -c COMMAND`.
     #[arg(long, value_name = "PATH", default_value = "/bin/sh")]
@@ -98,7 +117,36 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
+/// The host key, created on first use.
+fn host_key(home: &RshHome) -> anyhow::Result<rsh_tls::Identity> {
+    home.ensure()?;
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_owned());
+    let path = home.host_key_path();
+    rsh_tls::Identity::load_or_create(&path, &format!("rsh-server@{hostname}"))
+        .with_context(|| format!("cannot load the host key {}", path.display()))
+}
+
+/// Lifts the soft open-files limit to the hard one: each connection and each
+/// command's pipes take descriptors, and 1024 is too few for a busy server.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+            tracing::debug!(soft, hard, "cannot raise the open-files limit");
+        }
+    }
+}
+
 async fn serve(args: Args) -> anyhow::Result<()> {
+    let home = RshHome::from_env()?;
+    if args.fingerprint {
+        println!("{}", host_key(&home)?.fingerprint());
+        return Ok(());
+    }
+    raise_fd_limit();
     let config = ServerConfig {
         shell: args.shell,
         max_connections: args.max_connections.max(1),
@@ -106,18 +154,37 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         kill_grace: seconds(args.kill_grace, "kill-grace")?,
         shutdown_grace: seconds(args.shutdown_grace, "shutdown-grace")?,
         linger: seconds(args.linger, "linger")?.max(Duration::from_millis(10)),
+        handshake_timeout: seconds(args.handshake_timeout, "handshake-timeout")?,
         ..ServerConfig::default()
     };
     let mut endpoints = args.listen;
     if endpoints.is_empty() {
-        let home = RshHome::from_env()?;
         home.ensure()?;
         endpoints.push(Endpoint::Unix(home.socket_path()));
     }
+    let tls = if endpoints.iter().any(|e| matches!(e, Endpoint::Tcp { .. })) {
+        let identity = host_key(&home)?;
+        let authorized_keys = home.authorized_keys_path();
+        info!(fingerprint = %identity.fingerprint(), "host key");
+        if !authorized_keys.exists() {
+            tracing::warn!(
+                path = %authorized_keys.display(),
+                "no authorized_keys yet: no TCP client can log in until keys are added"
+            );
+        }
+        Some(TlsSetup::new(
+            &identity,
+            authorized_keys,
+            args.max_startups,
+        )?)
+    } else {
+        None
+    };
     let mut listeners = Vec::new();
     for endpoint in &endpoints {
         listeners.push(
-            Listener::bind(endpoint).with_context(|| format!("cannot listen on {endpoint}"))?,
+            Listener::bind(endpoint, tls.as_ref())
+                .with_context(|| format!("cannot listen on {endpoint}"))?,
         );
     }
 

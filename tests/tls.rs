@@ -1,0 +1,375 @@
+//! TCP with TLS and keys: who gets in, which hosts are trusted, and the
+//! pre-auth defences. Against the real binaries on loopback.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use util::{TestServer, Transport, WAIT};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `rsh-client` with its own RSH_HOME.
+fn client(home: &std::path::Path, dest: &str) -> Command {
+    let mut command = Command::new(util::client_bin());
+    command.env("RSH_HOME", home).arg(dest);
+    command
+}
+
+fn port_of(dest: &str) -> u16 {
+    dest.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port")
+}
+
+#[test]
+fn authorized_client_works_on_ipv4_and_ipv6() {
+    let server = TestServer::start_with(Transport::Tls, &["--listen", "[::1]:0"]);
+    let out = server.run("echo v4", b"");
+    assert_eq!(out.stdout, b"v4\n", "{}", stderr(&out));
+    let v6 = server
+        .log()
+        .into_iter()
+        .find_map(|line| {
+            line.split("listening endpoint=[::1]:")
+                .nth(1)
+                .map(str::to_owned)
+        })
+        .expect("server listens on ::1");
+    let dest = format!("[::1]:{}", v6.trim());
+    let out = util::run_with_stdin(
+        client(server.client_home.path(), &dest).args(["--accept-new", "-c", "echo v6"]),
+        b"",
+    );
+    assert_eq!(out.stdout, b"v6\n", "{}", stderr(&out));
+    let known = std::fs::read_to_string(server.client_home.path().join("known_hosts"))
+        .expect("known_hosts");
+    assert!(known.contains(&dest), "{known}");
+    // The command log names the key that ran it.
+    let line = server.wait_for_log("command finished");
+    assert!(line.contains("SHA256:") && line.contains("user="), "{line}");
+}
+
+#[test]
+fn unknown_client_key_is_refused_and_nothing_runs() {
+    let server = TestServer::start(Transport::Tls);
+    let stranger = tempfile::tempdir().expect("tmp");
+    std::fs::copy(
+        server.client_home.path().join("known_hosts"),
+        stranger.path().join("known_hosts"),
+    )
+    .expect("copy");
+    let marker = server.home.path().join("ran");
+    let out = util::run_with_stdin(
+        client(stranger.path(), &server.dest)
+            .arg("-c")
+            .arg(format!("touch '{}'", marker.display())),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(255));
+    assert!(stderr(&out).contains("not authorized"), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).lines().count(),
+        1,
+        "one-line reason: {}",
+        stderr(&out)
+    );
+    assert!(!marker.exists(), "the command ran");
+    let stranger_key = util::client_fingerprint(stranger.path());
+    let fingerprint = stranger_key.split_whitespace().next().expect("fingerprint");
+    let line = server.wait_for_log("client key not in authorized_keys");
+    assert!(
+        line.contains(fingerprint) && line.contains("peer=127.0.0.1:"),
+        "{line}"
+    );
+
+    // Authorizing it takes effect on the next connection, no restart.
+    let mut keys = std::fs::OpenOptions::new()
+        .append(true)
+        .open(server.home.path().join("authorized_keys"))
+        .expect("open authorized_keys");
+    writeln!(keys, "this line is malformed\n{stranger_key}").expect("append");
+    let out = util::run_with_stdin(
+        client(stranger.path(), &server.dest).args(["-c", "echo welcome"]),
+        b"",
+    );
+    assert_eq!(out.stdout, b"welcome\n", "{}", stderr(&out));
+    server.wait_for_log("skipping malformed authorized_keys line");
+}
+
+#[test]
+fn client_without_certificate_is_refused() {
+    use rsh_tls::rustls;
+    let server = TestServer::start(Transport::Tls);
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("tls13")
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyServer))
+    .with_no_client_auth();
+    let result = runtime().block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&server.dest)
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("rsh.invalid").expect("name");
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        tls.write_all(&rsh_proto::Hello::current().encode()).await?;
+        let mut hello = [0u8; 8];
+        tls.read_exact(&mut hello).await.map(|_| ())
+    });
+    let err = result.expect_err("a client without a certificate must not get in");
+    assert!(err.to_string().contains("CertificateRequired"), "{err}");
+    server.wait_for_log("TLS handshake failed");
+}
+
+#[test]
+fn tls12_is_refused() {
+    use rsh_tls::rustls;
+    let server = TestServer::start(Transport::Tls);
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS12])
+    .expect("tls12")
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyServer))
+    .with_no_client_auth();
+    let result = runtime().block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&server.dest)
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("rsh.invalid").expect("name");
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map(|_| ())
+    });
+    let err = result.expect_err("TLS 1.2 must be refused");
+    assert!(err.to_string().contains("ProtocolVersion"), "{err}");
+}
+
+#[test]
+fn unknown_host_is_refused_in_batch_mode_and_accept_new_pins_it() {
+    let server = TestServer::start(Transport::Tls);
+    std::fs::remove_file(server.client_home.path().join("known_hosts")).expect("forget the host");
+    let marker = server.home.path().join("ran");
+    let touch = format!("touch '{}'", marker.display());
+    let out = util::run_with_stdin(
+        client(server.client_home.path(), &server.dest).args(["-c", &touch]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(255));
+    assert!(stderr(&out).contains("--accept-new"), "{}", stderr(&out));
+    assert!(!marker.exists(), "nothing runs on an unknown host");
+
+    let out = util::run_with_stdin(
+        client(server.client_home.path(), &server.dest).args(["--accept-new", "-c", &touch]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(marker.exists());
+    let known_hosts = server.client_home.path().join("known_hosts");
+    let known = std::fs::read_to_string(&known_hosts).expect("known_hosts written");
+    assert!(
+        known.contains(&format!("127.0.0.1:{} SHA256:", port_of(&server.dest))),
+        "{known}"
+    );
+    assert_eq!(
+        std::fs::metadata(&known_hosts)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    // Pinned now: batch mode works without --accept-new.
+    let out = util::run_with_stdin(
+        client(server.client_home.path(), &server.dest).args(["-c", "echo pinned"]),
+        b"",
+    );
+    assert_eq!(out.stdout, b"pinned\n", "{}", stderr(&out));
+}
+
+#[test]
+fn changed_host_key_is_refused_even_with_accept_new() {
+    let server = TestServer::start(Transport::Tls);
+    // Pin some other server's key for this address.
+    let other = tempfile::tempdir().expect("tmp");
+    let other_key = Command::new(util::server_bin())
+        .arg("--fingerprint")
+        .env("RSH_HOME", other.path())
+        .output()
+        .expect("other host key");
+    let other_key = String::from_utf8(other_key.stdout).expect("utf-8");
+    std::fs::write(
+        server.client_home.path().join("known_hosts"),
+        format!("{} {}", server.dest, other_key.trim()),
+    )
+    .expect("pin the wrong key");
+    let marker = server.home.path().join("ran");
+    let out = util::run_with_stdin(
+        client(server.client_home.path(), &server.dest)
+            .args(["--accept-new", "-c"])
+            .arg(format!("touch '{}'", marker.display())),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        stderr(&out).contains("HOST KEY HAS CHANGED"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!marker.exists(), "nothing runs against a changed host key");
+    let known = std::fs::read_to_string(server.client_home.path().join("known_hosts"))
+        .expect("known_hosts");
+    assert_eq!(
+        known.trim(),
+        format!("{} {}", server.dest, other_key.trim()),
+        "the pin is left alone"
+    );
+}
+
+#[test]
+fn silent_connections_do_not_starve_authorized_clients() {
+    raise_fd_limit();
+    let server = TestServer::start(Transport::Tls);
+    let silent: Vec<std::net::TcpStream> = (0..1000)
+        .map(|_| std::net::TcpStream::connect(&server.dest).expect("silent connection"))
+        .collect();
+    let started = Instant::now();
+    let out = server.run("echo through", b"");
+    let took = started.elapsed();
+    assert_eq!(out.stdout, b"through\n", "{}", stderr(&out));
+    assert!(
+        took < Duration::from_secs(2),
+        "an authorized command took {took:?} behind 1,000 silent connections"
+    );
+    // Slow handshakes hold no slot forever: garbage on one of them closes it.
+    let mut first = silent.into_iter().next().expect("one");
+    first.set_read_timeout(Some(WAIT)).expect("timeout");
+    first.write_all(b"\x16\x03\x01\x00\x05hello").expect("junk");
+    let mut buf = Vec::new();
+    let _ = first.read_to_end(&mut buf);
+}
+
+#[test]
+fn handshake_timeout_closes_silent_connections() {
+    let server = TestServer::start_with(Transport::Tls, &["--handshake-timeout", "0.3"]);
+    let mut silent = std::net::TcpStream::connect(&server.dest).expect("connect");
+    silent.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut buf = [0u8; 16];
+    let n = silent.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "server closes a silent connection");
+    server.wait_for_log("no TLS handshake started in time");
+}
+
+#[test]
+fn key_files_are_private() {
+    let server = TestServer::start(Transport::Tls);
+    for path in [
+        server.home.path().join("host_key"),
+        server.client_home.path().join("id"),
+    ] {
+        let mode = std::fs::metadata(&path)
+            .expect("key file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+    }
+    // A key readable by others is refused, as ssh refuses it.
+    let id = server.client_home.path().join("id");
+    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = server.run("true", b"");
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        stderr(&out).to_lowercase().contains("unprotected")
+            || stderr(&out).contains("0644")
+            || stderr(&out).contains("644"),
+        "{}",
+        stderr(&out)
+    );
+    // `rsh-client --fingerprint` prints one authorized_keys line.
+    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let line = util::client_fingerprint(server.client_home.path());
+    let mut parts = line.split_whitespace();
+    assert!(
+        parts
+            .next()
+            .is_some_and(|fp| fp.starts_with("SHA256:") && fp.len() == 50),
+        "{line}"
+    );
+    assert!(
+        parts.next().is_some_and(|comment| comment.contains('@')),
+        "{line}"
+    );
+    let _ = Stdio::null();
+}
+
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    if soft < 4096 && hard > soft {
+        setrlimit(Resource::RLIMIT_NOFILE, hard.min(65536), hard).expect("setrlimit");
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Accepts any server certificate: for tests that probe the server's refusals.
+#[derive(Debug)]
+struct AnyServer;
+
+impl rsh_tls::rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rsh_tls::rustls::pki_types::CertificateDer<'_>,
+        _: &[rsh_tls::rustls::pki_types::CertificateDer<'_>],
+        _: &rsh_tls::rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rsh_tls::rustls::pki_types::UnixTime,
+    ) -> Result<rsh_tls::rustls::client::danger::ServerCertVerified, rsh_tls::rustls::Error> {
+        Ok(rsh_tls::rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rsh_tls::rustls::pki_types::CertificateDer<'_>,
+        _: &rsh_tls::rustls::DigitallySignedStruct,
+    ) -> Result<rsh_tls::rustls::client::danger::HandshakeSignatureValid, rsh_tls::rustls::Error>
+    {
+        Ok(rsh_tls::rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rsh_tls::rustls::pki_types::CertificateDer<'_>,
+        _: &rsh_tls::rustls::DigitallySignedStruct,
+    ) -> Result<rsh_tls::rustls::client::danger::HandshakeSignatureValid, rsh_tls::rustls::Error>
+    {
+        Ok(rsh_tls::rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rsh_tls::rustls::SignatureScheme> {
+        rsh_tls::rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
