@@ -431,6 +431,20 @@ async fn timeout_kills_the_group(t: Transport) {
         .await
         .expect("run");
     assert_eq!(output.status, ExitStatus::TimedOut);
+    // The timeout still holds after the shell exits while a background job
+    // keeps the output flowing (the linger rule never fires).
+    let output = tokio::time::timeout(
+        WAIT,
+        client.run(
+            ExecRequest::new("(while :; do echo x; sleep 0.05; done) & exit 3")
+                .timeout(Duration::from_millis(800)),
+        ),
+    )
+    .await
+    .expect("timeout ends a command kept alive by its background job")
+    .expect("run");
+    assert_eq!(output.status, ExitStatus::TimedOut);
+    assert!(output.stdout.starts_with(b"x\n"));
 }
 
 fn run_args(server: &TestServer, args: &[&str]) -> std::process::Output {

@@ -162,7 +162,11 @@ fn write_payload(frame: &Frame, dst: &mut BytesMut) {
     match frame {
         Frame::Exec(exec) => {
             dst.put_u32(exec.window);
-            dst.put_u64(exec.timeout.map_or(0, |t| (t.as_millis() as u64).max(1)));
+            // 0 means "no timeout", so a sub-millisecond one rounds up to 1 ms.
+            let timeout_ms = exec.timeout.map_or(0, |t| {
+                u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+            });
+            dst.put_u64(timeout_ms);
             put_bytes32(dst, &exec.command);
             match &exec.cwd {
                 None => dst.put_u8(0),

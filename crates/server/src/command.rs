@@ -102,7 +102,14 @@ pub(crate) async fn run(
         }
     };
     let Some(pgid) = child.id() else {
+        // Cannot happen right after spawn; still, the client gets its exit.
         warn!("command vanished before it could be tracked");
+        finished.store(true, Ordering::Release);
+        let status = child
+            .wait()
+            .await
+            .map_or(ExitStatus::Signal(rsh_proto::signal::KILL), exit_status);
+        let _ = ctx.frames.send(Frame::Exit { channel, status }).await;
         return;
     };
     tracing::Span::current().record("pid", pgid);
@@ -114,6 +121,9 @@ pub(crate) async fn run(
     else {
         // Cannot happen: all three were configured as pipes.
         process_group::terminate(pgid, &mut child, config.kill_grace).await;
+        finished.store(true, Ordering::Release);
+        let status = ExitStatus::FailedToStart("internal error: missing pipe".to_owned());
+        let _ = ctx.frames.send(Frame::Exit { channel, status }).await;
         return;
     };
 
@@ -215,9 +225,11 @@ pub(crate) async fn run(
                 Some(number) => deliver_signal(pgid, number),
                 None => signals_open = false,
             },
-            () = &mut timeout, if exited.is_none() => break Outcome::TimedOut,
+            // Both still apply after the shell exits, while a background job
+            // keeps the output flowing.
+            () = &mut timeout => break Outcome::TimedOut,
             () = ctx.client_gone.cancelled() => break Outcome::ClientGone,
-            () = &mut shutdown_grace_over, if exited.is_none() => break Outcome::ShutdownGraceOver,
+            () = &mut shutdown_grace_over => break Outcome::ShutdownGraceOver,
         }
     };
 
@@ -234,9 +246,13 @@ pub(crate) async fn run(
         }
         Outcome::ShutdownGraceOver => {
             info!("server shutting down; ending the command's process group");
-            process_group::terminate(pgid, &mut child, config.kill_grace)
-                .await
-                .map(exit_status)
+            let ended = process_group::terminate(pgid, &mut child, config.kill_grace).await;
+            // The shell's own status if it had exited; else how it was ended.
+            Some(
+                exited
+                    .or(ended)
+                    .map_or(ExitStatus::Signal(rsh_proto::signal::KILL), exit_status),
+            )
         }
         Outcome::ClientGone => {
             info!("client gone; ending the command's process group");

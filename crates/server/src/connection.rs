@@ -274,27 +274,27 @@ impl Connection {
             .await;
             return Ok(());
         }
-        if let Some(existing) = self.channels.get(&channel) {
-            if !existing.finished.load(Ordering::Acquire) {
-                self.refuse(
-                    channel,
-                    ErrorKind::ChannelInUse,
-                    format!("channel {channel} is already running a command"),
-                )
-                .await;
-                return Ok(());
-            }
-        }
+        // Both are client bugs that would make later frames ambiguous.
         if channel == CONNECTION_CHANNEL {
-            self.refuse(
-                channel,
-                ErrorKind::ChannelInUse,
-                "channel 0 is reserved".into(),
-            )
-            .await;
-            return Ok(());
+            return Err(ConnectionError::Protocol(
+                "exec on channel 0, which is reserved".into(),
+            ));
         }
-        if self.channels.len() >= self.ctx.config.max_channels_per_connection {
+        if self
+            .channels
+            .get(&channel)
+            .is_some_and(|existing| !existing.finished.load(Ordering::Acquire))
+        {
+            return Err(ConnectionError::Protocol(format!(
+                "exec on channel {channel}, which is still running a command"
+            )));
+        }
+        let running = self
+            .channels
+            .values()
+            .filter(|c| !c.finished.load(Ordering::Acquire))
+            .count();
+        if running >= self.ctx.config.max_channels_per_connection {
             self.refuse(
                 channel,
                 ErrorKind::TooManyChannels,

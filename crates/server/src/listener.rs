@@ -290,6 +290,10 @@ async fn authenticate(
         Ok(Ok(stream)) => stream,
     };
     drop(slot);
+    if stream.get_ref().1.alpn_protocol() != Some(rsh_tls::ALPN_PROTOCOL) {
+        warn!("peer did not negotiate ALPN rsh/1; closing");
+        return None;
+    }
     let fingerprint = match rsh_tls::peer_fingerprint(stream.get_ref().1) {
         Ok(fingerprint) => fingerprint,
         Err(err) => {
