@@ -82,7 +82,11 @@ fn parse_env(arg: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread: a client drives one connection; a pool would only add startup cost.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => return fail(&format!("cannot start the runtime: {err}")),
     };
@@ -95,6 +99,25 @@ fn main() -> ExitCode {
 fn fail(reason: &str) -> ExitCode {
     eprintln!("rsh-client: {reason}");
     ExitCode::from(EXIT_RSH_FAILURE)
+}
+
+/// When our stdin or stdout is a pipe, let it hold 1 MiB: big chunks then
+/// move without waking the other end several times over (64 KiB is Linux's
+/// default). Best effort, up to /proc/sys/fs/pipe-max-size.
+fn enlarge_pipes() {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::fcntl::{fcntl, FcntlArg};
+        use std::os::fd::AsRawFd;
+        for fd in [std::io::stdin().as_raw_fd(), std::io::stdout().as_raw_fd()] {
+            let is_pipe = nix::sys::stat::fstat(fd)
+                .map(|stat| stat.st_mode & nix::libc::S_IFMT == nix::libc::S_IFIFO)
+                .unwrap_or(false);
+            if is_pipe {
+                let _ = fcntl(fd, FcntlArg::F_SETPIPE_SZ(1024 * 1024));
+            }
+        }
+    }
 }
 
 async fn run(args: Args) -> ExitCode {
@@ -120,6 +143,7 @@ async fn run(args: Args) -> ExitCode {
     };
     let result = match &args.command {
         Some(command) => {
+            enlarge_pipes();
             let forward_stdin = !std::io::stdin().is_terminal();
             one_shot(&client, template.with(command), forward_stdin).await
         }
@@ -246,7 +270,7 @@ async fn one_shot(
         let stdin = command.stdin();
         Some(tokio::spawn(async move {
             let mut local = tokio::io::stdin();
-            let mut buf = vec![0u8; 64 * 1024];
+            let mut buf = vec![0u8; rsh_client::MAX_STDIN_CHUNK];
             loop {
                 match local.read(&mut buf).await {
                     Ok(0) | Err(_) => break,

@@ -73,6 +73,45 @@ impl Codec {
     }
 }
 
+impl Codec {
+    /// Encodes a frame for a vectored write: the payload of a data frame of
+    /// at least `copy_below` bytes is returned, uncopied, to be written right
+    /// after `dst`; everything else is encoded into `dst`.
+    ///
+    /// # Errors
+    /// [`CodecError::FrameTooLarge`] if the frame exceeds the limit.
+    pub fn encode_vectored(
+        &mut self,
+        frame: Frame,
+        dst: &mut BytesMut,
+        copy_below: usize,
+    ) -> Result<Option<Bytes>, CodecError> {
+        let (frame_type, channel, data) = match frame {
+            Frame::Stdin { channel, data } if data.len() >= copy_below => {
+                (FrameType::Stdin, channel, data)
+            }
+            Frame::Stdout { channel, data } if data.len() >= copy_below => {
+                (FrameType::Stdout, channel, data)
+            }
+            Frame::Stderr { channel, data } if data.len() >= copy_below => {
+                (FrameType::Stderr, channel, data)
+            }
+            other => return self.encode(other, dst).map(|()| None),
+        };
+        let len = BODY_HEADER + data.len();
+        if len > self.max_frame_len {
+            return Err(CodecError::FrameTooLarge {
+                len,
+                max: self.max_frame_len,
+            });
+        }
+        dst.put_u32(len as u32);
+        dst.put_u8(frame_type as u8);
+        dst.put_u32(channel);
+        Ok(Some(data))
+    }
+}
+
 impl Decoder for Codec {
     type Item = Frame;
     type Error = CodecError;

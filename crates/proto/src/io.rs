@@ -3,11 +3,12 @@
 //! that turns a queue of frames into as few writes as possible.
 
 use crate::{Codec, CodecError, Frame, Hello, HelloError, HELLO_LEN};
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
 
 /// Bytes the writer gathers from the queue before writing.
@@ -50,7 +51,8 @@ where
 
 /// Writes queued frames until every sender is gone (then flushes and shuts
 /// the write side down) or `abort` is cancelled. Whatever is queued when the
-/// writer wakes is gathered into one write.
+/// writer wakes is gathered into one vectored write; large data payloads are
+/// written from their own buffers, never copied.
 ///
 /// # Errors
 /// A transport error, or a frame the codec refuses.
@@ -63,7 +65,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut codec = Codec::new();
-    let mut buf = BytesMut::with_capacity(WRITE_BATCH);
+    let mut batch = Batch::default();
     loop {
         let next = tokio::select! {
             frame = frames.recv() => frame,
@@ -72,16 +74,17 @@ where
         let Some(frame) = next else {
             break;
         };
-        codec.encode(frame, &mut buf)?;
-        while buf.len() < WRITE_BATCH {
+        batch.push(&mut codec, frame)?;
+        while batch.len < WRITE_BATCH {
             match frames.try_recv() {
-                Ok(frame) => codec.encode(frame, &mut buf)?,
+                Ok(frame) => batch.push(&mut codec, frame)?,
                 Err(_) => break,
             }
         }
+        batch.seal();
         tokio::select! {
             result = async {
-                write_half.write_all_buf(&mut buf).await?;
+                batch.write_to(&mut write_half).await?;
                 // TLS streams hold records until flushed.
                 write_half.flush().await
             } => result?,
@@ -91,4 +94,68 @@ where
     write_half.flush().await?;
     write_half.shutdown().await?;
     Ok(())
+}
+
+/// Payloads smaller than this are copied next to their header: one slice
+/// beats two for small frames.
+const COPY_BELOW: usize = 4096;
+/// Slices handed to one `writev`.
+const MAX_SLICES: usize = 64;
+
+/// Encoded frames waiting to be written, as a list of buffers.
+#[derive(Default)]
+struct Batch {
+    /// Headers and small frames being gathered.
+    open: BytesMut,
+    segments: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Batch {
+    fn push(&mut self, codec: &mut Codec, frame: Frame) -> Result<(), CodecError> {
+        let before = self.open.len();
+        let payload = codec.encode_vectored(frame, &mut self.open, COPY_BELOW)?;
+        self.len += self.open.len() - before;
+        if let Some(payload) = payload {
+            self.seal();
+            self.len += payload.len();
+            self.segments.push_back(payload);
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self) {
+        if !self.open.is_empty() {
+            self.segments.push_back(self.open.split().freeze());
+        }
+    }
+
+    async fn write_to<W: AsyncWrite + Unpin>(&mut self, out: &mut W) -> std::io::Result<()> {
+        while !self.segments.is_empty() {
+            let slices: Vec<IoSlice<'_>> = self
+                .segments
+                .iter()
+                .take(MAX_SLICES)
+                .map(|segment| IoSlice::new(segment))
+                .collect();
+            let mut written = out.write_vectored(&slices).await?;
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            while written > 0 {
+                let Some(front) = self.segments.front_mut() else {
+                    break;
+                };
+                if written >= front.len() {
+                    written -= front.len();
+                    self.segments.pop_front();
+                } else {
+                    front.advance(written);
+                    written = 0;
+                }
+            }
+        }
+        self.len = 0;
+        Ok(())
+    }
 }

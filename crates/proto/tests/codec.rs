@@ -297,3 +297,18 @@ proptest! {
         prop_assert!(is_too_large);
     }
 }
+
+proptest! {
+    /// A vectored encoding is the plain encoding, split in two.
+    #[test]
+    fn vectored_encoding_matches(frame in frame_strategy(), copy_below in 0usize..400) {
+        let mut head = BytesMut::new();
+        let payload = Codec::new().encode_vectored(frame.clone(), &mut head, copy_below).expect("fits");
+        let mut joined = head.to_vec();
+        if let Some(payload) = payload {
+            prop_assert!(payload.len() >= copy_below);
+            joined.extend_from_slice(&payload);
+        }
+        prop_assert_eq!(joined, encode(&frame));
+    }
+}

@@ -115,6 +115,16 @@ pub(crate) async fn run(
     tracing::Span::current().record("pid", pgid);
     info!("command started");
 
+    for pipe in [
+        child.stdin.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+        stdout_fd(&child),
+        child.stderr.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        enlarge_pipe(pipe);
+    }
     let counters = Counters::default();
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
@@ -321,6 +331,27 @@ fn spawn(exec: &Exec, config: &ServerConfig) -> Result<Child, String> {
         ),
         None => format!("cannot run {}: {err}", config.shell.display()),
     })
+}
+
+fn stdout_fd(child: &Child) -> Option<std::os::fd::RawFd> {
+    child.stdout.as_ref().map(std::os::fd::AsRawFd::as_raw_fd)
+}
+
+/// Bytes a command's pipes may hold: with Linux's default 64 KiB, a fast
+/// writer wakes the reader for every 64 KiB; 1 MiB lets one read or write
+/// move a whole frame's worth. Best effort: the default still works.
+const PIPE_SIZE: i32 = 1024 * 1024;
+
+fn enlarge_pipe(fd: std::os::fd::RawFd) {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::fcntl::{fcntl, FcntlArg};
+        if let Err(err) = fcntl(fd, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE)) {
+            debug!(cause = %err, "cannot enlarge the output pipe");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
 }
 
 fn exit_status(status: std::process::ExitStatus) -> ExitStatus {

@@ -36,7 +36,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(5),
             linger: Duration::from_secs(2),
             stdin_window: 1024 * 1024,
-            chunk_size: 64 * 1024,
+            chunk_size: rsh_proto::MAX_DATA_LEN,
             handshake_timeout: Duration::from_secs(10),
         }
     }

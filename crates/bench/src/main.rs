@@ -1,0 +1,159 @@
+//! `rsh-bench`: measures rsh and its baselines (local spawn, plain TCP,
+//! OpenSSH) in the same run and prints medians, ratios and the targets'
+//! PASS/FAIL.
+//!
+//! It starts its own `rsh-server` (the release binary next to this one) on a
+//! temp Unix socket and on 127.0.0.1, and, when `/usr/sbin/sshd` exists, a
+//! private sshd on 127.0.0.1 with throwaway keys. All traffic stays on
+//! loopback and temp sockets; every wait is bounded.
+
+mod figures;
+mod report;
+mod rsh;
+mod ssh;
+mod util;
+
+use anyhow::Context;
+use clap::Parser;
+use figures::{Bench, Params};
+use report::Report;
+use rsh::{Binaries, Listen, RshServer};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Benchmark rsh against a local spawn, plain loopback TCP and OpenSSH.
+///
+/// Build first: `cargo build --release -p rsh-bench -p rsh-server -p rsh-client`.
+#[derive(Debug, Parser)]
+#[command(name = "rsh-bench", version)]
+struct Args {
+    /// Small N and sizes: a run under a minute, indicative only.
+    #[arg(long)]
+    quick: bool,
+
+    /// Also write the figures as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+
+    /// Run only these figures (comma-separated numbers, 1-6).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    only: Vec<u8>,
+
+    /// Skip the OpenSSH baselines even if sshd is installed.
+    #[arg(long)]
+    no_ssh: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("rsh-bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let wanted = |figure: u8| args.only.is_empty() || args.only.contains(&figure);
+    let fd_limit = util::raise_fd_limit();
+    let machine = util::Machine::probe();
+    let bins = Binaries::locate()?;
+    let mut params = if args.quick {
+        Params::quick()
+    } else {
+        Params::full()
+    };
+    let mut notes = Vec::new();
+    // Each client of figures 4 and 5 takes descriptors here (pipes, sockets).
+    let fd_budget = usize::try_from(fd_limit / 4).unwrap_or(usize::MAX);
+    if params.clients > fd_budget || params.idle_connections > fd_budget {
+        notes.push(format!(
+            "open-files limit {fd_limit}: clients cut to {fd_budget} (raise `ulimit -n`)"
+        ));
+        params.clients = params.clients.min(fd_budget);
+        params.idle_connections = params.idle_connections.min(fd_budget);
+    }
+    let (sshd, ssh_skipped) = if args.no_ssh {
+        (None, "skipped (--no-ssh)".to_owned())
+    } else {
+        match ssh::Sshd::start() {
+            Ok(Some(sshd)) => (Some(sshd), String::new()),
+            Ok(None) => {
+                eprintln!("{}", ssh::INSTALL_HINT);
+                notes.push(ssh::INSTALL_HINT.to_owned());
+                (None, "skipped: sshd not installed".to_owned())
+            }
+            Err(err) => {
+                let why = format!("OpenSSH baselines skipped: cannot start sshd: {err:#}");
+                eprintln!("{why}");
+                notes.push(why);
+                (None, "skipped: sshd did not start".to_owned())
+            }
+        }
+    };
+    if let Some(sshd) = &sshd {
+        eprintln!(
+            "private sshd on 127.0.0.1:{} (keys and config in {})",
+            sshd.port,
+            sshd.dir().display()
+        );
+    }
+    let rt = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    let mut bench = Bench {
+        bins,
+        watchdog: util::Watchdog::start(),
+        rt,
+        sshd,
+        ssh_skipped,
+        params,
+        rows: Vec::new(),
+    };
+
+    if (1..=4).any(wanted) {
+        let server = RshServer::start(&bench.bins, Listen::UnixAndTls)?;
+        eprintln!(
+            "rsh-server pid {} on {} and {}",
+            server.pid(),
+            server.unix_dest(),
+            server.tls_dest()?
+        );
+        type Figure = fn(&mut Bench, &RshServer) -> anyhow::Result<()>;
+        let figures: [(u8, Figure); 4] = [
+            (1, Bench::latency),
+            (2, Bench::rate),
+            (3, Bench::throughput),
+            (4, Bench::crowd),
+        ];
+        for (number, figure) in figures {
+            if wanted(number) {
+                eprintln!("figure {number}: {}", report::FIGURES[usize::from(number - 1)]);
+                figure(&mut bench, &server).with_context(|| format!("figure {number}"))?;
+            }
+        }
+    }
+    if wanted(5) {
+        eprintln!("figure 5: {}", report::FIGURES[4]);
+        bench.memory().context("figure 5")?;
+    }
+    if wanted(6) {
+        eprintln!("figure 6: {}", report::FIGURES[5]);
+        bench.growth().context("figure 6")?;
+    }
+    drop(bench.sshd.take());
+
+    let report = Report {
+        machine,
+        quick: args.quick,
+        rows: std::mem::take(&mut bench.rows),
+        notes,
+    };
+    print!("{}", report.render());
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.json())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("figures written to {}", path.display());
+    }
+    Ok(())
+}
