@@ -217,8 +217,18 @@ impl fmt::Debug for Identity {
 }
 
 /// The crypto provider used everywhere in this crate: ring.
+/// ring, with AES-128-GCM preferred: with AES-NI it is the fastest TLS 1.3
+/// suite, and 128-bit keys are ample for a session key.
 pub(crate) fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|suite| {
+        match suite.suite() {
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
+            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => 1,
+            _ => 2,
+        }
+    });
+    Arc::new(provider)
 }
 
 /// A comment that fits on one line.
