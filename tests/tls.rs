@@ -331,6 +331,28 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// A TLS handshake with the server as a client without a key, speaking only
+/// `version`: for probing the server's refusals.
+async fn probe(
+    server: &TestServer,
+    version: &'static rsh_tls::rustls::SupportedProtocolVersion,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rsh_tls::rustls;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[version])
+    .expect("protocol version")
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyServer))
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(&server.dest).await?;
+    let name = rustls::pki_types::ServerName::try_from("rsh.invalid").expect("name");
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+}
+
 /// Accepts any server certificate: for tests that probe the server's refusals.
 #[derive(Debug)]
 struct AnyServer;

@@ -138,14 +138,40 @@ impl Listener {
     }
 }
 
-/// Takes a connection permit, or returns `None` at shutdown.
-async fn connection_permit(
+/// Takes a connection permit (backpressure: at the limit we stop accepting
+/// and clients wait in the backlog), then the next connection. Accept errors
+/// (out of descriptors...) back off and retry. `None` at shutdown.
+async fn next_connection<T, F, Fut>(
     ctx: &ServerContext,
     limit: &Arc<Semaphore>,
-) -> Option<OwnedSemaphorePermit> {
-    tokio::select! {
-        permit = limit.clone().acquire_owned() => permit.ok(),
-        () = ctx.shutdown.cancelled() => None,
+    backoff: &mut Duration,
+    mut accept: F,
+) -> Option<(OwnedSemaphorePermit, T)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<T>>,
+{
+    loop {
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => permit.ok()?,
+            () = ctx.shutdown.cancelled() => return None,
+        };
+        let accepted = tokio::select! {
+            accepted = accept() => accepted,
+            () = ctx.shutdown.cancelled() => return None,
+        };
+        match accepted {
+            Ok(connection) => {
+                *backoff = Duration::from_millis(10);
+                return Some((permit, connection));
+            }
+            Err(err) => {
+                drop(permit);
+                if !back_off(ctx, backoff, &err).await {
+                    return None;
+                }
+            }
+        }
     }
 }
 
@@ -203,26 +229,9 @@ impl TlsListener {
 
     async fn accept_loop(&self, ctx: ServerContext, limit: Arc<Semaphore>) {
         let mut backoff = Duration::from_millis(10);
-        loop {
-            let Some(permit) = connection_permit(&ctx, &limit).await else {
-                return;
-            };
-            let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted,
-                () = ctx.shutdown.cancelled() => return,
-            };
-            let (tcp, addr) = match accepted {
-                Ok(accepted) => {
-                    backoff = Duration::from_millis(10);
-                    accepted
-                }
-                Err(err) => {
-                    if back_off(&ctx, &mut backoff, &err).await {
-                        continue;
-                    }
-                    return;
-                }
-            };
+        while let Some((permit, (tcp, addr))) =
+            next_connection(&ctx, &limit, &mut backoff, || self.listener.accept()).await
+        {
             let _ = tcp.set_nodelay(true);
             let span = info_span!("conn", peer = %addr, user = tracing::field::Empty);
             let ctx = ctx.clone();
@@ -370,28 +379,12 @@ impl UnixSocket {
 
     async fn accept_loop(&self, ctx: ServerContext, limit: Arc<Semaphore>) {
         let own_uid = nix::unistd::geteuid().as_raw();
+        // The only user let in is ourselves: look the name up once.
+        let own_name = user_name(own_uid);
         let mut backoff = Duration::from_millis(10);
-        loop {
-            let Some(permit) = connection_permit(&ctx, &limit).await else {
-                return;
-            };
-            let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted,
-                () = ctx.shutdown.cancelled() => return,
-            };
-            let stream = match accepted {
-                Ok((stream, _)) => {
-                    backoff = Duration::from_millis(10);
-                    stream
-                }
-                Err(err) => {
-                    // Out of descriptors and the like: back off, keep serving.
-                    if back_off(&ctx, &mut backoff, &err).await {
-                        continue;
-                    }
-                    return;
-                }
-            };
+        while let Some((permit, (stream, _))) =
+            next_connection(&ctx, &limit, &mut backoff, || self.listener.accept()).await
+        {
             let cred = match stream.peer_cred() {
                 Ok(cred) => cred,
                 Err(err) => {
@@ -407,7 +400,7 @@ impl UnixSocket {
             }
             let peer = Peer {
                 addr,
-                user: user_name(cred.uid()),
+                user: own_name.clone(),
             };
             let span = info_span!("conn", peer = %peer.addr, user = %peer.user);
             let ctx = ctx.clone();
