@@ -105,25 +105,10 @@ fn unknown_client_key_is_refused_and_nothing_runs() {
 
 #[test]
 fn client_without_certificate_is_refused() {
-    use rsh_tls::rustls;
     let server = TestServer::start(Transport::Tls);
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .expect("tls13")
-    .dangerous()
-    .with_custom_certificate_verifier(Arc::new(AnyServer))
-    .with_no_client_auth();
     let result = runtime().block_on(async {
-        let tcp = tokio::net::TcpStream::connect(&server.dest)
-            .await
-            .expect("connect");
-        let name = rustls::pki_types::ServerName::try_from("rsh.invalid").expect("name");
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await?;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tls = probe(&server, &rsh_tls::rustls::version::TLS13).await?;
         tls.write_all(&rsh_proto::Hello::current().encode()).await?;
         let mut hello = [0u8; 8];
         tls.read_exact(&mut hello).await.map(|_| ())
@@ -135,23 +120,9 @@ fn client_without_certificate_is_refused() {
 
 #[test]
 fn tls12_is_refused() {
-    use rsh_tls::rustls;
     let server = TestServer::start(Transport::Tls);
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS12])
-    .expect("tls12")
-    .dangerous()
-    .with_custom_certificate_verifier(Arc::new(AnyServer))
-    .with_no_client_auth();
     let result = runtime().block_on(async {
-        let tcp = tokio::net::TcpStream::connect(&server.dest)
-            .await
-            .expect("connect");
-        let name = rustls::pki_types::ServerName::try_from("rsh.invalid").expect("name");
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
+        probe(&server, &rsh_tls::rustls::version::TLS12)
             .await
             .map(|_| ())
     });
