@@ -583,3 +583,59 @@ fn readme_usage_matches_help() {
         );
     }
 }
+
+/// The interactive prompt on a real pseudo-terminal: each line runs
+/// remotely, an empty line just prompts again, `exit` quits with the last
+/// command's status.
+#[test]
+fn interactive_prompt_on_a_terminal() {
+    use std::sync::mpsc;
+    let server = TestServer::start(Transport::Unix);
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let slave = std::fs::File::from(pty.slave);
+    let mut child = server
+        .client()
+        .env("TERM", "dumb")
+        .stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave)
+        .spawn()
+        .expect("spawn interactive client");
+    let mut master = std::fs::File::from(pty.master);
+    let mut reader = master.try_clone().expect("dup master");
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        // Ends when the client exits and the terminal hangs up.
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_for = |needle: &str| {
+        let deadline = Instant::now() + WAIT;
+        while !seen.contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+                Err(_) => panic!("terminal never showed {needle:?}; it showed {seen:?}"),
+            }
+        }
+        std::mem::take(&mut seen)
+    };
+    wait_for("rsh$ ");
+    master
+        .write_all(b"echo hello from the prompt\r")
+        .expect("type");
+    wait_for("hello from the prompt\r\n");
+    wait_for("rsh$ ");
+    master.write_all(b"\r").expect("empty line");
+    wait_for("rsh$ ");
+    master.write_all(b"sh -c 'exit 5'\r").expect("type");
+    wait_for("[5] rsh$ ");
+    master.write_all(b"exit\r").expect("type");
+    let status = util::wait_child(&mut child, WAIT).expect("client exits");
+    assert_eq!(status.code(), Some(5));
+}
