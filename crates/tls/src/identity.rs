@@ -221,13 +221,13 @@ impl fmt::Debug for Identity {
 /// suite, and 128-bit keys are ample for a session key.
 pub(crate) fn provider() -> Arc<CryptoProvider> {
     let mut provider = rustls::crypto::ring::default_provider();
-    provider.cipher_suites.sort_by_key(|suite| {
-        match suite.suite() {
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| match suite.suite() {
             rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
             rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => 1,
             _ => 2,
-        }
-    });
+        });
     Arc::new(provider)
 }
 
