@@ -389,6 +389,39 @@ async fn ctrl_c_interrupts_the_remote_command(t: Transport) {
     assert_eq!(rest, "got INT\n");
     let status = util::wait_child(&mut child, WAIT).expect("client exits");
     assert_eq!(status.code(), Some(3));
+
+    // A command that shrugs off SIGINT: the third Ctrl-C disconnects, and the
+    // server ends the command's group.
+    let mut child = server
+        .client()
+        .arg("-c")
+        .arg("trap 'echo got INT' INT; echo $$; while :; do sleep 0.1; done")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn client");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("pgid line");
+    let pgid: u32 = line.trim().parse().expect("the shell's pid");
+    for _ in 0..2 {
+        util::signal(child.id(), nix::sys::signal::Signal::SIGINT);
+        line.clear();
+        stdout.read_line(&mut line).expect("trap output");
+        assert_eq!(line, "got INT\n");
+    }
+    util::signal(child.id(), nix::sys::signal::Signal::SIGINT);
+    let status = util::wait_child(&mut child, WAIT).expect("client gives up");
+    assert_eq!(status.code(), Some(130));
+    let deadline = Instant::now() + WAIT;
+    while !util::processes_in_group(pgid).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "remote command left running after disconnect"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 async fn background_job_holding_pipes_does_not_hang_reply(t: Transport) {

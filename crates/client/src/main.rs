@@ -18,6 +18,8 @@ use tokio::io::AsyncReadExt;
 const EXIT_RSH_FAILURE: u8 = 255;
 /// Exit code when the remote command ran past --timeout (as timeout(1) uses).
 const EXIT_TIMED_OUT: u8 = 124;
+/// Ctrl-C presses after which the client gives up on the remote command.
+const DISCONNECT_AFTER_INTERRUPTS: u32 = 3;
 /// Exit code when our stdout is a closed pipe (as if killed by SIGPIPE).
 const EXIT_BROKEN_PIPE: u8 = 128 + 13;
 
@@ -25,9 +27,10 @@ const EXIT_BROKEN_PIPE: u8 = 128 + 13;
 ///
 /// With -c, runs one command like `ssh HOST CMD`: remote stdout to stdout,
 /// stderr to stderr, byte for byte; local stdin is forwarded (or closed at
-/// once when it is a terminal); Ctrl-C interrupts the remote command; the exit
-/// code is the remote one (128+N if it died of signal N, 124 if it timed out,
-/// 255 if rsh itself failed).
+/// once when it is a terminal); Ctrl-C sends SIGINT to the remote command
+/// (a third Ctrl-C disconnects, which ends it); the exit code is the remote
+/// one (128+N if it died of signal N, 124 if it timed out, 255 if rsh itself
+/// failed).
 ///
 /// Without -c, on a terminal: an interactive prompt, each line run remotely;
 /// `exit` or Ctrl-D quits. Without -c, stdin not a terminal: each line of
@@ -304,7 +307,16 @@ async fn stream_output(mut command: RemoteCommand) -> Result<ExitStatus, Failure
     let interrupts = tokio::spawn({
         let signaller = command.signaller();
         async move {
+            // Each Ctrl-C goes to the remote command; a third one in a row
+            // means the user wants out even if the command ignores SIGINT:
+            // disconnecting makes the server end its whole process group.
+            let mut presses = 0;
             while tokio::signal::ctrl_c().await.is_ok() {
+                presses += 1;
+                if presses == DISCONNECT_AFTER_INTERRUPTS {
+                    eprintln!("rsh-client: interrupted {presses} times; disconnecting");
+                    std::process::exit(130);
+                }
                 if signaller.send(signal::INT).await.is_err() {
                     break;
                 }
