@@ -89,6 +89,9 @@ pub struct Bench {
     pub rows: Vec<Row>,
 }
 
+/// Checks a run (exit status, byte counts).
+type Check<'a> = Box<dyn Fn(&Run) -> anyhow::Result<()> + 'a>;
+
 /// One series of a figure, measured round-robin with the others.
 struct Case<'a> {
     name: String,
@@ -98,7 +101,7 @@ struct Case<'a> {
     capture: bool,
     limit: Duration,
     /// Checks a run (exit status, byte counts); a failure ends the series.
-    check: Box<dyn Fn(&Run) -> anyhow::Result<()> + 'a>,
+    check: Check<'a>,
     /// Turns a run into a sample.
     sample: fn(&Run) -> f64,
     samples: Vec<f64>,
@@ -118,8 +121,9 @@ fn in_mb_per_s(run: &Run) -> f64 {
 }
 
 fn mb(bytes: u64) -> String {
-    if bytes >= 1_000_000_000 && bytes % 1_000_000_000 == 0 {
-        format!("{} GB", bytes / 1_000_000_000)
+    let gb = bytes / 1_000_000_000;
+    if gb > 0 && gb * 1_000_000_000 == bytes {
+        format!("{gb} GB")
     } else {
         format!("{} MB", bytes / 1_000_000)
     }
@@ -149,13 +153,8 @@ fn run_cases(cases: &mut [Case<'_>], watchdog: &Watchdog) {
                 .and_then(|run| {
                     if !capture && !run.status.success() {
                         // Run again with stderr kept, for the reason.
-                        let again = run_bounded(
-                            &mut (case.make)(),
-                            case.feed,
-                            true,
-                            case.limit,
-                            watchdog,
-                        )?;
+                        let again =
+                            run_bounded(&mut (case.make)(), case.feed, true, case.limit, watchdog)?;
                         again.check(&case.name)?;
                         bail!("{} exited with {}", case.name, run.status);
                     }
@@ -193,12 +192,16 @@ impl Bench {
                 command
             }),
             latency_case("rsh unix", p.latency_runs, || server.client(&unix, "true")),
-            latency_case("rsh tls (tcp)", p.latency_runs, || server.client(&tls, "true")),
+            latency_case("rsh tls (tcp)", p.latency_runs, || {
+                server.client(&tls, "true")
+            }),
         ];
         if let Some(sshd) = &self.sshd {
-            cases.push(latency_case("ssh, new connection", p.latency_runs_ssh, || {
-                sshd.ssh(Mode::New, None, "true")
-            }));
+            cases.push(latency_case(
+                "ssh, new connection",
+                p.latency_runs_ssh,
+                || sshd.ssh(Mode::New, None, "true"),
+            ));
             cases.push(latency_case("ssh, multiplexed", p.latency_runs, || {
                 sshd.ssh(Mode::Multiplexed, None, "true")
             }));
@@ -209,7 +212,9 @@ impl Bench {
             .row(1, "ms")
             .ratio_to(floor.median(), false, "vs floor")
             .target_ratio(false, 3.0, "<= 3x floor");
-        let rsh_tls = cases[2].row(1, "ms").ratio_to(floor.median(), false, "vs floor");
+        let rsh_tls = cases[2]
+            .row(1, "ms")
+            .ratio_to(floor.median(), false, "vs floor");
         let (ssh_new, ssh_mux) = match cases.get(3..5) {
             Some([new, mux]) => (new.row(1, "ms"), mux.row(1, "ms")),
             _ => (
@@ -232,6 +237,10 @@ impl Bench {
         let unix = server.endpoint(&server.unix_dest())?;
         let tls = server.endpoint(server.tls_dest()?)?;
         let options = server.connect_options();
+        // The floor spawns from a multi-threaded runtime, as the server does;
+        // the rsh clients run on the bench's single thread.
+        let floor_rt = tokio::runtime::Runtime::new().context("cannot start a runtime")?;
+        let floor = floor_rt.handle().clone();
         let rows = self.rt.block_on(async move {
             let connect = |endpoint: rsh_config::Endpoint| {
                 let options = options.clone();
@@ -261,13 +270,23 @@ impl Bench {
                     }
                     let parallel = if index % 2 == 0 { 1 } else { 16 };
                     let result = match index / 2 {
-                        0 => rate_of(p.rate_commands, parallel, local_spawn).await,
+                        0 => match floor
+                            .spawn(rate_of(p.rate_commands, parallel, local_spawn))
+                            .await
+                        {
+                            Ok(result) => result,
+                            Err(err) => Err(anyhow::anyhow!("local spawns: {err}")),
+                        },
                         1 => match &unix_client {
-                            Ok(client) => rate_of(p.rate_commands, parallel, remote_true(client)).await,
+                            Ok(client) => {
+                                rate_of(p.rate_commands, parallel, remote_true(client)).await
+                            }
                             Err(err) => Err(anyhow::anyhow!("{err:#}")),
                         },
                         _ => match &tls_client {
-                            Ok(client) => rate_of(p.rate_commands, parallel, remote_true(client)).await,
+                            Ok(client) => {
+                                rate_of(p.rate_commands, parallel, remote_true(client)).await
+                            }
                             Err(err) => Err(anyhow::anyhow!("{err:#}")),
                         },
                     };
@@ -286,17 +305,22 @@ impl Bench {
                 })
                 .collect::<Vec<Row>>()
         });
+        drop(floor_rt);
         let seq_floor = rows[0].median();
         let par_floor = rows[1].median();
         for (index, row) in rows.into_iter().enumerate() {
             let row = match index {
                 0 | 1 => row,
-                i if i % 2 == 0 => row
-                    .ratio_to(seq_floor, false, "vs floor")
-                    .target_ratio(true, 0.8, ">= 0.8x floor"),
-                _ => row
-                    .ratio_to(par_floor, false, "vs floor")
-                    .target_ratio(true, 0.8, ">= 0.8x floor"),
+                i if i % 2 == 0 => row.ratio_to(seq_floor, false, "vs floor").target_ratio(
+                    true,
+                    0.8,
+                    ">= 0.8x floor",
+                ),
+                _ => row.ratio_to(par_floor, false, "vs floor").target_ratio(
+                    true,
+                    0.8,
+                    ">= 0.8x floor",
+                ),
             };
             self.rows.push(row);
         }
@@ -429,7 +453,12 @@ impl Bench {
 
         let tcp_row = match tcp_error {
             Some(err) => Row::skipped(3, format!("{out_label}: plain tcp (floor)"), "MB/s", err),
-            None => Row::new(3, format!("{out_label}: plain tcp (floor)"), "MB/s", Stats::of(&tcp)),
+            None => Row::new(
+                3,
+                format!("{out_label}: plain tcp (floor)"),
+                "MB/s",
+                Stats::of(&tcp),
+            ),
         };
         let pipe_out = outs[0].row(3, "MB/s");
         let (ssh_out, ssh_out_aes) = match outs.get(3..5) {
@@ -535,7 +564,13 @@ impl Bench {
                 a.run("true").await?;
                 b.run("true").await?;
             }
-            Ok((before, after_tls, after_unix, tls_clients.len(), unix_clients.len()))
+            Ok((
+                before,
+                after_tls,
+                after_unix,
+                tls_clients.len(),
+                unix_clients.len(),
+            ))
         });
         drop(server);
         match result {
@@ -573,6 +608,7 @@ impl Bench {
         let server = RshServer::start(&self.bins, Listen::UnixAndTls)?;
         let pid = server.pid();
         let tls = server.endpoint(server.tls_dest()?)?;
+        let options = server.connect_options();
         let stall = self.params.stall;
         let result: anyhow::Result<(Vec<f64>, u64)> = self.rt.block_on(async {
             let client = tokio::time::timeout(SHORT_LIMIT, Client::connect(&tls, &options))
@@ -643,7 +679,11 @@ impl Bench {
                 limit: BULK_LIMIT,
                 check: Box::new(move |run: &Run| {
                     run.check("output")?;
-                    ensure!(run.stdout_bytes == bytes, "got {} of {bytes} bytes", run.stdout_bytes);
+                    ensure!(
+                        run.stdout_bytes == bytes,
+                        "got {} of {bytes} bytes",
+                        run.stdout_bytes
+                    );
                     Ok(())
                 }),
                 sample: ms,
@@ -793,8 +833,10 @@ async fn local_spawn() -> anyhow::Result<()> {
 
 fn remote_true(
     client: &Client,
-) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Clone + Send + 'static
-{
+) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>
+       + Clone
+       + Send
+       + 'static {
     let client = client.clone();
     move || {
         let client = client.clone();
@@ -813,8 +855,7 @@ fn remote_true(
 /// Moves `bytes` over a loopback TCP connection in-process; MB/s.
 fn tcp_copy(bytes: u64) -> anyhow::Result<f64> {
     use std::io::{Read, Write};
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind 127.0.0.1:0")?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind 127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let started = Instant::now();
     let receiver = std::thread::spawn(move || -> anyhow::Result<u64> {
@@ -845,7 +886,10 @@ fn tcp_copy(bytes: u64) -> anyhow::Result<f64> {
         .join()
         .map_err(|_| anyhow::anyhow!("tcp receiver panicked"))??;
     let elapsed = started.elapsed();
-    ensure!(received == bytes, "tcp: received {received} of {bytes} bytes");
+    ensure!(
+        received == bytes,
+        "tcp: received {received} of {bytes} bytes"
+    );
     Ok(bytes as f64 / elapsed.as_secs_f64() / 1e6)
 }
 
@@ -896,7 +940,10 @@ async fn crowd(n: usize, make: impl Fn() -> tokio::process::Command) -> CrowdRes
             }
             Err(_) => {
                 failed += 1;
-                note(&mut errors, format!("still running after {CROWD_LIMIT:?}; killed"));
+                note(
+                    &mut errors,
+                    format!("still running after {CROWD_LIMIT:?}; killed"),
+                );
             }
         }
     }

@@ -66,6 +66,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
         Params::full()
     };
     let mut notes = Vec::new();
+    let load_at_start = util::load_average();
+    let revision = util::revision();
     // Each client of figures 4 and 5 takes descriptors here (pipes, sockets).
     let fd_budget = usize::try_from(fd_limit / 4).unwrap_or(usize::MAX);
     if params.clients > fd_budget || params.idle_connections > fd_budget {
@@ -100,7 +102,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
             sshd.dir().display()
         );
     }
-    let rt = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    // One thread: the bench is a load generator and should take as little
+    // CPU from the server as it can (the rsh-client binary runs the same way).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
     let mut bench = Bench {
         bins,
         watchdog: util::Watchdog::start(),
@@ -128,7 +135,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
         ];
         for (number, figure) in figures {
             if wanted(number) {
-                eprintln!("figure {number}: {}", report::FIGURES[usize::from(number - 1)]);
+                eprintln!(
+                    "figure {number}: {}",
+                    report::FIGURES[usize::from(number - 1)]
+                );
                 figure(&mut bench, &server).with_context(|| format!("figure {number}"))?;
             }
         }
@@ -142,10 +152,18 @@ fn run(args: &Args) -> anyhow::Result<()> {
         bench.growth().context("figure 6")?;
     }
     drop(bench.sshd.take());
+    notes.push(format!(
+        "load average (1/5/15 min) at start {load_at_start}, at end {}: other work on the machine skews every figure",
+        util::load_average()
+    ));
+    if bench.ssh_skipped.is_empty() {
+        notes.push("ssh: the private sshd sets SHLVL=1 so bash skips ~/.bashrc (rsh's sh -c reads no rc file either)".to_owned());
+    }
 
     let report = Report {
         machine,
         quick: args.quick,
+        revision,
         rows: std::mem::take(&mut bench.rows),
         notes,
     };

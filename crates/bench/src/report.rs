@@ -35,7 +35,12 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(figure: u8, name: impl Into<String>, unit: &'static str, stats: Option<Stats>) -> Row {
+    pub fn new(
+        figure: u8,
+        name: impl Into<String>,
+        unit: &'static str,
+        stats: Option<Stats>,
+    ) -> Row {
         Row {
             figure,
             name: name.into(),
@@ -47,7 +52,12 @@ impl Row {
         }
     }
 
-    pub fn skipped(figure: u8, name: impl Into<String>, unit: &'static str, why: impl Into<String>) -> Row {
+    pub fn skipped(
+        figure: u8,
+        name: impl Into<String>,
+        unit: &'static str,
+        why: impl Into<String>,
+    ) -> Row {
         let mut row = Row::new(figure, name, unit, None);
         row.note = why.into();
         row
@@ -94,7 +104,9 @@ impl Row {
 
     /// A target on the median itself.
     pub fn target_value(mut self, at_least: bool, bound: f64, text: &str) -> Row {
-        let pass = self.median().map(|v| if at_least { v >= bound } else { v <= bound });
+        let pass = self
+            .median()
+            .map(|v| if at_least { v >= bound } else { v <= bound });
         self.target = Some(Target {
             text: text.to_owned(),
             pass,
@@ -124,6 +136,7 @@ pub const FIGURES: [&str; 6] = [
 pub struct Report {
     pub machine: Machine,
     pub quick: bool,
+    pub revision: Option<String>,
     pub rows: Vec<Row>,
     pub notes: Vec<String>,
 }
@@ -141,8 +154,12 @@ fn format_value(value: f64, unit: &str) -> String {
 fn status(target: &Option<Target>) -> &'static str {
     match target {
         None => "",
-        Some(Target { pass: Some(true), .. }) => "PASS",
-        Some(Target { pass: Some(false), .. }) => "FAIL",
+        Some(Target {
+            pass: Some(true), ..
+        }) => "PASS",
+        Some(Target {
+            pass: Some(false), ..
+        }) => "FAIL",
         Some(Target { pass: None, .. }) => "n/a",
     }
 }
@@ -160,6 +177,11 @@ impl Report {
             out,
             "openssh: {}",
             m.openssh.as_deref().unwrap_or("not installed")
+        );
+        let _ = writeln!(
+            out,
+            "rsh: git {}",
+            self.revision.as_deref().unwrap_or("unknown")
         );
         let _ = writeln!(
             out,
@@ -270,6 +292,11 @@ impl Report {
             m.openssh.as_deref().map_or("null".to_owned(), quote)
         );
         let _ = writeln!(out, "  \"quick\": {},", self.quick);
+        let _ = writeln!(
+            out,
+            "  \"revision\": {},",
+            self.revision.as_deref().map_or("null".to_owned(), quote)
+        );
         let notes: Vec<String> = self.notes.iter().map(|n| quote(n)).collect();
         let _ = writeln!(out, "  \"notes\": [{}],", notes.join(", "));
         out.push_str("  \"rows\": [\n");

@@ -35,13 +35,13 @@ impl Binaries {
             }
         }
         // `cargo run -p rsh-bench` builds the client library, not the
-        // binaries: warn when they are older than we are.
-        let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        if let Some(ours) = modified(&exe) {
+        // binaries: warn when a source they are built from is newer.
+        let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        if let Some(newest) = newest_source(&sources) {
             for bin in [&server, &client] {
-                if modified(bin).is_some_and(|theirs| theirs < ours) {
+                if modified(bin).is_some_and(|built| built < newest) {
                     eprintln!(
-                        "warning: {} is older than rsh-bench and may be stale; {BUILD_HINT}",
+                        "warning: {} is older than its sources and may be stale; {BUILD_HINT}",
                         bin.display()
                     );
                 }
@@ -49,6 +49,37 @@ impl Binaries {
         }
         Ok(Binaries { server, client })
     }
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The newest modification time of the server's and client's sources
+/// (`crates/*/src/**` and `crates/*/Cargo.toml`), if they are here.
+fn newest_source(crates: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut dirs = Vec::new();
+    for name in ["proto", "config", "tls", "server", "client"] {
+        let krate = crates.join(name);
+        newest = newest.max(modified(&krate.join("Cargo.toml")));
+        dirs.push(krate.join("src"));
+    }
+    // Bounded: a source tree of a few dozen files.
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                newest = newest.max(modified(&path));
+            }
+        }
+    }
+    newest
 }
 
 /// Which endpoints a server listens on.
@@ -184,7 +215,9 @@ impl RshServer {
 
     /// `127.0.0.1:PORT`.
     pub fn tls_dest(&self) -> anyhow::Result<&str> {
-        self.tcp.as_deref().context("this server does not listen on TCP")
+        self.tcp
+            .as_deref()
+            .context("this server does not listen on TCP")
     }
 
     /// `rsh-client DEST -c COMMAND` with the client's RSH_HOME.
@@ -216,11 +249,6 @@ impl RshServer {
             .lock()
             .map(|log| log.iter().cloned().collect::<Vec<_>>().join("\n"))
             .unwrap_or_default()
-    }
-
-    /// Whether the server is still running.
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
     }
 }
 

@@ -53,6 +53,9 @@ impl Sshd {
         let port = free_port()?;
         let config = dir.path().join("sshd_config");
         let root = nix::unistd::geteuid().is_root();
+        // `SetEnv SHLVL=1`: bash, as a login shell run by sshd, would source
+        // ~/.bashrc for every command (here that costs ~150 ms: pyenv init);
+        // rsh's `sh -c` reads no rc file, so neither does the baseline.
         std::fs::write(
             &config,
             format!(
@@ -70,6 +73,7 @@ impl Sshd {
                  PrintMotd no\n\
                  PrintLastLog no\n\
                  UseDNS no\n\
+                 SetEnv SHLVL=1\n\
                  LogLevel ERROR\n",
                 host = host_key.display(),
                 auth = authorized.display(),

@@ -50,7 +50,11 @@ pub struct Watchdog {
 }
 
 enum Msg {
-    Arm { id: u64, pid: u32, deadline: Instant },
+    Arm {
+        id: u64,
+        pid: u32,
+        deadline: Instant,
+    },
     Disarm(u64),
 }
 
@@ -149,8 +153,6 @@ pub struct Run {
     pub status: ExitStatus,
     /// Bytes read from its stdout (0 when not captured).
     pub stdout_bytes: u64,
-    /// The first bytes of its stdout.
-    pub stdout_head: Vec<u8>,
     /// Bytes of stdin it took before closing the pipe.
     pub stdin_fed: u64,
     /// The end of its stderr (empty when not captured).
@@ -172,7 +174,6 @@ impl Run {
     }
 }
 
-const HEAD: usize = 256;
 const STDERR_KEEP: usize = 4096;
 
 /// Runs `command` to its end (killed after `limit`), timing from just before
@@ -201,18 +202,21 @@ pub fn run_bounded(
         .with_context(|| format!("cannot start {:?}", command.get_program()))?;
     let armed = watchdog.arm(child.id(), limit);
     let feeder = match (feed, child.stdin.take()) {
-        (Feed::Zeros(total), Some(pipe)) => Some(std::thread::spawn(move || feed_zeros(pipe, total))),
+        (Feed::Zeros(total), Some(pipe)) => {
+            Some(std::thread::spawn(move || feed_zeros(pipe, total)))
+        }
         _ => None,
     };
-    let stdout = child.stdout.take().map(|pipe| {
-        std::thread::spawn(move || -> (u64, Vec<u8>) { drain(pipe, HEAD) })
-    });
+    let stdout = child
+        .stdout
+        .take()
+        .map(|pipe| std::thread::spawn(move || drain(pipe)));
     let stderr = child
         .stderr
         .take()
         .map(|pipe| std::thread::spawn(move || drain_tail(pipe, STDERR_KEEP)));
     let status = child.wait().context("waiting for a child")?;
-    let (stdout_bytes, stdout_head) = join(stdout).unwrap_or_default();
+    let stdout_bytes = join(stdout).unwrap_or_default();
     let elapsed = started.elapsed();
     drop(armed);
     let stdin_fed = join(feeder).unwrap_or(0);
@@ -221,7 +225,6 @@ pub fn run_bounded(
         elapsed,
         status,
         stdout_bytes,
-        stdout_head,
         stdin_fed,
         stderr_tail,
     })
@@ -245,26 +248,19 @@ fn feed_zeros(mut pipe: impl Write, total: u64) -> u64 {
     sent
 }
 
-/// Reads to end of file, counting; keeps the first `keep` bytes.
-fn drain(mut pipe: impl Read, keep: usize) -> (u64, Vec<u8>) {
+/// Reads to end of file, counting.
+fn drain(mut pipe: impl Read) -> u64 {
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;
-    let mut head = Vec::new();
     loop {
         match pipe.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => {
-                if head.len() < keep {
-                    let take = n.min(keep - head.len());
-                    head.extend_from_slice(&buf[..take]);
-                }
-                total += n as u64;
-            }
+            Ok(n) => total += n as u64,
             Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
     }
-    (total, head)
+    total
 }
 
 fn drain_tail(mut pipe: impl Read, keep: usize) -> String {
@@ -315,8 +311,7 @@ pub fn raise_fd_limit() -> u64 {
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> anyhow::Result<u16> {
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind 127.0.0.1:0")?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind 127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
 
@@ -384,6 +379,41 @@ impl Machine {
             openssh,
         }
     }
+}
+
+/// The workspace's git revision, `+dirty` with uncommitted changes to the
+/// crates; `None` outside a git checkout.
+pub fn revision() -> Option<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let head = git(&["rev-parse", "--short", "HEAD"])?;
+    let dirty = git(&[
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        "crates",
+    ])
+    .is_some_and(|status| !status.is_empty());
+    Some(if dirty { format!("{head}+dirty") } else { head })
+}
+
+/// The 1, 5 and 15 minute load averages, as /proc/loadavg shows them.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 /// Whether `path` is an executable file.
