@@ -366,3 +366,38 @@ impl rsh_tls::rustls::client::danger::ServerCertVerifier for AnyServer {
             .supported_schemes()
     }
 }
+
+/// Strangers on the TCP port hold no place that users need: with a tiny
+/// connection limit and more silent connections than the silent pool takes,
+/// local and authorized clients still get in at once.
+#[test]
+fn silent_strangers_cannot_lock_out_users() {
+    let sockets = tempfile::tempdir().expect("tmp");
+    let socket = sockets.path().join("rsh.sock");
+    let listen_unix = format!("unix:{}", socket.display());
+    let server = TestServer::start_with(
+        Transport::Tls,
+        &[
+            "--listen",
+            &listen_unix,
+            "--max-connections",
+            "4",
+            "--max-silent",
+            "20",
+        ],
+    );
+    let silent: Vec<std::net::TcpStream> = (0..60)
+        .map(|_| std::net::TcpStream::connect(&server.dest).expect("silent connection"))
+        .collect();
+    server.wait_for_log("too many silent connections; closing the oldest");
+    for _ in 0..3 {
+        let out = util::run_with_stdin(
+            client(server.client_home.path(), &listen_unix).args(["-c", "echo local"]),
+            b"",
+        );
+        assert_eq!(out.stdout, b"local\n", "{}", stderr(&out));
+        let out = server.run("echo remote", b"");
+        assert_eq!(out.stdout, b"remote\n", "{}", stderr(&out));
+    }
+    drop(silent);
+}

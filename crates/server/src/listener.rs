@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 /// Why an endpoint could not be bound.
@@ -65,6 +66,7 @@ pub struct TlsSetup {
     acceptor: tokio_rustls::TlsAcceptor,
     authorized_keys: PathBuf,
     handshake_slots: Arc<Semaphore>,
+    silent: Arc<SilentPool>,
 }
 
 impl std::fmt::Debug for TlsSetup {
@@ -78,7 +80,9 @@ impl std::fmt::Debug for TlsSetup {
 impl TlsSetup {
     /// TLS with `host_key` as the server's identity, admitting the client
     /// keys listed in `authorized_keys` (re-read on every handshake), with at
-    /// most `max_startups` handshakes in progress.
+    /// most `max_startups` handshakes in progress and `max_silent`
+    /// connections waiting for their first byte (beyond that the oldest is
+    /// dropped).
     ///
     /// # Errors
     /// If rustls refuses the key.
@@ -86,12 +90,14 @@ impl TlsSetup {
         host_key: &rsh_tls::Identity,
         authorized_keys: PathBuf,
         max_startups: usize,
+        max_silent: usize,
     ) -> Result<Self, rsh_tls::Error> {
         let config = rsh_tls::server_config(host_key, authorized_keys.clone())?;
         Ok(TlsSetup {
             acceptor: tokio_rustls::TlsAcceptor::from(config),
             authorized_keys,
             handshake_slots: Arc::new(Semaphore::new(max_startups.max(1))),
+            silent: Arc::new(SilentPool::new(max_silent)),
         })
     }
 }
@@ -138,23 +144,27 @@ impl Listener {
     }
 }
 
-/// Takes a connection permit (backpressure: at the limit we stop accepting
-/// and clients wait in the backlog), then the next connection. Accept errors
+/// Takes a connection permit if `limit` is given (backpressure: at the
+/// limit we stop accepting and clients wait in the backlog), then the next
+/// connection. Accept errors
 /// (out of descriptors...) back off and retry. `None` at shutdown.
 async fn next_connection<T, F, Fut>(
     ctx: &ServerContext,
-    limit: &Arc<Semaphore>,
+    limit: Option<&Arc<Semaphore>>,
     backoff: &mut Duration,
     mut accept: F,
-) -> Option<(OwnedSemaphorePermit, T)>
+) -> Option<(Option<OwnedSemaphorePermit>, T)>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::io::Result<T>>,
 {
     loop {
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => permit.ok()?,
-            () = ctx.shutdown.cancelled() => return None,
+        let permit = match limit {
+            Some(limit) => tokio::select! {
+                permit = limit.clone().acquire_owned() => Some(permit.ok()?),
+                () = ctx.shutdown.cancelled() => return None,
+            },
+            None => None,
         };
         let accepted = tokio::select! {
             accepted = accept() => accepted,
@@ -227,15 +237,20 @@ impl TlsListener {
         })
     }
 
+    /// Unlike the Unix socket, no connection permit is taken before
+    /// `accept`: an unauthenticated stranger must not hold a place a local
+    /// or authorized user needs. Strangers are bounded by the silent pool and
+    /// the handshake slots instead; the permit is taken after login.
     async fn accept_loop(&self, ctx: ServerContext, limit: Arc<Semaphore>) {
         let mut backoff = Duration::from_millis(10);
-        while let Some((permit, (tcp, addr))) =
-            next_connection(&ctx, &limit, &mut backoff, || self.listener.accept()).await
+        while let Some((_, (tcp, addr))) =
+            next_connection(&ctx, None, &mut backoff, || self.listener.accept()).await
         {
             let _ = tcp.set_nodelay(true);
             let span = info_span!("conn", peer = %addr, user = tracing::field::Empty);
             let ctx = ctx.clone();
             let tls = self.tls.clone();
+            let limit = limit.clone();
             ctx.tracker.clone().spawn(
                 async move {
                     let shutdown = ctx.shutdown.clone();
@@ -243,8 +258,15 @@ impl TlsListener {
                         authenticated = authenticate(tcp, &tls, ctx.config.handshake_timeout) => authenticated,
                         () = shutdown.cancelled() => None,
                     };
-                    if let Some((stream, user)) = authenticated {
-                        tracing::Span::current().record("user", user.as_str());
+                    let Some((stream, user)) = authenticated else {
+                        return;
+                    };
+                    tracing::Span::current().record("user", user.as_str());
+                    let permit = tokio::select! {
+                        permit = limit.clone().acquire_owned() => permit.ok(),
+                        () = shutdown.cancelled() => None,
+                    };
+                    if permit.is_some() {
                         info!("connected");
                         connection::serve(stream, ctx).await;
                         info!("disconnected");
@@ -267,17 +289,28 @@ async fn authenticate(
 ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, String)> {
     let deadline = tokio::time::Instant::now() + timeout;
     // Holding no TLS state while the peer is silent. (`peek` waits for a
-    // byte; `readable` may wake spuriously on a fresh socket.)
-    match tokio::time::timeout_at(deadline, tcp.peek(&mut [0u8; 1])).await {
-        Err(_) => {
-            info!(?timeout, "no TLS handshake started in time; closing");
-            return None;
+    // byte; `readable` may wake spuriously on a fresh socket.) When the pool
+    // of silent connections is full, the oldest is dropped for the newest.
+    {
+        let seat = tls.silent.enter();
+        let mut first = [0u8; 1];
+        tokio::select! {
+            first_byte = tokio::time::timeout_at(deadline, tcp.peek(&mut first)) => match first_byte {
+                Err(_) => {
+                    info!(?timeout, "no TLS handshake started in time; closing");
+                    return None;
+                }
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    debug!("closed before the TLS handshake");
+                    return None;
+                }
+                Ok(Ok(_)) => {}
+            },
+            () = seat.evicted() => {
+                info!("too many silent connections; closing the oldest");
+                return None;
+            }
         }
-        Ok(Ok(0)) | Ok(Err(_)) => {
-            debug!("closed before the TLS handshake");
-            return None;
-        }
-        Ok(Ok(_)) => {}
     }
     let Ok(Ok(slot)) = tokio::time::timeout_at(deadline, tls.handshake_slots.acquire()).await
     else {
@@ -320,6 +353,78 @@ async fn authenticate(
         format!("{fingerprint} {comment}")
     };
     Some((stream, user))
+}
+
+/// Connections that have not sent a byte yet, oldest first. A flood of them
+/// recycles itself: each newcomer beyond the cap evicts the oldest, so a
+/// client that speaks at once (every real one) always gets its turn.
+#[derive(Debug)]
+struct SilentPool {
+    cap: usize,
+    inner: std::sync::Mutex<SilentQueue>,
+}
+
+#[derive(Debug, Default)]
+struct SilentQueue {
+    next_id: u64,
+    waiting: std::collections::VecDeque<(u64, CancellationToken)>,
+}
+
+/// A place in the silent pool; leaving it (drop) frees the place.
+struct SilentSeat<'a> {
+    pool: &'a SilentPool,
+    id: u64,
+    evicted: CancellationToken,
+}
+
+impl SilentPool {
+    fn new(cap: usize) -> Self {
+        SilentPool {
+            cap: cap.max(1),
+            inner: std::sync::Mutex::new(SilentQueue::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SilentQueue> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn enter(&self) -> SilentSeat<'_> {
+        let evicted = CancellationToken::new();
+        let mut queue = self.lock();
+        while queue.waiting.len() >= self.cap {
+            match queue.waiting.pop_front() {
+                Some((_, oldest)) => oldest.cancel(),
+                None => break,
+            }
+        }
+        queue.next_id += 1;
+        let id = queue.next_id;
+        queue.waiting.push_back((id, evicted.clone()));
+        SilentSeat {
+            pool: self,
+            id,
+            evicted,
+        }
+    }
+}
+
+impl SilentSeat<'_> {
+    async fn evicted(&self) {
+        self.evicted.cancelled().await;
+    }
+}
+
+impl Drop for SilentSeat<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.pool.lock();
+        // Most seats leave young, near the back.
+        if let Some(index) = queue.waiting.iter().rposition(|(id, _)| *id == self.id) {
+            queue.waiting.remove(index);
+        }
+    }
 }
 
 /// Lets a refused peer read the alert we sent: closing with its bytes unread
@@ -383,7 +488,7 @@ impl UnixSocket {
         let own_name = user_name(own_uid);
         let mut backoff = Duration::from_millis(10);
         while let Some((permit, (stream, _))) =
-            next_connection(&ctx, &limit, &mut backoff, || self.listener.accept()).await
+            next_connection(&ctx, Some(&limit), &mut backoff, || self.listener.accept()).await
         {
             let cred = match stream.peer_cred() {
                 Ok(cred) => cred,

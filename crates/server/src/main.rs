@@ -47,6 +47,11 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_startups: usize,
 
+    /// TCP connections that have not sent a byte yet; beyond this the oldest
+    /// is dropped, so a flood of silent connections cannot lock users out.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_silent: usize,
+
     /// Shell that runs each command as `SHELL -c COMMAND`.
     #[arg(long, value_name = "PATH", default_value = "/bin/sh")]
     shell: PathBuf,
@@ -176,6 +181,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             &identity,
             authorized_keys,
             args.max_startups,
+            args.max_silent,
         )?)
     } else {
         None
