@@ -401,3 +401,38 @@ fn silent_strangers_cannot_lock_out_users() {
     }
     drop(silent);
 }
+
+/// A user who takes their time at the host key prompt still gets in: the
+/// client reconnects, now pinned, instead of riding a connection whose
+/// greeting timer ran out while the question was on screen.
+#[test]
+fn slow_answer_at_the_host_key_prompt() {
+    let server = TestServer::start_with(Transport::Tls, &["--handshake-timeout", "0.3"]);
+    std::fs::remove_file(server.client_home.path().join("known_hosts")).expect("forget the host");
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut options = server.connect_options();
+    options.host_keys = rsh_client::HostKeyPolicy::Ask(Arc::new({
+        let asked = asked.clone();
+        move |_host: &str, _key: &rsh_client::Fingerprint| {
+            asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // A careful user, comparing fingerprints (longer than the timeout).
+            std::thread::sleep(Duration::from_millis(800));
+            true
+        }
+    }));
+    let output = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let client = rsh_client::Client::connect(&server.endpoint(), &options).await?;
+            client.run("echo trusted").await
+        })
+        .expect("connects after the prompt");
+    assert_eq!(output.stdout, b"trusted\n");
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "asked exactly once"
+    );
+}

@@ -89,6 +89,25 @@ pub(crate) async fn connect_tls(
     port: u16,
     options: &ConnectOptions,
 ) -> Result<Client, ClientError> {
+    match attempt(host, port, options).await? {
+        Attempt::Connected(client) => Ok(client),
+        // The user took their time comparing fingerprints; the server's
+        // greeting timer has not waited. Connect again, now pinned.
+        Attempt::HostKeyRecorded => match attempt(host, port, options).await? {
+            Attempt::Connected(client) => Ok(client),
+            Attempt::HostKeyRecorded => Err(ClientError::Tls(
+                "the host key just recorded was not recognised".to_owned(),
+            )),
+        },
+    }
+}
+
+enum Attempt {
+    Connected(Client),
+    HostKeyRecorded,
+}
+
+async fn attempt(host: &str, port: u16, options: &ConnectOptions) -> Result<Attempt, ClientError> {
     let host_port = rsh_tls::host_port(host, port);
     let identity = client_identity(&options.home)?;
     let known_hosts_path = options.home.known_hosts_path();
@@ -129,28 +148,34 @@ pub(crate) async fn connect_tls(
     if pinned.is_none() {
         let seen = rsh_tls::peer_fingerprint(stream.get_ref().1)
             .map_err(|err| ClientError::Tls(err.to_string()))?;
-        let accepted = match &options.host_keys {
+        let asked = match &options.host_keys {
             HostKeyPolicy::Strict => {
                 return Err(ClientError::UnknownHost {
                     host_port,
                     fingerprint: seen.to_string(),
                 })
             }
-            HostKeyPolicy::AcceptNew => true,
-            HostKeyPolicy::Ask(ask) => ask(&host_port, &seen),
+            HostKeyPolicy::AcceptNew => false,
+            HostKeyPolicy::Ask(ask) => {
+                if !ask(&host_port, &seen) {
+                    return Err(ClientError::HostKeyNotAccepted(host_port));
+                }
+                true
+            }
         };
-        if !accepted {
-            return Err(ClientError::HostKeyNotAccepted(host_port));
-        }
         KnownHosts::append(&known_hosts_path, &host_port, &seen)
             .map_err(|err| ClientError::Keys(format!("{}: {err}", known_hosts_path.display())))?;
         tracing::info!(%host_port, fingerprint = %seen, "host key added to known_hosts");
+        if asked {
+            return Ok(Attempt::HostKeyRecorded);
+        }
     }
 
-    Client::over(stream).await.map_err(|err| match err {
+    let client = Client::over(stream).await.map_err(|err| match err {
         ClientError::NotAuthorized { .. } => ClientError::NotAuthorized {
             key: identity.authorized_keys_line(),
         },
         other => other,
-    })
+    })?;
+    Ok(Attempt::Connected(client))
 }
