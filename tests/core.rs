@@ -49,6 +49,8 @@ transport_tests!(
     timeout_kills_the_group,
     stdin_not_read_stalls_only_its_channel,
     cwd_and_env_are_applied,
+    commands_are_logged_safely,
+    stdin_stops_when_the_command_closes_it,
 );
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -445,6 +447,48 @@ async fn background_job_holding_pipes_does_not_hang_reply(t: Transport) {
     }
 }
 
+async fn commands_are_logged_safely(t: Transport) {
+    let server = TestServer::start(t);
+    let out = server.run("true\nINFO rsh_server: FORGED LINE", b"");
+    assert_eq!(
+        code(&out),
+        127,
+        "the second line runs as a (missing) command"
+    );
+    let line = server.wait_for_log("command finished");
+    assert!(
+        line.contains(r"true\nINFO rsh_server: FORGED LINE"),
+        "{line}"
+    );
+    assert!(
+        !server
+            .log()
+            .iter()
+            .any(|l| l.starts_with("INFO rsh_server: FORGED")),
+        "a newline in a command forged a log line"
+    );
+}
+
+async fn stdin_stops_when_the_command_closes_it(t: Transport) {
+    let server = TestServer::start(t);
+    let out = server.run(
+        "exec 0<&-; sleep 0.5; echo done",
+        &util::random_bytes(50_000_000, 7),
+    );
+    assert_eq!(out.stdout, b"done\n");
+    let line = server.wait_for_log("command finished");
+    let bytes_in: u64 = line
+        .split("bytes_in=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("bytes_in logged");
+    assert!(
+        bytes_in < 8 * 1024 * 1024,
+        "{bytes_in} bytes of stdin went to a command that closed it"
+    );
+}
+
 async fn script_mode_runs_each_line(t: Transport) {
     let server = TestServer::start(t);
     let out = util::run_with_stdin(&mut server.client(), b"echo one\n\necho two >&2\nexit 4\n");
@@ -549,6 +593,17 @@ async fn cwd_and_env_are_applied(t: Transport) {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!("{}\nhi there\n", dir.display())
+    );
+    // Like ssh, a relative directory is taken from the home directory.
+    let out = run_args(&server, &["-C", "work dir", "-c", "pwd"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}\n", dir.display())
+    );
+    let out = run_args(&server, &["-c", "pwd"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}\n", server.home.path().display())
     );
     let out = run_args(&server, &["-C", "/nonexistent/dir", "-c", "true"]);
     assert_eq!(code(&out), 255);

@@ -436,3 +436,22 @@ fn slow_answer_at_the_host_key_prompt() {
         "asked exactly once"
     );
 }
+
+/// Like sshd's StrictModes: an authorized_keys file others may write is not
+/// trusted, and the refusal says why.
+#[test]
+fn authorized_keys_writable_by_others_is_not_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = TestServer::start(Transport::Tls);
+    let keys = server.home.path().join("authorized_keys");
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let out = server.run("echo should not run", b"");
+    assert_eq!(out.status.code(), Some(255));
+    assert!(out.stdout.is_empty());
+    server.wait_for_log("too open");
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    assert_eq!(
+        server.run("echo trusted again", b"").stdout,
+        b"trusted again\n"
+    );
+}

@@ -116,6 +116,7 @@ impl TestServer {
             ])
             .args(extra_args)
             .env("RSH_HOME", home.path())
+            .env("HOME", home.path())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

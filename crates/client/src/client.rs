@@ -81,6 +81,14 @@ pub enum ClientError {
         /// The server's reason.
         message: String,
     },
+    /// The request (command, directory, environment) does not fit in a frame.
+    #[error("command too long: the request takes {len} bytes, more than the protocol's {max}-byte frame")]
+    RequestTooLarge {
+        /// Encoded size of the request.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The command has ended and takes no more stdin.
     #[error("the command has ended; its stdin is closed")]
     StdinClosed,
@@ -226,7 +234,12 @@ impl Client {
                 .await
                 .map_err(|err| ClientError::Connect {
                     endpoint: format!("unix:{}", path.display()),
-                    reason: err.to_string(),
+                    reason: match err.kind() {
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                            format!("{err} (is rsh-server running?)")
+                        }
+                        _ => err.to_string(),
+                    },
                 })?;
         Client::over(stream).await
     }
@@ -294,6 +307,22 @@ impl Client {
         request: impl Into<ExecRequest>,
     ) -> Result<RemoteCommand, ClientError> {
         let request = request.into();
+        // Checked here, not by the codec at send time: an oversized frame
+        // there would end the whole connection, not just this request.
+        let len = 64
+            + request.command.len()
+            + request.cwd.as_ref().map_or(0, Vec::len)
+            + request
+                .env
+                .iter()
+                .map(|(k, v)| 8 + k.len() + v.len())
+                .sum::<usize>();
+        if len > rsh_proto::MAX_FRAME_LEN {
+            return Err(ClientError::RequestTooLarge {
+                len,
+                max: rsh_proto::MAX_FRAME_LEN,
+            });
+        }
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let stdin_window = Arc::new(Window::new(0));
         let channel = {

@@ -187,7 +187,10 @@ fn request_template(args: &Args) -> anyhow::Result<Template> {
     let timeout = args
         .timeout
         .map(|secs| {
-            Duration::try_from_secs_f64(secs).context("--timeout must be a number of seconds > 0")
+            Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|limit| !limit.is_zero())
+                .context("--timeout must be a finite number of seconds > 0")
         })
         .transpose()?;
     Ok(Template {

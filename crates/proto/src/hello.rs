@@ -21,7 +21,7 @@ pub struct Hello {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HelloError {
     /// The peer is not speaking rsh at all (wrong port, plaintext on a TLS port...).
-    #[error("peer is not an rsh endpoint (bad magic {0:02x?})")]
+    #[error("peer is not an rsh endpoint (bad magic \"{}\")", .0.escape_ascii())]
     BadMagic([u8; 4]),
     /// The peer speaks rsh, but another version.
     #[error("protocol version mismatch: peer speaks version {peer}, we speak version {ours}")]

@@ -310,15 +310,24 @@ fn spawn(exec: &Exec, config: &ServerConfig) -> Result<Child, String> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    match &exec.cwd {
-        Some(cwd) => {
-            command.current_dir(OsStr::from_bytes(cwd));
+    // Like ssh: commands start in the home directory, and a relative
+    // directory is taken from there, not from wherever the daemon started.
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let cwd = exec
+        .cwd
+        .as_deref()
+        .map(|cwd| std::path::Path::new(OsStr::from_bytes(cwd)));
+    match (cwd, &home) {
+        (Some(cwd), Some(home)) if cwd.is_relative() => {
+            command.current_dir(home.join(cwd));
         }
-        None => {
-            if let Some(home) = std::env::var_os("HOME") {
-                command.current_dir(home);
-            }
+        (Some(cwd), _) => {
+            command.current_dir(cwd);
         }
+        (None, Some(home)) => {
+            command.current_dir(home);
+        }
+        (None, None) => {}
     }
     for (key, value) in &exec.env {
         command.env(OsStr::from_bytes(key), OsStr::from_bytes(value));
@@ -435,15 +444,13 @@ async fn pump_stdin(
     channel: u32,
     counters: &Counters,
 ) {
-    let mut broken = false;
     while let Some(data) = incoming.recv().await {
-        if !broken {
-            if let Err(err) = stdin.write_all(&data).await {
-                // The command closed its stdin; drop further input, keep the
-                // client's credit flowing so it is not stuck.
-                debug!(cause = %err, "command's stdin closed");
-                broken = true;
-            }
+        if let Err(err) = stdin.write_all(&data).await {
+            // The command closed its stdin: grant no more credit, so the
+            // client stops sending what nobody will read. Its writer gets
+            // `StdinClosed` when the command ends.
+            debug!(cause = %err, "command's stdin closed");
+            break;
         }
         counters
             .stdin

@@ -347,7 +347,8 @@ impl Connection {
         let span = info_span!(
             "cmd",
             channel,
-            command = %String::from_utf8_lossy(&exec.command),
+            // Debug-quoted: a newline in a command cannot forge a log line.
+            command = ?String::from_utf8_lossy(&exec.command),
             pid = tracing::field::Empty,
         );
         self.ctx.tracker.spawn(

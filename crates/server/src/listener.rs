@@ -41,7 +41,7 @@ pub enum ListenerError {
     #[error("{0}: cannot resolve the host")]
     Unresolved(String),
     /// The OS refused.
-    #[error("{path}: {source}")]
+    #[error("{source}")]
     Io {
         /// The endpoint.
         path: String,

@@ -22,7 +22,7 @@ use tracing::{error, info};
 /// client keys listed in authorized_keys (re-read on every connection).
 ///
 /// Files live in RSH_HOME (default ~/.rsh, created with mode 0700): rsh.sock,
-/// host_key, authorized_keys. SIGINT or SIGTERM stops accepting, gives
+/// host_key, authorized_keys. SIGINT, SIGTERM or SIGHUP stops accepting, gives
 /// running commands the shutdown grace, ends the rest, removes the socket and
 /// exits 0.
 #[derive(Debug, Parser)]
@@ -64,7 +64,7 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_commands: usize,
 
-    /// Seconds running commands may go on after SIGINT/SIGTERM.
+    /// Seconds running commands may go on after SIGINT, SIGTERM or SIGHUP.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     shutdown_grace: f64,
 
@@ -84,7 +84,15 @@ struct Args {
 
 fn seconds(value: f64, name: &str) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(value)
-        .with_context(|| format!("--{name} must be a number of seconds >= 0"))
+        .with_context(|| format!("--{name} must be a finite number of seconds >= 0"))
+}
+
+fn positive_seconds(value: f64, name: &str) -> anyhow::Result<Duration> {
+    let duration = seconds(value, name)?;
+    if duration.is_zero() {
+        anyhow::bail!("--{name} must be more than 0 seconds");
+    }
+    Ok(duration)
 }
 
 fn main() -> ExitCode {
@@ -100,7 +108,6 @@ fn main() -> ExitCode {
     match runtime.block_on(serve(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            error!("{err:#}");
             eprintln!("rsh-server: {err:#}");
             ExitCode::FAILURE
         }
@@ -134,6 +141,12 @@ fn host_key(home: &RshHome) -> anyhow::Result<rsh_tls::Identity> {
         .with_context(|| format!("cannot load the host key {}", path.display()))
 }
 
+fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
 /// Lifts the soft open-files limit to the hard one: each connection and each
 /// command's pipes take descriptors, and 1024 is too few for a busy server.
 fn raise_fd_limit() {
@@ -152,6 +165,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     raise_fd_limit();
+    if !is_executable(&args.shell) {
+        anyhow::bail!("--shell {}: not an executable file", args.shell.display());
+    }
+    if home.is_loosely_protected() {
+        tracing::warn!(
+            path = %home.dir().display(),
+            "RSH_HOME is writable by group or others; anyone who can write it can replace its keys"
+        );
+    }
     let config = ServerConfig {
         shell: args.shell,
         max_connections: args.max_connections.max(1),
@@ -159,7 +181,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         kill_grace: seconds(args.kill_grace, "kill-grace")?,
         shutdown_grace: seconds(args.shutdown_grace, "shutdown-grace")?,
         linger: seconds(args.linger, "linger")?.max(Duration::from_millis(10)),
-        handshake_timeout: seconds(args.handshake_timeout, "handshake-timeout")?,
+        handshake_timeout: positive_seconds(args.handshake_timeout, "handshake-timeout")?,
         ..ServerConfig::default()
     };
     let mut endpoints = args.listen;
@@ -205,16 +227,20 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 
 async fn wait_for_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         error!("cannot install signal handlers; stop the server with SIGKILL");
         return;
     };
+    // SIGHUP too: a daemon started from a terminal that closes should end
+    // its commands cleanly, not vanish and leave them running.
     tokio::select! {
         _ = term.recv() => info!("SIGTERM received"),
         _ = int.recv() => info!("SIGINT received"),
+        _ = hup.recv() => info!("SIGHUP received"),
     }
     shutdown.cancel();
 }

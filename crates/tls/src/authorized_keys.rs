@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::lines::{content_lines, read_optional};
+use crate::lines::{content_lines, read_optional, refuse_if_writable_by_others};
 use crate::{Error, Fingerprint, LineWarning};
 
 /// One authorized client key.
@@ -30,6 +30,7 @@ impl AuthorizedKeys {
     /// Reads the file at `path`. A missing file is an empty set, not an
     /// error; a file that exists but cannot be read is an error.
     pub fn load(path: &Path) -> Result<(AuthorizedKeys, Vec<LineWarning>), Error> {
+        refuse_if_writable_by_others(path)?;
         match read_optional(path)? {
             Some(text) => Ok(AuthorizedKeys::parse(&text)),
             None => Ok((AuthorizedKeys::default(), Vec::new())),
@@ -152,5 +153,20 @@ mod tests {
         let (set, warnings) = AuthorizedKeys::load(&path).expect("load");
         assert!(set.lookup(&a).is_some());
         assert_eq!(warnings.iter().map(|w| w.line).collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn a_file_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("authorized_keys");
+        std::fs::write(&path, format!("{} a\n", Fingerprint::of_spki_der(b"a"))).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        assert!(matches!(
+            AuthorizedKeys::load(&path),
+            Err(Error::WritableByOthers { mode: 0o666, .. })
+        ));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(AuthorizedKeys::load(&path).is_ok());
     }
 }

@@ -15,7 +15,7 @@ use rustls::{
 };
 
 use crate::identity::provider;
-use crate::lines::read_optional;
+use crate::lines::{read_optional, refuse_if_writable_by_others};
 use crate::{AuthorizedKeys, Error, Fingerprint, Identity};
 
 /// The ALPN protocol both ends ask for.
@@ -146,6 +146,7 @@ struct AuthorizedKeysVerifier {
 
 impl AuthorizedKeysVerifier {
     fn authorized_keys(&self) -> Result<AuthorizedKeys, Error> {
+        refuse_if_writable_by_others(&self.path)?;
         let Some(text) = read_optional(&self.path)? else {
             return Ok(AuthorizedKeys::default());
         };

@@ -31,6 +31,19 @@ pub enum Error {
         mode: u32,
     },
 
+    /// A trust file others may write: anyone who can write it can let
+    /// themselves in, so it is not trusted (like sshd's StrictModes).
+    #[error(
+        "permissions {mode:04o} for '{path}' are too open: group or others may write it, \
+         so its keys are not trusted (chmod go-w '{path}')"
+    )]
+    WritableByOthers {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+
     /// A key file that does not hold a usable key and matching certificate.
     #[error("{path}: malformed identity file: {reason}")]
     MalformedKey {

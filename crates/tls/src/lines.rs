@@ -43,3 +43,27 @@ pub(crate) fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
         .map(|(i, line)| (i + 1, line.trim()))
         .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
 }
+
+/// Refuses a trust file that group or others may write (a missing file is
+/// fine: it trusts nobody).
+pub(crate) fn refuse_if_writable_by_others(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o022 != 0 {
+                Err(Error::WritableByOthers {
+                    path: path.to_owned(),
+                    mode,
+                })
+            } else {
+                Ok(())
+            }
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
