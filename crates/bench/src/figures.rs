@@ -179,6 +179,7 @@ impl Bench {
     pub fn latency(&mut self, server: &RshServer) -> anyhow::Result<()> {
         let unix = server.unix_dest();
         let tls = server.tls_dest()?.to_owned();
+        let client_bin = self.bins.client.clone();
         let p = &self.params;
         if let Some(sshd) = &mut self.sshd {
             if let Err(err) = sshd.start_mux() {
@@ -191,6 +192,15 @@ impl Bench {
                 command.args(["-c", "true"]);
                 command
             }),
+            latency_case(
+                "rsh-client --version (its process start only)",
+                p.latency_runs,
+                || {
+                    let mut command = Command::new(&client_bin);
+                    command.arg("--version");
+                    command
+                },
+            ),
             latency_case("rsh unix", p.latency_runs, || server.client(&unix, "true")),
             latency_case("rsh tls (tcp)", p.latency_runs, || {
                 server.client(&tls, "true")
@@ -208,14 +218,17 @@ impl Bench {
         }
         run_cases(&mut cases, &self.watchdog);
         let floor = cases[0].row(1, "ms");
-        let rsh_unix = cases[1]
+        let client_start = cases[1]
+            .row(1, "ms")
+            .ratio_to(floor.median(), false, "vs floor");
+        let rsh_unix = cases[2]
             .row(1, "ms")
             .ratio_to(floor.median(), false, "vs floor")
             .target_ratio(false, 3.0, "<= 3x floor");
-        let rsh_tls = cases[2]
+        let rsh_tls = cases[3]
             .row(1, "ms")
             .ratio_to(floor.median(), false, "vs floor");
-        let (ssh_new, ssh_mux) = match cases.get(3..5) {
+        let (ssh_new, ssh_mux) = match cases.get(4..6) {
             Some([new, mux]) => (new.row(1, "ms"), mux.row(1, "ms")),
             _ => (
                 self.ssh_row(1, "ssh, new connection", "ms"),
@@ -227,7 +240,7 @@ impl Bench {
             .target_ratio(true, 30.0, ">= 30x rsh tls");
         let ssh_mux = ssh_mux.ratio_to(rsh_unix.median(), false, "vs rsh unix");
         self.rows
-            .extend([floor, rsh_unix, rsh_tls, ssh_new, ssh_mux]);
+            .extend([floor, client_start, rsh_unix, rsh_tls, ssh_new, ssh_mux]);
         Ok(())
     }
 
@@ -253,74 +266,86 @@ impl Bench {
             };
             let unix_client = connect(unix).await;
             let tls_client = connect(tls).await;
-            let names = [
-                "local spawn, sequential (floor)",
-                "local spawn, 16 at once (floor)",
-                "rsh unix, sequential",
-                "rsh unix, 16 at once",
-                "rsh tls, sequential",
-                "rsh tls, 16 at once",
+            // (name, commands at once, what runs them)
+            let series: [(&str, usize, Kind); 7] = [
+                ("local spawn, sequential (floor)", 1, Kind::Local),
+                ("local spawn, 16 at once (floor)", 16, Kind::Local),
+                (
+                    "local spawn with pipes + own group, sequential",
+                    1,
+                    Kind::LocalPiped,
+                ),
+                ("rsh unix, sequential", 1, Kind::Unix),
+                ("rsh unix, 16 at once", 16, Kind::Unix),
+                ("rsh tls, sequential", 1, Kind::Tls),
+                ("rsh tls, 16 at once", 16, Kind::Tls),
             ];
-            let mut samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
-            let mut errors: Vec<Option<String>> = vec![None; names.len()];
+            let mut samples: Vec<Vec<f64>> = vec![Vec::new(); series.len()];
+            let mut errors: Vec<Option<String>> = vec![None; series.len()];
             for _ in 0..p.rate_rounds {
-                for (index, errored) in errors.iter_mut().enumerate() {
-                    if errored.is_some() {
+                for (index, &(_, parallel, kind)) in series.iter().enumerate() {
+                    if errors[index].is_some() {
                         continue;
                     }
-                    let parallel = if index % 2 == 0 { 1 } else { 16 };
-                    let result = match index / 2 {
-                        0 => match floor
-                            .spawn(rate_of(p.rate_commands, parallel, local_spawn))
-                            .await
-                        {
-                            Ok(result) => result,
-                            Err(err) => Err(anyhow::anyhow!("local spawns: {err}")),
-                        },
-                        1 => match &unix_client {
-                            Ok(client) => {
-                                rate_of(p.rate_commands, parallel, remote_true(client)).await
+                    let n = p.rate_commands;
+                    let result = match kind {
+                        Kind::Local | Kind::LocalPiped => {
+                            let spawned = if kind == Kind::Local {
+                                floor.spawn(rate_of(n, parallel, local_spawn))
+                            } else {
+                                floor.spawn(rate_of(n, parallel, local_spawn_piped))
+                            };
+                            match spawned.await {
+                                Ok(result) => result,
+                                Err(err) => Err(anyhow::anyhow!("local spawns: {err}")),
                             }
-                            Err(err) => Err(anyhow::anyhow!("{err:#}")),
-                        },
-                        _ => match &tls_client {
-                            Ok(client) => {
-                                rate_of(p.rate_commands, parallel, remote_true(client)).await
+                        }
+                        Kind::Unix | Kind::Tls => {
+                            let client = if kind == Kind::Unix {
+                                &unix_client
+                            } else {
+                                &tls_client
+                            };
+                            match client {
+                                Ok(client) => rate_of(n, parallel, remote_true(client)).await,
+                                Err(err) => Err(anyhow::anyhow!("{err:#}")),
                             }
-                            Err(err) => Err(anyhow::anyhow!("{err:#}")),
-                        },
+                        }
                     };
                     match result {
                         Ok(rate) => samples[index].push(rate),
-                        Err(err) => *errored = Some(format!("{err:#}")),
+                        Err(err) => errors[index] = Some(format!("{err:#}")),
                     }
                 }
             }
-            names
+            series
                 .iter()
                 .zip(samples.iter().zip(&errors))
-                .map(|(name, (samples, error))| match error {
-                    Some(err) => Row::skipped(2, *name, "cmd/s", format!("failed: {err}")),
-                    None => Row::new(2, *name, "cmd/s", Stats::of(samples)),
+                .map(|(&(name, parallel, kind), (samples, error))| {
+                    let row = match error {
+                        Some(err) => Row::skipped(2, name, "cmd/s", format!("failed: {err}")),
+                        None => Row::new(2, name, "cmd/s", Stats::of(samples)),
+                    };
+                    (parallel, kind, row)
                 })
-                .collect::<Vec<Row>>()
+                .collect::<Vec<(usize, Kind, Row)>>()
         });
         drop(floor_rt);
-        let seq_floor = rows[0].median();
-        let par_floor = rows[1].median();
-        for (index, row) in rows.into_iter().enumerate() {
-            let row = match index {
-                0 | 1 => row,
-                i if i % 2 == 0 => row.ratio_to(seq_floor, false, "vs floor").target_ratio(
-                    true,
-                    0.8,
-                    ">= 0.8x floor",
-                ),
-                _ => row.ratio_to(par_floor, false, "vs floor").target_ratio(
-                    true,
-                    0.8,
-                    ">= 0.8x floor",
-                ),
+        let floor_of = |parallel: usize| {
+            rows.iter()
+                .find(|(p, kind, _)| *p == parallel && *kind == Kind::Local)
+                .and_then(|(_, _, row)| row.median())
+        };
+        let (seq_floor, par_floor) = (floor_of(1), floor_of(16));
+        for (parallel, kind, row) in rows.iter().cloned() {
+            let floor = if parallel == 1 { seq_floor } else { par_floor };
+            let row = match kind {
+                Kind::Local => row,
+                Kind::LocalPiped => row.ratio_to(floor, false, "vs floor"),
+                Kind::Unix | Kind::Tls => {
+                    row.ratio_to(floor, false, "vs floor")
+                        .target_ratio(true, 0.8, ">= 0.8x floor")
+                }
             };
             self.rows.push(row);
         }
@@ -790,6 +815,15 @@ fn latency_case<'a>(name: &str, runs: usize, make: impl Fn() -> Command + 'a) ->
     }
 }
 
+/// What runs the commands of a figure 2 series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Local,
+    LocalPiped,
+    Unix,
+    Tls,
+}
+
 /// Rate of `total` jobs run by `parallel` tasks.
 async fn rate_of<F, Fut>(total: usize, parallel: usize, job: F) -> anyhow::Result<f64>
 where
@@ -827,6 +861,36 @@ async fn local_spawn() -> anyhow::Result<()> {
         .status()
         .await
         .context("cannot run sh")?;
+    ensure!(status.success(), "sh -c true: {status}");
+    Ok(())
+}
+
+/// A local spawn set up as the server sets up a command: stdin, stdout and
+/// stderr piped (read to end of file), in its own process group.
+async fn local_spawn_piped() -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut child = tokio::process::Command::new("sh")
+        .args(["-c", "true"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot run sh")?;
+    drop(child.stdin.take());
+    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        bail!("sh has no output pipes");
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let (read_out, read_err, status) = tokio::join!(
+        stdout.read_to_end(&mut out),
+        stderr.read_to_end(&mut err),
+        child.wait()
+    );
+    read_out?;
+    read_err?;
+    let status = status?;
     ensure!(status.success(), "sh -c true: {status}");
     Ok(())
 }

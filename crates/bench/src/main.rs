@@ -66,6 +66,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
         Params::full()
     };
     let mut notes = Vec::new();
+    if args.quick {
+        notes.push(
+            "--quick: throughput rows include each tool's connection setup (ssh: ~0.2 s), which \
+             weighs heavily at 100 MB; judge the ssh throughput targets on a full run"
+                .to_owned(),
+        );
+    }
     let load_at_start = util::load_average();
     let revision = util::revision();
     // Each client of figures 4 and 5 takes descriptors here (pipes, sockets).

@@ -201,6 +201,14 @@ pub fn run_bounded(
         .spawn()
         .with_context(|| format!("cannot start {:?}", command.get_program()))?;
     let armed = watchdog.arm(child.id(), limit);
+    // The bench's ends of the pipes get 1 MiB, as rsh-client gives its own
+    // stdio: the floors and ssh rows then see the same pipes as rsh rows.
+    if let Some(pipe) = &child.stdin {
+        widen_pipe(pipe);
+    }
+    if let Some(pipe) = &child.stdout {
+        widen_pipe(pipe);
+    }
     let feeder = match (feed, child.stdin.take()) {
         (Feed::Zeros(total), Some(pipe)) => {
             Some(std::thread::spawn(move || feed_zeros(pipe, total)))
@@ -228,6 +236,17 @@ pub fn run_bounded(
         stdin_fed,
         stderr_tail,
     })
+}
+
+/// Bytes a bench-side pipe can hold.
+const PIPE_SIZE: i32 = 1 << 20;
+
+/// Grows a pipe to [`PIPE_SIZE`] (best effort: the size is a hint).
+fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
+    let _ = nix::fcntl::fcntl(
+        pipe.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE),
+    );
 }
 
 fn join<T>(handle: Option<JoinHandle<T>>) -> Option<T> {
