@@ -1,13 +1,14 @@
 //! `rsh-client`: run commands on an rsh server, like `ssh HOST CMD`.
 
 use anyhow::Context;
-use bytes::Bytes;
+use bytes::BufMut;
 use clap::Parser;
 use rsh_client::{
     client_identity, signal, Client, ClientError, ConnectOptions, Event, ExecRequest, ExitStatus,
     Fingerprint, HostKeyPolicy, RemoteCommand,
 };
 use rsh_config::{Endpoint, RshHome};
+use rsh_proto::io::ChunkBuffers;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -276,16 +277,18 @@ async fn one_shot(
         let stdin = command.stdin();
         Some(tokio::spawn(async move {
             let mut local = tokio::io::stdin();
-            let mut buf = vec![0u8; rsh_client::MAX_STDIN_CHUNK];
+            // Three 1 MiB blocks cover the 1 MiB window plus the one filling.
+            let mut buffers = ChunkBuffers::new(1024 * 1024, 3);
             loop {
-                match local.read(&mut buf).await {
+                let buf = buffers.room(rsh_client::MAX_STDIN_CHUNK);
+                match local
+                    .read_buf(&mut buf.limit(rsh_client::MAX_STDIN_CHUNK))
+                    .await
+                {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if stdin
-                            .write(Bytes::copy_from_slice(&buf[..n]))
-                            .await
-                            .is_err()
-                        {
+                    Ok(_) => {
+                        let chunk = buf.split().freeze();
+                        if stdin.write(chunk).await.is_err() {
                             return;
                         }
                     }
@@ -327,7 +330,7 @@ async fn stream_output(mut command: RemoteCommand) -> Result<ExitStatus, Failure
         }
     });
     let result = async {
-        let mut stdout = std::io::stdout();
+        let mut stdout = RawStdout::new();
         let mut stderr = std::io::stderr();
         loop {
             match command.next_event().await? {
@@ -350,9 +353,35 @@ async fn stream_output(mut command: RemoteCommand) -> Result<ExitStatus, Failure
     result
 }
 
-fn write_out(stdout: &mut std::io::Stdout, data: &[u8]) -> Result<(), Failure> {
-    let mut out = stdout.lock();
-    match out.write_all(data).and_then(|()| out.flush()) {
+/// Our stdout, written without `std::io::Stdout`'s line buffering: that
+/// would scan every chunk of binary output for newlines for nothing.
+enum RawStdout {
+    File(std::fs::File),
+    Std(std::io::Stdout),
+}
+
+impl RawStdout {
+    fn new() -> Self {
+        use std::os::fd::AsFd;
+        match std::io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => RawStdout::File(std::fs::File::from(fd)),
+            Err(_) => RawStdout::Std(std::io::stdout()),
+        }
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            RawStdout::File(file) => file.write_all(data),
+            RawStdout::Std(stdout) => {
+                let mut out = stdout.lock();
+                out.write_all(data).and_then(|()| out.flush())
+            }
+        }
+    }
+}
+
+fn write_out(stdout: &mut RawStdout, data: &[u8]) -> Result<(), Failure> {
+    match stdout.write_all(data) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::BrokenPipe),
         Err(err) => Err(Failure::Rsh(ClientError::ConnectionLost(format!(

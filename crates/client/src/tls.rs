@@ -141,9 +141,12 @@ async fn attempt(host: &str, port: u16, options: &ConnectOptions) -> Result<Atte
                 _ => ClientError::Tls(format!("TLS handshake with {host_port} failed: {err}")),
             })
     };
-    let stream = tokio::time::timeout(options.connect_timeout, handshake)
+    let mut stream = tokio::time::timeout(options.connect_timeout, handshake)
         .await
         .map_err(|_| connect_err(format!("timed out after {:?}", options.connect_timeout)))??;
+    // rustls's default 64 KiB of buffered records splits each stdin chunk
+    // into several writes.
+    stream.get_mut().1.set_buffer_limit(Some(1024 * 1024));
 
     if pinned.is_none() {
         let seen = rsh_tls::peer_fingerprint(stream.get_ref().1)

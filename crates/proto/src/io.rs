@@ -159,3 +159,94 @@ impl Batch {
         Ok(())
     }
 }
+
+/// Buffers that data chunks are cut from, each reused once every chunk cut
+/// from it has been written and dropped.
+///
+/// A fresh allocation per chunk costs more than the copy it avoids: the
+/// allocator hands big blocks back to the kernel and faults them in again.
+/// A few recycled blocks keep memory flat however much data flows.
+#[derive(Debug)]
+pub struct ChunkBuffers {
+    ring: Vec<BytesMut>,
+    current: usize,
+    block: usize,
+    max_blocks: usize,
+}
+
+impl ChunkBuffers {
+    /// Up to `max_blocks` blocks of `block` bytes, allocated as needed.
+    pub fn new(block: usize, max_blocks: usize) -> Self {
+        ChunkBuffers {
+            ring: Vec::new(),
+            current: 0,
+            block,
+            max_blocks: max_blocks.max(1),
+        }
+    }
+
+    /// A buffer with room for `want` more bytes (at most the block size):
+    /// fill it, then `split().freeze()` the chunk off.
+    pub fn room(&mut self, want: usize) -> &mut BytesMut {
+        let want = want.min(self.block);
+        let fits = |buf: &BytesMut| buf.capacity() - buf.len() >= want;
+        if self.ring.get(self.current).is_some_and(fits) {
+            return &mut self.ring[self.current];
+        }
+        // A block whose chunks are all gone can be taken back whole.
+        let len = self.ring.len();
+        for step in 1..=len {
+            let index = (self.current + step) % len;
+            if self.ring[index].try_reclaim(want) {
+                self.current = index;
+                return &mut self.ring[index];
+            }
+        }
+        if len < self.max_blocks {
+            self.ring.push(BytesMut::with_capacity(self.block));
+            self.current = len;
+        } else {
+            // All blocks still in flight: start a new one; the old one is
+            // freed when its last chunk is.
+            self.current = (self.current + 1) % len;
+            self.ring[self.current] = BytesMut::with_capacity(self.block);
+        }
+        &mut self.ring[self.current]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+
+    /// One chunk the way a pump cuts it: room, fill, split.
+    fn cut(buffers: &mut ChunkBuffers, byte: u8) -> (usize, Bytes) {
+        let buf = buffers.room(512);
+        let at = buf.as_ptr() as usize;
+        buf.put_slice(&[byte; 512]);
+        (at, buf.split().freeze())
+    }
+
+    #[test]
+    fn blocks_are_reused_once_their_chunks_are_dropped() {
+        let mut buffers = ChunkBuffers::new(1024, 2);
+        let (first, a) = cut(&mut buffers, 1);
+        let (_, b) = cut(&mut buffers, 2);
+        // The first block is full and its chunks alive: a second block.
+        let (second, c) = cut(&mut buffers, 3);
+        assert!(!(first..first + 1024).contains(&second));
+        drop((a, b));
+        let (_, d) = cut(&mut buffers, 4);
+        // Second block full again; the first one is free, so it comes back.
+        let (reused, e) = cut(&mut buffers, 5);
+        assert!(
+            (first..first + 1024).contains(&reused),
+            "first block reclaimed"
+        );
+        assert_eq!(buffers.ring.len(), 2, "no third block");
+        for (chunk, byte) in [(&c, 3u8), (&d, 4), (&e, 5)] {
+            assert!(chunk.len() == 512 && chunk.iter().all(|&x| x == byte));
+        }
+    }
+}

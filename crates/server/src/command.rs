@@ -11,9 +11,11 @@
 
 use crate::process_group;
 use crate::ServerConfig;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
+use rsh_proto::io::ChunkBuffers;
 use rsh_proto::{Exec, ExitStatus, Frame, Window};
 use std::ffi::OsStr;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
@@ -113,18 +115,8 @@ pub(crate) async fn run(
         return;
     };
     tracing::Span::current().record("pid", pgid);
-    info!("command started");
+    debug!("command started");
 
-    for pipe in [
-        child.stdin.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
-        stdout_fd(&child),
-        child.stderr.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        enlarge_pipe(pipe);
-    }
     let counters = Counters::default();
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
@@ -137,18 +129,22 @@ pub(crate) async fn run(
         return;
     };
 
-    // Credit first, then the frame: the client may send as soon as it reads it.
-    inputs.stdin_credit.grant(u64::from(config.stdin_window));
-    if ctx
-        .frames
-        .send(Frame::WindowAdjust {
-            channel,
-            increment: config.stdin_window,
-        })
-        .await
-        .is_err()
-    {
-        ctx.client_gone.cancel();
+    // Credit first, then the frame: the client may send as soon as it reads
+    // it. A client that already ended stdin (most one-shot commands) needs
+    // none: one frame and one wake-up fewer per command.
+    if !inputs.stdin.is_closed() {
+        inputs.stdin_credit.grant(u64::from(config.stdin_window));
+        if ctx
+            .frames
+            .send(Frame::WindowAdjust {
+                channel,
+                increment: config.stdin_window,
+            })
+            .await
+            .is_err()
+        {
+            ctx.client_gone.cancel();
+        }
     }
 
     let stdin_pump = pump_stdin(
@@ -271,9 +267,12 @@ pub(crate) async fn run(
         }
     };
     // Leftovers (background jobs) are ended off the reply's path.
-    let grace = config.kill_grace;
-    ctx.tracker
-        .spawn(async move { process_group::sweep(pgid, grace).await });
+    process_group::reap_group(pgid);
+    if process_group::group_exists(pgid) {
+        let grace = config.kill_grace;
+        ctx.tracker
+            .spawn(async move { process_group::sweep(pgid, grace).await });
+    }
 
     let bytes_out = counters.output();
     let bytes_in = counters.stdin.load(Ordering::Relaxed);
@@ -342,13 +341,14 @@ fn spawn(exec: &Exec, config: &ServerConfig) -> Result<Child, String> {
     })
 }
 
-fn stdout_fd(child: &Child) -> Option<std::os::fd::RawFd> {
-    child.stdout.as_ref().map(std::os::fd::AsRawFd::as_raw_fd)
-}
+/// Size of the recycled blocks output chunks are read into.
+const OUTPUT_BLOCK: usize = 512 * 1024;
 
 /// Bytes a command's pipes may hold: with Linux's default 64 KiB, a fast
 /// writer wakes the reader for every 64 KiB; 1 MiB lets one read or write
-/// move a whole frame's worth. Best effort: the default still works.
+/// move a whole frame's worth. Best effort: the default still works. Done
+/// only once a pipe carries big chunks: most commands move a few bytes.
+const ENLARGE_PIPE_AFTER: usize = 32 * 1024;
 const PIPE_SIZE: i32 = 1024 * 1024;
 
 fn enlarge_pipe(fd: std::os::fd::RawFd) {
@@ -390,7 +390,7 @@ enum Stream {
 /// Forwards one output pipe, never reading more than the window allows, so a
 /// client that stops reading stops the command at a full pipe.
 async fn pump_output(
-    mut pipe: impl AsyncRead + Unpin,
+    mut pipe: impl AsyncRead + AsRawFd + Unpin,
     stream: Stream,
     channel: u32,
     window: &Window,
@@ -402,13 +402,15 @@ async fn pump_output(
         Stream::Stdout => &counters.stdout,
         Stream::Stderr => &counters.stderr,
     };
-    let mut buf = BytesMut::new();
+    // Blocks enough for the 2 MiB window a client grants, plus one filling.
+    let mut buffers = ChunkBuffers::new(OUTPUT_BLOCK, 6);
+    let mut enlarged = false;
     loop {
         let Some(credit) = window.reserve(chunk).await else {
             return;
         };
-        buf.reserve(credit);
-        let read = pipe.read_buf(&mut (&mut buf).limit(credit)).await;
+        let buf = buffers.room(credit);
+        let read = pipe.read_buf(&mut buf.limit(credit)).await;
         let n = match read {
             Ok(n) => n,
             Err(err) => {
@@ -421,6 +423,10 @@ async fn pump_output(
             return;
         }
         counter.fetch_add(n as u64, Ordering::Relaxed);
+        if !enlarged && n >= ENLARGE_PIPE_AFTER {
+            enlarge_pipe(pipe.as_raw_fd());
+            enlarged = true;
+        }
         let data = buf.split().freeze();
         let frame = match stream {
             Stream::Stdout => Frame::Stdout { channel, data },
@@ -444,7 +450,12 @@ async fn pump_stdin(
     channel: u32,
     counters: &Counters,
 ) {
+    let mut enlarged = false;
     while let Some(data) = incoming.recv().await {
+        if !enlarged && data.len() >= ENLARGE_PIPE_AFTER {
+            enlarge_pipe(stdin.as_raw_fd());
+            enlarged = true;
+        }
         if let Err(err) = stdin.write_all(&data).await {
             // The command closed its stdin: grant no more credit, so the
             // client stops sending what nobody will read. Its writer gets

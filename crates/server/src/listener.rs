@@ -200,6 +200,9 @@ async fn back_off(ctx: &ServerContext, backoff: &mut Duration, err: &std::io::Er
 /// Pending connections the kernel may queue (capped by net.core.somaxconn).
 const LISTEN_BACKLOG: u32 = 4096;
 
+/// Plaintext rustls may buffer per connection before writes wait.
+const TLS_BUFFER_LIMIT: usize = 1024 * 1024;
+
 /// How long a refused TLS peer gets to read our alert before we close.
 const ALERT_LINGER: Duration = Duration::from_secs(1);
 
@@ -269,7 +272,7 @@ impl TlsListener {
                     if permit.is_some() {
                         info!("connected");
                         connection::serve(stream, ctx).await;
-                        info!("disconnected");
+                        debug!("disconnected");
                     }
                     drop(permit);
                 }
@@ -318,7 +321,7 @@ async fn authenticate(
         return None;
     };
     let handshake = tls.acceptor.accept(tcp).into_fallible();
-    let stream = match tokio::time::timeout_at(deadline, handshake).await {
+    let mut stream = match tokio::time::timeout_at(deadline, handshake).await {
         Err(_) => {
             info!(?timeout, "TLS handshake did not finish in time; closing");
             return None;
@@ -332,6 +335,9 @@ async fn authenticate(
         Ok(Ok(stream)) => stream,
     };
     drop(slot);
+    // rustls's default 64 KiB of buffered records splits each 256 KiB
+    // output chunk into several writes.
+    stream.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
     if stream.get_ref().1.alpn_protocol() != Some(rsh_tls::ALPN_PROTOCOL) {
         warn!("peer did not negotiate ALPN rsh/1; closing");
         return None;
@@ -513,7 +519,7 @@ impl UnixSocket {
                 async move {
                     info!("connected");
                     connection::serve(stream, ctx).await;
-                    info!("disconnected");
+                    debug!("disconnected");
                     drop(permit);
                 }
                 .instrument(span),
