@@ -51,6 +51,7 @@ transport_tests!(
     cwd_and_env_are_applied,
     commands_are_logged_safely,
     stdin_stops_when_the_command_closes_it,
+    dev_null_stdin_reads_as_empty,
 );
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -487,6 +488,18 @@ async fn stdin_stops_when_the_command_closes_it(t: Transport) {
         bytes_in < 8 * 1024 * 1024,
         "{bytes_in} bytes of stdin went to a command that closed it"
     );
+}
+
+async fn dev_null_stdin_reads_as_empty(t: Transport) {
+    let server = TestServer::start(t);
+    let out = server
+        .client()
+        .args(["-c", "wc -c"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("client");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+    assert_eq!(code(&out), 0);
 }
 
 async fn script_mode_runs_each_line(t: Transport) {

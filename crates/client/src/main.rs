@@ -124,6 +124,20 @@ fn enlarge_pipes() {
     }
 }
 
+/// Whether stdin is /dev/null: nothing to forward, so the remote stdin is
+/// closed at once instead of starting a reader thread to learn that.
+fn stdin_is_dev_null() -> bool {
+    use std::os::fd::AsRawFd;
+    let (Ok(stdin), Ok(null)) = (
+        nix::sys::stat::fstat(std::io::stdin().as_raw_fd()),
+        nix::sys::stat::stat("/dev/null"),
+    ) else {
+        return false;
+    };
+    let is_char = |mode: nix::libc::mode_t| mode & nix::libc::S_IFMT == nix::libc::S_IFCHR;
+    is_char(stdin.st_mode) && is_char(null.st_mode) && stdin.st_rdev == null.st_rdev
+}
+
 async fn run(args: Args) -> ExitCode {
     let template = match request_template(&args) {
         Ok(template) => template,
@@ -148,7 +162,7 @@ async fn run(args: Args) -> ExitCode {
     let result = match &args.command {
         Some(command) => {
             enlarge_pipes();
-            let forward_stdin = !std::io::stdin().is_terminal();
+            let forward_stdin = !std::io::stdin().is_terminal() && !stdin_is_dev_null();
             one_shot(&client, template.with(command), forward_stdin).await
         }
         None if std::io::stdin().is_terminal() => interactive(&client, &template).await,
