@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) const OUTPUT_WINDOW: u32 = 2 * 1024 * 1024;
 /// Time the server has to greet us.
 const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read buffer growth step: four full data frames per allocation.
+const READ_BLOCK: usize = 4 * rsh_proto::MAX_DATA_LEN;
 /// Frames queued for the writer.
 const OUTGOING_QUEUE: usize = 64;
 
@@ -290,7 +292,7 @@ impl Client {
             }
         });
         tokio::spawn(read_frames(
-            FramedRead::new(read_half, Codec::new()),
+            FramedRead::new(read_half, Codec::new().with_read_block(READ_BLOCK)),
             shared.clone(),
         ));
         Ok(Client { shared })

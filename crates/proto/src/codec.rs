@@ -49,12 +49,14 @@ pub enum CodecError {
 #[derive(Debug, Clone, Copy)]
 pub struct Codec {
     max_frame_len: usize,
+    read_block: usize,
 }
 
 impl Default for Codec {
     fn default() -> Self {
         Codec {
             max_frame_len: MAX_FRAME_LEN,
+            read_block: 0,
         }
     }
 }
@@ -69,7 +71,19 @@ impl Codec {
     pub fn with_max_frame_len(max_frame_len: usize) -> Self {
         Codec {
             max_frame_len: max_frame_len.min(MAX_FRAME_LEN),
+            read_block: 0,
         }
+    }
+
+    /// When the read buffer must grow for a frame, grow it to at least
+    /// `bytes` (capped at the frame limit), so that a stream of big data
+    /// frames shares a few allocations instead of taking one each. Costs
+    /// that much memory per connection while data flows; for a reader that
+    /// consumes its frames promptly (a client), not one that keeps many
+    /// connections (a server).
+    pub fn with_read_block(mut self, bytes: usize) -> Self {
+        self.read_block = bytes.min(self.max_frame_len + LEN_PREFIX);
+        self
     }
 }
 
@@ -131,8 +145,12 @@ impl Decoder for Codec {
             return Err(CodecError::FrameTooShort(len));
         }
         if src.len() < LEN_PREFIX + len {
-            // Safe to reserve now: `len` is within the limit.
-            src.reserve(LEN_PREFIX + len - src.len());
+            // Safe to reserve now: `len` is within the limit. A bigger read
+            // block lets several frames share one allocation.
+            let want = (LEN_PREFIX + len).max(self.read_block);
+            if src.capacity() < LEN_PREFIX + len {
+                src.reserve(want - src.len());
+            }
             return Ok(None);
         }
         src.advance(LEN_PREFIX);
