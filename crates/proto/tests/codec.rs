@@ -312,3 +312,24 @@ proptest! {
         prop_assert_eq!(joined, encode(&frame));
     }
 }
+
+proptest! {
+    /// A read block only changes how the buffer grows, never what decodes.
+    #[test]
+    fn read_block_decodes_the_same(frames in proptest::collection::vec(frame_strategy(), 1..6), split in 1usize..64) {
+        let mut wire = Vec::new();
+        for frame in &frames {
+            wire.extend_from_slice(&encode(frame));
+        }
+        let mut codec = Codec::new().with_read_block(4096);
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for piece in wire.chunks(split) {
+            buf.extend_from_slice(piece);
+            while let Some(frame) = codec.decode(&mut buf).expect("valid stream") {
+                got.push(frame);
+            }
+        }
+        prop_assert_eq!(got, frames);
+    }
+}
