@@ -30,9 +30,20 @@ fn port_of(dest: &str) -> u16 {
 
 #[test]
 fn authorized_client_works_on_ipv4_and_ipv6() {
-    let server = TestServer::start_with(Transport::Tls, &["--listen", "[::1]:0"]);
+    // A machine without IPv6 loopback cannot run the ::1 half.
+    let has_ipv6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    let extra: &[&str] = if has_ipv6 {
+        &["--listen", "[::1]:0"]
+    } else {
+        &[]
+    };
+    let server = TestServer::start_with(Transport::Tls, extra);
     let out = server.run("echo v4", b"");
     assert_eq!(out.stdout, b"v4\n", "{}", stderr(&out));
+    if !has_ipv6 {
+        eprintln!("note: no IPv6 loopback here; the ::1 half of this test was skipped");
+        return;
+    }
     let v6 = server
         .log()
         .into_iter()
