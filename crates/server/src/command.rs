@@ -266,23 +266,12 @@ pub(crate) async fn run(
             None
         }
     };
-    // Leftovers (background jobs) are ended off the reply's path.
-    process_group::reap_group(pgid);
-    if process_group::group_exists(pgid) {
-        let grace = config.kill_grace;
-        ctx.tracker
-            .spawn(async move { process_group::sweep(pgid, grace).await });
-    }
-
     let bytes_out = counters.output();
     let bytes_in = counters.stdin.load(Ordering::Relaxed);
     let duration_ms = started.elapsed().as_millis() as u64;
+    // The reply first; logging and cleanup are off the client's path.
     match &status {
         Some(status) => {
-            info!(
-                ?status,
-                duration_ms, bytes_out, bytes_in, "command finished"
-            );
             finished.store(true, Ordering::Release);
             let _ = ctx
                 .frames
@@ -291,6 +280,10 @@ pub(crate) async fn run(
                     status: status.clone(),
                 })
                 .await;
+            info!(
+                ?status,
+                duration_ms, bytes_out, bytes_in, "command finished"
+            );
         }
         None => info!(
             status = "client gone",
@@ -298,6 +291,13 @@ pub(crate) async fn run(
         ),
     }
     inputs.output_window.close();
+    // Leftovers (background jobs): swept in the background if any.
+    process_group::reap_group(pgid);
+    if process_group::group_exists(pgid) {
+        let grace = config.kill_grace;
+        ctx.tracker
+            .spawn(async move { process_group::sweep(pgid, grace).await });
+    }
 }
 
 fn spawn(exec: &Exec, config: &ServerConfig) -> Result<Child, String> {
