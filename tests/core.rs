@@ -740,3 +740,81 @@ fn interactive_prompt_on_a_terminal() {
     let status = util::wait_child(&mut child, WAIT).expect("client exits");
     assert_eq!(status.code(), Some(5));
 }
+
+/// One-shot with a terminal as stdin: the remote stdin ends at once, so a
+/// command that reads it does not hang.
+#[test]
+fn one_shot_with_terminal_stdin_does_not_hang() {
+    let server = TestServer::start(Transport::Unix);
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let slave = std::fs::File::from(pty.slave);
+    let mut child = server
+        .client()
+        .args(["-c", "cat; echo stdin-ended"])
+        .stdin(slave)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn client");
+    let status = util::wait_child(&mut child, WAIT).expect("client did not hang on stdin");
+    assert_eq!(status.code(), Some(0));
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
+    assert_eq!(out, "stdin-ended\n");
+    drop(pty.master);
+}
+
+/// The Unix socket admits only the server's own user: another user who gets
+/// past the file mode (here: the socket made world-writable) is still
+/// refused by the peer-credential check, and the refusal is logged.
+/// Needs root (to act as `nobody`) and util-linux's `setpriv`.
+#[test]
+fn unix_socket_refuses_other_users() {
+    let setpriv = std::path::Path::new("/usr/bin/setpriv");
+    if !nix::unistd::geteuid().is_root() || !setpriv.exists() {
+        eprintln!("note: not root or no setpriv; peer-credential test skipped");
+        return;
+    }
+    let server = TestServer::start(Transport::Unix);
+    // Let `nobody` reach the socket and the client binary.
+    std::fs::set_permissions(server.home.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod home");
+    std::fs::set_permissions(&server.socket, std::fs::Permissions::from_mode(0o666))
+        .expect("chmod socket");
+    let stranger_home = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(stranger_home.path(), std::fs::Permissions::from_mode(0o777))
+        .expect("chmod");
+    let marker = stranger_home.path().join("ran");
+    let out = std::process::Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(util::client_bin())
+        .arg(&server.dest)
+        .arg("-c")
+        .arg(format!("touch '{}'", marker.display()))
+        .env("RSH_HOME", stranger_home.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run client as nobody");
+    if String::from_utf8_lossy(&out.stderr).contains("Permission denied")
+        && !server.log().iter().any(|l| l.contains("another user"))
+    {
+        // The client binary itself is out of nobody's reach (a private target dir).
+        eprintln!("note: nobody cannot reach the client binary; test skipped");
+        return;
+    }
+    assert_eq!(
+        out.status.code(),
+        Some(255),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!marker.exists(), "another user's command ran");
+    let line = server.wait_for_log("refusing a peer of another user");
+    assert!(line.contains("uid=65534"), "{line}");
+    // The owner still gets in.
+    assert_eq!(server.run("echo owner", b"").stdout, b"owner\n");
+}
