@@ -818,3 +818,38 @@ fn unix_socket_refuses_other_users() {
     // The owner still gets in.
     assert_eq!(server.run("echo owner", b"").stdout, b"owner\n");
 }
+
+/// `--max-connections`: at the limit the server stops accepting, and the
+/// next client waits in the backlog until a place frees up (it is neither
+/// refused nor served out of turn).
+#[test]
+fn max_connections_makes_the_next_client_wait() {
+    let server = TestServer::start_with(Transport::Unix, &["--max-connections", "1"]);
+    let rt = runtime();
+    let first = rt.block_on(server.connect());
+    let output = rt.block_on(first.run("echo first")).expect("first runs");
+    assert_eq!(output.stdout, b"first\n");
+    let mut second = server
+        .client()
+        .args(["-c", "echo second"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn second client");
+    assert!(
+        util::wait_child(&mut second, Duration::from_millis(500)).is_none(),
+        "a second client was served beyond --max-connections 1"
+    );
+    drop(first);
+    let status =
+        util::wait_child(&mut second, WAIT).expect("second client served once the first left");
+    assert_eq!(status.code(), Some(0));
+    let mut out = String::new();
+    second
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
+    assert_eq!(out, "second\n");
+}

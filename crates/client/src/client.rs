@@ -212,10 +212,25 @@ impl Shared {
     }
 }
 
-/// A connection to an rsh server.
+/// A connection to an rsh server. Clones share it; it closes when the last
+/// clone and the last [`RemoteCommand`] from it are dropped (the server then
+/// ends any command still running).
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
+    open: Arc<OpenHandle>,
+}
+
+/// Held by every `Client` clone and every `RemoteCommand`; when the last one
+/// goes, the connection is closed (the tasks that serve it hold only the
+/// shared state, so they cannot keep it open on their own).
+#[derive(Debug)]
+pub(crate) struct OpenHandle(CancellationToken);
+
+impl Drop for OpenHandle {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -295,7 +310,8 @@ impl Client {
             FramedRead::new(read_half, Codec::new().with_read_block(READ_BLOCK)),
             shared.clone(),
         ));
-        Ok(Client { shared })
+        let open = Arc::new(OpenHandle(shared.closed.clone()));
+        Ok(Client { shared, open })
     }
 
     /// Starts a command. Its stdin stays open until
@@ -369,6 +385,7 @@ impl Client {
         Ok(RemoteCommand::new(
             channel,
             self.shared.clone(),
+            self.open.clone(),
             events_rx,
             stdin_window,
         ))

@@ -1,6 +1,6 @@
 //! One running remote command: its events in, its stdin out.
 
-use crate::client::{ClientError, Output, Shared, OUTPUT_WINDOW};
+use crate::client::{ClientError, OpenHandle, Output, Shared, OUTPUT_WINDOW};
 use bytes::Bytes;
 use rsh_proto::{ErrorKind, ExitStatus, Frame, Window, MAX_DATA_LEN};
 use std::sync::Arc;
@@ -37,6 +37,8 @@ pub enum Event {
 pub struct RemoteCommand {
     channel: u32,
     shared: Arc<Shared>,
+    /// Keeps the connection open while the command is in hand.
+    _open: Arc<OpenHandle>,
     events: mpsc::UnboundedReceiver<ChannelEvent>,
     stdin: StdinWriter,
     /// Output bytes consumed since the last window grant.
@@ -54,6 +56,7 @@ impl RemoteCommand {
     pub(crate) fn new(
         channel: u32,
         shared: Arc<Shared>,
+        open: Arc<OpenHandle>,
         events: mpsc::UnboundedReceiver<ChannelEvent>,
         stdin_window: Arc<Window>,
     ) -> Self {
@@ -65,6 +68,7 @@ impl RemoteCommand {
                 window: stdin_window,
             },
             shared,
+            _open: open,
             events,
             consumed: 0,
             finished: false,
