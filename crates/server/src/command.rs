@@ -280,6 +280,9 @@ pub(crate) async fn run(
                     status: status.clone(),
                 })
                 .await;
+            // Let the writer (likely queued on this very thread) put the
+            // exit on the wire before we spend time on the log line.
+            tokio::task::yield_now().await;
             info!(
                 ?status,
                 duration_ms, bytes_out, bytes_in, "command finished"
