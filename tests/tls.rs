@@ -478,3 +478,26 @@ fn authorized_keys_writable_by_others_is_not_trusted() {
         b"trusted again\n"
     );
 }
+
+/// Slow strangers (a TLS record header, then nothing) hold handshake places
+/// only until newcomers need them: with few places and a long timeout, an
+/// authorized client still gets in.
+#[test]
+fn stalled_handshakes_cannot_lock_out_users() {
+    let server = TestServer::start_with(
+        Transport::Tls,
+        &["--max-startups", "8", "--handshake-timeout", "120"],
+    );
+    let stalled: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| {
+            let mut tcp = std::net::TcpStream::connect(&server.dest).expect("connect");
+            // A handshake record header announcing 255 bytes that never come.
+            tcp.write_all(b"\x16\x03\x01\x00\xff").expect("write");
+            tcp
+        })
+        .collect();
+    server.wait_for_log("too many TLS handshakes in progress; closing the oldest");
+    let out = server.run("echo through", b"");
+    assert_eq!(out.stdout, b"through\n", "{}", stderr(&out));
+    drop(stalled);
+}

@@ -6,11 +6,14 @@
 //!
 //! A TCP endpoint speaks only TLS 1.3 with both ends authenticated by pinned
 //! keys (see `rsh-tls`). Before authentication a connection is cheap and
-//! bounded: it first waits, holding no TLS state, for its first byte; then it
-//! needs one of `max_startups` handshake slots (like sshd's MaxStartups);
-//! the whole pre-auth phase must finish within the handshake timeout. So a
-//! flood of silent connections costs a socket each and cannot take the slots
-//! an authorized client's handshake needs.
+//! bounded: it first waits, holding no TLS state, for its first byte (at
+//! most `max_silent` do, oldest dropped first); then it joins at most
+//! `max_startups` handshakes in progress (like sshd's MaxStartups; again the
+//! oldest is dropped for a newcomer); the whole pre-auth phase must finish
+//! within the handshake timeout. A real client speaks at once and finishes
+//! its handshake in milliseconds, so floods of silent or stalled connections
+//! recycle themselves instead of taking the places authorized clients need.
+//! Only after login does a connection take one of `max_connections`.
 
 use crate::connection::{self, Peer, ServerContext};
 use rsh_config::Endpoint;
@@ -65,8 +68,8 @@ pub enum Listener {
 pub struct TlsSetup {
     acceptor: tokio_rustls::TlsAcceptor,
     authorized_keys: PathBuf,
-    handshake_slots: Arc<Semaphore>,
-    silent: Arc<SilentPool>,
+    handshakes: Arc<EvictingPool>,
+    silent: Arc<EvictingPool>,
 }
 
 impl std::fmt::Debug for TlsSetup {
@@ -81,7 +84,7 @@ impl TlsSetup {
     /// TLS with `host_key` as the server's identity, admitting the client
     /// keys listed in `authorized_keys` (re-read on every handshake), with at
     /// most `max_startups` handshakes in progress and `max_silent`
-    /// connections waiting for their first byte (beyond that the oldest is
+    /// connections waiting for their first byte (beyond either, the oldest is
     /// dropped).
     ///
     /// # Errors
@@ -96,8 +99,8 @@ impl TlsSetup {
         Ok(TlsSetup {
             acceptor: tokio_rustls::TlsAcceptor::from(config),
             authorized_keys,
-            handshake_slots: Arc::new(Semaphore::new(max_startups.max(1))),
-            silent: Arc::new(SilentPool::new(max_silent)),
+            handshakes: Arc::new(EvictingPool::new(max_startups)),
+            silent: Arc::new(EvictingPool::new(max_silent)),
         })
     }
 }
@@ -315,26 +318,32 @@ async fn authenticate(
             }
         }
     }
-    let Ok(Ok(slot)) = tokio::time::timeout_at(deadline, tls.handshake_slots.acquire()).await
-    else {
-        warn!("no handshake slot free in time (too many handshakes in progress); closing");
-        return None;
-    };
+    // At most `max_startups` handshakes hold TLS state at once; a newcomer
+    // beyond that drops the oldest. A real handshake takes milliseconds, so
+    // only stalled ones (slowloris) grow old enough to be dropped.
+    let seat = tls.handshakes.enter();
     let handshake = tls.acceptor.accept(tcp).into_fallible();
-    let mut stream = match tokio::time::timeout_at(deadline, handshake).await {
+    let outcome = tokio::select! {
+        outcome = tokio::time::timeout_at(deadline, handshake) => outcome,
+        () = seat.evicted() => {
+            info!("too many TLS handshakes in progress; closing the oldest");
+            return None;
+        }
+    };
+    let mut stream = match outcome {
         Err(_) => {
             info!(?timeout, "TLS handshake did not finish in time; closing");
             return None;
         }
         Ok(Err((err, mut tcp))) => {
             warn!(cause = %err, "TLS handshake failed; closing");
-            drop(slot);
+            drop(seat);
             linger_for_alert(&mut tcp).await;
             return None;
         }
         Ok(Ok(stream)) => stream,
     };
-    drop(slot);
+    drop(seat);
     // rustls's default 64 KiB of buffered records splits each 256 KiB
     // output chunk into several writes.
     stream.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
@@ -361,43 +370,44 @@ async fn authenticate(
     Some((stream, user))
 }
 
-/// Connections that have not sent a byte yet, oldest first. A flood of them
-/// recycles itself: each newcomer beyond the cap evicts the oldest, so a
-/// client that speaks at once (every real one) always gets its turn.
+/// Pre-auth connections in one stage (silent, or handshaking), oldest
+/// first. A flood recycles itself: each newcomer beyond the cap evicts the
+/// oldest, so a client that gets through the stage quickly (every real one)
+/// always gets its turn.
 #[derive(Debug)]
-struct SilentPool {
+struct EvictingPool {
     cap: usize,
-    inner: std::sync::Mutex<SilentQueue>,
+    inner: std::sync::Mutex<SeatQueue>,
 }
 
 #[derive(Debug, Default)]
-struct SilentQueue {
+struct SeatQueue {
     next_id: u64,
     waiting: std::collections::VecDeque<(u64, CancellationToken)>,
 }
 
 /// A place in the silent pool; leaving it (drop) frees the place.
-struct SilentSeat<'a> {
-    pool: &'a SilentPool,
+struct Seat<'a> {
+    pool: &'a EvictingPool,
     id: u64,
     evicted: CancellationToken,
 }
 
-impl SilentPool {
+impl EvictingPool {
     fn new(cap: usize) -> Self {
-        SilentPool {
+        EvictingPool {
             cap: cap.max(1),
-            inner: std::sync::Mutex::new(SilentQueue::default()),
+            inner: std::sync::Mutex::new(SeatQueue::default()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, SilentQueue> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SeatQueue> {
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn enter(&self) -> SilentSeat<'_> {
+    fn enter(&self) -> Seat<'_> {
         let evicted = CancellationToken::new();
         let mut queue = self.lock();
         while queue.waiting.len() >= self.cap {
@@ -409,7 +419,7 @@ impl SilentPool {
         queue.next_id += 1;
         let id = queue.next_id;
         queue.waiting.push_back((id, evicted.clone()));
-        SilentSeat {
+        Seat {
             pool: self,
             id,
             evicted,
@@ -417,13 +427,13 @@ impl SilentPool {
     }
 }
 
-impl SilentSeat<'_> {
+impl Seat<'_> {
     async fn evicted(&self) {
         self.evicted.cancelled().await;
     }
 }
 
-impl Drop for SilentSeat<'_> {
+impl Drop for Seat<'_> {
     fn drop(&mut self) {
         let mut queue = self.pool.lock();
         // Most seats leave young, near the back.

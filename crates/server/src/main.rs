@@ -42,8 +42,8 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     handshake_timeout: f64,
 
-    /// TLS handshakes in progress at once; more wait (like sshd's MaxStartups).
-    /// Silent connections do not count: they hold no slot until they speak.
+    /// TLS handshakes in progress at once (like sshd's MaxStartups); beyond
+    /// this the oldest is dropped. Silent connections do not count.
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_startups: usize,
 
