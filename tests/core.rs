@@ -694,14 +694,19 @@ fn interactive_prompt_on_a_terminal() {
     let server = TestServer::start(Transport::Unix);
     let pty = nix::pty::openpty(None, None).expect("openpty");
     let slave = std::fs::File::from(pty.slave);
-    let mut child = server
-        .client()
+    // In a session of its own with the pty as its controlling terminal, as
+    // in a real terminal (and never the terminal running the tests).
+    let mut child = std::process::Command::new("setsid")
+        .arg("--ctty")
+        .arg(util::client_bin())
+        .arg(&server.dest)
+        .env("RSH_HOME", server.client_home.path())
         .env("TERM", "dumb")
         .stdin(slave.try_clone().expect("dup"))
         .stdout(slave.try_clone().expect("dup"))
         .stderr(slave)
         .spawn()
-        .expect("spawn interactive client");
+        .expect("spawn interactive client (needs util-linux setsid)");
     let mut master = std::fs::File::from(pty.master);
     let mut reader = master.try_clone().expect("dup master");
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
@@ -734,6 +739,13 @@ fn interactive_prompt_on_a_terminal() {
     wait_for("rsh$ ");
     master.write_all(b"\r").expect("empty line");
     wait_for("rsh$ ");
+    master.write_all(b"sh -c 'exit 5'\r").expect("type");
+    wait_for("[5] rsh$ ");
+    // Ctrl-C while a command runs interrupts the remote command, not the client.
+    master.write_all(b"echo started; sleep 20\r").expect("type");
+    wait_for("started\r\n");
+    master.write_all(b"\x03").expect("Ctrl-C");
+    wait_for("[130] rsh$ ");
     master.write_all(b"sh -c 'exit 5'\r").expect("type");
     wait_for("[5] rsh$ ");
     master.write_all(b"exit\r").expect("type");

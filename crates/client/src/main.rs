@@ -406,7 +406,12 @@ fn write_out(stdout: &mut RawStdout, data: &[u8]) -> Result<(), Failure> {
 
 async fn interactive(client: &Client, template: &Template) -> Result<ExitCode, Failure> {
     use rustyline::error::ReadlineError;
-    let mut editor = rustyline::DefaultEditor::new().map_err(|err| {
+    // The prompt goes to the terminal even when stdout is redirected; only
+    // the commands' output goes to stdout.
+    let config = rustyline::Config::builder()
+        .behavior(rustyline::Behavior::PreferTerm)
+        .build();
+    let mut editor = rustyline::DefaultEditor::with_config(config).map_err(|err| {
         Failure::Rsh(ClientError::ConnectionLost(format!(
             "cannot open the terminal: {err}"
         )))
