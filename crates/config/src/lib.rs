@@ -136,16 +136,6 @@ pub enum Endpoint {
     },
 }
 
-impl Endpoint {
-    /// `host:port` as used in `known_hosts` (brackets around IPv6).
-    pub fn host_port(&self) -> Option<String> {
-        match self {
-            Endpoint::Unix(_) => None,
-            Endpoint::Tcp { .. } => Some(self.to_string()),
-        }
-    }
-}
-
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -13,7 +13,6 @@ use futures::StreamExt;
 use rsh_proto::io::GreetError;
 use rsh_proto::{Codec, CodecError, ErrorKind, Exec, Frame, Window, CONNECTION_CHANNEL};
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,21 +28,6 @@ const OUTGOING_QUEUE: usize = 64;
 /// How long queued frames (an error, exits) may take to reach a client
 /// whose connection is ending.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
-
-/// Who is on the other end of a connection, for the logs.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    /// Where it connected from (`unix:uid=1000,pid=42`, `127.0.0.1:5555`).
-    pub addr: String,
-    /// Who it authenticated as (a local user, or a key's fingerprint and comment).
-    pub user: String,
-}
-
-impl fmt::Display for Peer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.addr, self.user)
-    }
-}
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]

@@ -24,6 +24,5 @@ pub mod process_group;
 mod server;
 
 pub use config::ServerConfig;
-pub use connection::Peer;
 pub use listener::{Listener, ListenerError, TlsSetup};
 pub use server::Server;

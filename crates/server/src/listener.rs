@@ -15,7 +15,7 @@
 //! recycle themselves instead of taking the places authorized clients need.
 //! Only after login does a connection take one of `max_connections`.
 
-use crate::connection::{self, Peer, ServerContext};
+use crate::connection::{self, ServerContext};
 use rsh_config::Endpoint;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -519,11 +519,7 @@ impl UnixSocket {
                 warn!(peer = %addr, "refusing a peer of another user");
                 continue;
             }
-            let peer = Peer {
-                addr,
-                user: own_name.clone(),
-            };
-            let span = info_span!("conn", peer = %peer.addr, user = %peer.user);
+            let span = info_span!("conn", peer = %addr, user = %own_name);
             let ctx = ctx.clone();
             ctx.tracker.clone().spawn(
                 async move {
