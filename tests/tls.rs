@@ -111,7 +111,9 @@ fn unknown_client_key_is_refused_and_nothing_runs() {
         b"",
     );
     assert_eq!(out.stdout, b"welcome\n", "{}", stderr(&out));
-    server.wait_for_log("skipping malformed authorized_keys line");
+    // Line 1 is a comment, line 2 the test client's key, line 3 the bad one.
+    let warning = server.wait_for_log("skipping malformed authorized_keys line");
+    assert!(warning.contains("line=3"), "{warning}");
 }
 
 #[test]
