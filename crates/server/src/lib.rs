@@ -11,6 +11,8 @@
 //! - [`process_group`]: ending a command's whole process group, politely then
 //!   firmly, and reaping it.
 //!
+//! - [`ready`]: the `--ready-file` a supervisor waits on (bound endpoints,
+//!   host key fingerprint, pid), with its format.
 //! - [`cli`]: the `rsh-server` command line (the binary is a thin `main`
 //!   over [`cli::main`]).
 //!
@@ -25,8 +27,9 @@ mod config;
 pub mod connection;
 pub mod listener;
 pub mod process_group;
+pub mod ready;
 mod server;
 
 pub use config::ServerConfig;
 pub use listener::{Listener, ListenerError, TlsSetup};
-pub use server::Server;
+pub use server::{serve_connection, Server};
