@@ -1,14 +1,12 @@
 //! The core behaviour a user relies on, against the real binaries. Every test
 //! runs once per transport from the same body (see `transport_tests!`).
 
-mod util;
-
+use crate::util::{self, TestServer, Transport, WAIT};
 use rsh_client::{ClientError, ErrorKind, Event, ExecRequest, ExitStatus};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use util::{TestServer, Transport, WAIT};
 
 macro_rules! transport_tests {
     ($($name:ident),* $(,)?) => {
@@ -368,6 +366,10 @@ async fn sigterm_shuts_down_cleanly(t: Transport) {
     if t == Transport::Unix {
         assert!(!server.socket.exists(), "socket file removed");
     }
+    assert!(
+        !server.home.path().join("ready").exists(),
+        "ready file removed"
+    );
     let log = server.log().join("\n");
     assert!(log.contains("shutdown complete"), "{log}");
 }
@@ -634,14 +636,23 @@ fn socket_and_home_are_private() {
     // Default RSH_HOME is created 0700 by the server.
     let tmp = tempfile::tempdir().expect("tmp");
     let home = tmp.path().join("fresh-home");
+    let ready_path = tmp.path().join("ready");
     let mut child = std::process::Command::new(util::server_bin())
         .env("RSH_HOME", &home)
-        .stderr(Stdio::piped())
+        .arg("--ready-file")
+        .arg(&ready_path)
+        .stderr(Stdio::null())
         .spawn()
         .expect("server");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let line = lines.find(|l| l.as_ref().is_ok_and(|l| l.contains("listening")));
-    assert!(line.is_some());
+    let ready = rsh_harness::wait_for_ready_file(&ready_path, &mut child, WAIT);
+    let ready = ready.unwrap_or_else(|err| panic!("{err:#}"));
+    assert_eq!(
+        ready.endpoints,
+        [rsh_config::Endpoint::Unix(home.join("rsh.sock"))],
+        "the default endpoint"
+    );
+    assert_eq!(ready.pid, child.id());
+    assert_eq!(ready.fingerprint, None, "no TCP, no host key");
     let mode = std::fs::metadata(&home).expect("home").permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
     // A second server on the same socket is refused; the first keeps it.
@@ -655,13 +666,21 @@ fn socket_and_home_are_private() {
     let _ = child.wait();
     // A stale socket (crashed server) is replaced.
     assert!(home.join("rsh.sock").exists());
+    // The killed server's ready file is stale too; the harness waits past it.
+    assert!(ready_path.exists());
     let mut third = std::process::Command::new(util::server_bin())
         .env("RSH_HOME", &home)
-        .stderr(Stdio::piped())
+        .arg("--ready-file")
+        .arg(&ready_path)
+        .stderr(Stdio::null())
         .spawn()
         .expect("third server");
-    let mut lines = BufReader::new(third.stderr.take().expect("stderr")).lines();
-    assert!(lines.any(|l| l.is_ok_and(|l| l.contains("listening"))));
+    let ready = rsh_harness::wait_for_ready_file(&ready_path, &mut third, WAIT);
+    let ready = ready.unwrap_or_else(|err| panic!("{err:#}"));
+    assert_eq!(
+        ready.endpoints,
+        [rsh_config::Endpoint::Unix(home.join("rsh.sock"))]
+    );
     let _ = third.kill();
     let _ = third.wait();
 }

@@ -1,13 +1,14 @@
-//! Shared test harness: the real `rsh-server` binary on a temp socket (or,
-//! with TLS, an ephemeral loopback port), and the real `rsh-client` binary.
+//! Shared test helpers: the real `rsh-server` binary on a temp socket (or,
+//! with TLS, an ephemeral loopback port), and the real `rsh-client` binary,
+//! both found through `CARGO_BIN_EXE_*`. Starting servers is the
+//! `rsh-harness` crate's job (shared with rsh-bench); this adds the tests'
+//! conveniences (panics instead of errors, one body per transport).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Upper bound for any single wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -38,19 +39,36 @@ pub fn client_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rsh-client"))
 }
 
-/// A running `rsh-server` with its own RSH_HOME in a temp dir; killed on drop.
+/// Both binaries, for `rsh_harness`.
+pub fn binaries() -> rsh_harness::Binaries {
+    rsh_harness::Binaries {
+        server: server_bin(),
+        client: client_bin(),
+    }
+}
+
+/// A running `rsh-server` with its own RSH_HOME in a temp dir; killed on
+/// drop. Derefs to [`rsh_harness::Server`] (`home`, `client_home`, `socket`,
+/// `child`, `ready`, ...).
 pub struct TestServer {
     pub transport: Transport,
-    /// The server's RSH_HOME.
-    pub home: tempfile::TempDir,
-    /// The client's RSH_HOME (its key and known_hosts).
-    pub client_home: tempfile::TempDir,
-    pub child: Option<Child>,
     /// `DEST` as the client takes it.
     pub dest: String,
-    pub socket: PathBuf,
-    log: Arc<Mutex<Vec<String>>>,
-    lines: Mutex<mpsc::Receiver<String>>,
+    inner: rsh_harness::Server,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = rsh_harness::Server;
+
+    fn deref(&self) -> &rsh_harness::Server {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for TestServer {
+    fn deref_mut(&mut self) -> &mut rsh_harness::Server {
+        &mut self.inner
+    }
 }
 
 impl TestServer {
@@ -58,26 +76,11 @@ impl TestServer {
         Self::start_with(transport, &[])
     }
 
+    /// A server for `transport` (its endpoint first), with `extra_args`.
     pub fn start_with(transport: Transport, extra_args: &[&str]) -> TestServer {
-        let home = tempfile::tempdir().expect("temp RSH_HOME");
-        let client_home = tempfile::tempdir().expect("temp client RSH_HOME");
-        let socket = home.path().join("rsh.sock");
-        let listen = match transport {
-            Transport::Unix => format!("unix:{}", socket.display()),
-            Transport::Tls => {
-                // The client's key, authorized on the server.
-                let key = client_fingerprint(client_home.path());
-                std::fs::write(
-                    home.path().join("authorized_keys"),
-                    format!("# test client\n{key}\n"),
-                )
-                .expect("write authorized_keys");
-                "127.0.0.1:0".to_owned()
-            }
-        };
-        let mut child = Command::new(server_bin())
-            .arg("--listen")
-            .arg(&listen)
+        let inner = rsh_harness::ServerBuilder::new(&binaries())
+            .unix(transport == Transport::Unix)
+            .tls(transport == Transport::Tls)
             .args([
                 "--shutdown-grace",
                 "5",
@@ -86,65 +89,20 @@ impl TestServer {
                 "--linger",
                 "0.3",
             ])
-            .args(extra_args)
-            .env("RSH_HOME", home.path())
-            .env("HOME", home.path())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start rsh-server");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if std::env::var_os("RSH_TEST_SHOW_LOG").is_some() {
-                        eprintln!("[server] {line}");
-                    }
-                    log.lock().expect("log lock").push(line.clone());
-                    let _ = tx.send(line);
-                }
-            });
+            .args(extra_args.iter().copied())
+            .start_limit(WAIT)
+            .start()
+            .unwrap_or_else(|err| panic!("cannot start rsh-server: {err:#}"));
+        let dest = match transport {
+            Transport::Unix => inner.unix_dest(),
+            Transport::Tls => inner.tls_dest(),
         }
-        let mut server = TestServer {
+        .expect("the server listens where asked");
+        TestServer {
             transport,
-            home,
-            client_home,
-            child: Some(child),
-            dest: listen,
-            socket,
-            log,
-            lines: Mutex::new(rx),
-        };
-        let listening = server.wait_for_log("listening");
-        if transport == Transport::Tls {
-            // The real port, and the host key pinned in the client's known_hosts.
-            let endpoint = listening
-                .split("endpoint=")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .expect("listening line names the endpoint")
-                .to_owned();
-            let host_key = server.wait_for_log("host key fingerprint=");
-            let fingerprint = host_key
-                .split("fingerprint=")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .expect("fingerprint in the log")
-                .to_owned();
-            std::fs::write(
-                server.client_home.path().join("known_hosts"),
-                format!("{endpoint} {fingerprint}\n"),
-            )
-            .expect("write known_hosts");
-            server.dest = endpoint;
+            dest,
+            inner,
         }
-        server
     }
 
     /// The endpoint the client connects to.
@@ -152,33 +110,11 @@ impl TestServer {
         self.dest.parse().expect("valid endpoint")
     }
 
-    /// Library connect options with the client's home.
-    pub fn connect_options(&self) -> rsh_client::ConnectOptions {
-        rsh_client::ConnectOptions::new(rsh_config::RshHome::at(self.client_home.path()))
-    }
-
     /// Blocks until a log line containing `needle` appears (bounded).
     pub fn wait_for_log(&self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        if let Some(line) = self.log().into_iter().find(|l| l.contains(needle)) {
-            return line;
-        }
-        let lines = self.lines.lock().expect("lines lock");
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => continue,
-                Err(_) => panic!(
-                    "server never logged {needle:?}; log:\n{}",
-                    self.log().join("\n")
-                ),
-            }
-        }
-    }
-
-    pub fn log(&self) -> Vec<String> {
-        self.log.lock().expect("log lock").clone()
+        self.inner
+            .wait_for_log(needle, WAIT)
+            .unwrap_or_else(|err| panic!("{err:#}"))
     }
 
     pub fn pid(&self) -> u32 {
@@ -187,11 +123,7 @@ impl TestServer {
 
     /// A client command for this server (`rsh-client DEST ARGS...`).
     pub fn client(&self) -> Command {
-        let mut command = Command::new(client_bin());
-        command
-            .env("RSH_HOME", self.client_home.path())
-            .arg(&self.dest);
-        command
+        self.inner.client(&self.dest)
     }
 
     /// Runs `rsh-client DEST -c CMD` with `stdin` and returns its output.
@@ -213,37 +145,15 @@ impl TestServer {
 
     /// Sends SIGTERM and waits for the exit status (bounded).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("server running");
-        signal(child.id(), nix::sys::signal::Signal::SIGTERM);
-        wait_child(&mut child, WAIT).expect("server exits after SIGTERM")
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.inner
+            .terminate(WAIT)
+            .unwrap_or_else(|err| panic!("server exits after SIGTERM: {err:#}"))
     }
 }
 
 /// `rsh-client --fingerprint` with RSH_HOME at `home` (creates the key).
 pub fn client_fingerprint(home: &Path) -> String {
-    let out = Command::new(client_bin())
-        .arg("--fingerprint")
-        .env("RSH_HOME", home)
-        .output()
-        .expect("rsh-client --fingerprint");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
+    rsh_harness::client_fingerprint(&client_bin(), home).unwrap_or_else(|err| panic!("{err:#}"))
 }
 
 pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
@@ -253,14 +163,7 @@ pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
 
 /// Waits for a child up to `limit`; `None` if it is still running.
 pub fn wait_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
+    rsh_harness::wait_child(child, limit).expect("wait for a child")
 }
 
 /// Runs a command feeding `stdin` from a thread, with a bounded wait.

@@ -17,7 +17,7 @@ use anyhow::Context;
 use clap::Parser;
 use figures::{Bench, Params};
 use report::Report;
-use rsh::{Binaries, Listen, RshServer};
+use rsh::{Listen, RshServer};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -59,7 +59,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let wanted = |figure: u8| args.only.is_empty() || args.only.contains(&figure);
     let fd_limit = util::raise_fd_limit();
     let machine = util::Machine::probe();
-    let bins = Binaries::locate()?;
+    let bins = rsh::locate()?;
     let mut params = if args.quick {
         Params::quick()
     } else {
