@@ -152,6 +152,10 @@ impl FromStr for Dest {
         if host.is_empty() {
             return Err(bad("empty host"));
         }
+        if host.starts_with('-') {
+            // As ssh: a host that reads as an option is an injection attempt.
+            return Err(bad("a host name cannot start with '-'"));
+        }
         if host.contains(|c: char| c == '/' || c.is_whitespace() || c == '@')
             || (host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err())
         {
@@ -248,6 +252,8 @@ mod tests {
             "a/b",
             "a:b:c",
             "user@",
+            "-oProxyCommand=x",
+            "u@-x:22",
         ] {
             assert!(bad.parse::<Dest>().is_err(), "{bad:?} must be refused");
         }

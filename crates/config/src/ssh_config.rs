@@ -529,7 +529,8 @@ impl Overrides {
         self.push(Key::Port, Value::Port(port))
     }
 
-    /// `-l USER`.
+    /// `-l USER` (or the user of `user@host`, whichever the client lets
+    /// win).
     pub fn user(&mut self, user: impl Into<String>) -> &mut Self {
         self.push(Key::User, Value::Text(user.into()))
     }
@@ -590,8 +591,17 @@ impl ClientConfig {
     /// it, and the line errors for a bad line.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigFileError> {
         let path = path.as_ref();
+        ClientConfig::load_relative_to(path, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Reads a config file whose relative `Include` names are taken from
+    /// `base`: for `-F FILE`, pass `$RSH_HOME`, as ssh takes them from
+    /// `~/.ssh` whichever file names them.
+    ///
+    /// # Errors
+    /// As [`ClientConfig::load`].
+    pub fn load_relative_to(path: &Path, base: &Path) -> Result<Self, ConfigFileError> {
         let text = read_config(path)?;
-        let base = path.parent().unwrap_or(Path::new("."));
         ClientConfig::parse_with_base(&text, path, base)
     }
 
@@ -1001,7 +1011,10 @@ fn bad_value(origin: &Origin, keyword: &'static str, reason: impl Into<String>) 
 fn parse_value(key: Key, arg: &str) -> Result<Value, String> {
     Ok(match key {
         Key::HostName => {
-            if arg.is_empty() || arg.contains(|c: char| c.is_whitespace() || c == '/') {
+            if arg.is_empty()
+                || arg.starts_with('-')
+                || arg.contains(|c: char| c.is_whitespace() || c == '/')
+            {
                 return Err(format!("{arg:?} is not a host name or address"));
             }
             check_tokens(arg, "h")?;

@@ -245,6 +245,7 @@ fn malformed_lines_name_file_and_line() {
         ),
         ("Match host x\n", "config:1: Match is not supported by rsh"),
         ("HostName a/b\n", "config:1: HostName"),
+        ("HostName -oProxyCommand=x\n", "config:1: HostName"),
     ] {
         let err = parse_err(text);
         assert!(err.starts_with(expect), "{text:?}: {err}");
@@ -419,4 +420,20 @@ batchmode no
         out.starts_with("host plain\nhostname plain\nport 7022\n"),
         "{out}"
     );
+}
+
+#[test]
+fn include_relative_to_rsh_home_for_another_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let home = tmp.path().join("home");
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&home).expect("mkdir");
+    std::fs::create_dir(&other).expect("mkdir");
+    write(&home.join("common"), "Port 11\n");
+    write(&other.join("common"), "Port 22\n");
+    write(&other.join("cfg"), "Include common\n");
+    let config = ClientConfig::load_relative_to(&other.join("cfg"), &home).expect("load");
+    assert_eq!(config.resolve("h", &Overrides::new()).port, Some(11));
+    let config = ClientConfig::load(other.join("cfg")).expect("load");
+    assert_eq!(config.resolve("h", &Overrides::new()).port, Some(22));
 }
