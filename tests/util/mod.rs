@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Upper bound for any single wait in these tests.
@@ -21,49 +21,21 @@ pub enum Transport {
     Tls,
 }
 
-/// The directory holding the workspace's built binaries, built once per
-/// test run so they are never stale.
+/// The directory holding the binaries Cargo built for these tests.
 pub fn bin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test> → target/<profile>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable lives in target/<profile>/deps")
-            .to_owned();
-        let target_dir = profile_dir.parent().expect("target dir").to_owned();
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "rsh-server",
-                "-p",
-                "rsh-client",
-                "--bins",
-            ])
-            .env("CARGO_TARGET_DIR", &target_dir);
-        if profile_dir
-            .file_name()
-            .is_some_and(|name| name == "release")
-        {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "building the binaries failed");
-        profile_dir
-    })
+    Path::new(env!("CARGO_BIN_EXE_rsh-server"))
+        .parent()
+        .expect("a binary lives in a directory")
 }
 
+/// The `rsh-server` binary Cargo built for these tests.
 pub fn server_bin() -> PathBuf {
-    bin_dir().join("rsh-server")
+    PathBuf::from(env!("CARGO_BIN_EXE_rsh-server"))
 }
 
+/// The `rsh-client` binary Cargo built for these tests.
 pub fn client_bin() -> PathBuf {
-    bin_dir().join("rsh-client")
+    PathBuf::from(env!("CARGO_BIN_EXE_rsh-client"))
 }
 
 /// A running `rsh-server` with its own RSH_HOME in a temp dir; killed on drop.

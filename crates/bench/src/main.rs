@@ -23,7 +23,7 @@ use std::process::ExitCode;
 
 /// Benchmark rsh against a local spawn, plain loopback TCP and OpenSSH.
 ///
-/// Build first: `cargo build --release -p rsh-bench -p rsh-server -p rsh-client`.
+/// Build first: `cargo build --release -p rsh -p rsh-bench`.
 #[derive(Debug, Parser)]
 #[command(name = "rsh-bench", version)]
 struct Args {

@@ -18,8 +18,7 @@ pub struct Binaries {
     pub client: PathBuf,
 }
 
-const BUILD_HINT: &str =
-    "build them with `cargo build --release -p rsh-bench -p rsh-server -p rsh-client`";
+const BUILD_HINT: &str = "build them with `cargo build --release -p rsh -p rsh-bench`";
 
 impl Binaries {
     pub fn locate() -> anyhow::Result<Binaries> {
@@ -56,7 +55,8 @@ fn modified(path: &Path) -> Option<std::time::SystemTime> {
 }
 
 /// The newest modification time of the server's and client's sources
-/// (`crates/*/src/**` and `crates/*/Cargo.toml`), if they are here.
+/// (`crates/*/src/**`, `crates/*/Cargo.toml` and the root package's `src/`
+/// with the thin mains), if they are here.
 fn newest_source(crates: &Path) -> Option<std::time::SystemTime> {
     let mut newest = None;
     let mut dirs = Vec::new();
@@ -65,6 +65,7 @@ fn newest_source(crates: &Path) -> Option<std::time::SystemTime> {
         newest = newest.max(modified(&krate.join("Cargo.toml")));
         dirs.push(krate.join("src"));
     }
+    dirs.push(crates.join("../src"));
     // Bounded: a source tree of a few dozen files.
     while let Some(dir) = dirs.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {

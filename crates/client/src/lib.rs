@@ -12,8 +12,12 @@
 //! One [`Client`] is one connection; it runs any number of commands at once,
 //! each on its own channel with its own flow-control window, so a command
 //! whose output nobody reads stalls only itself.
+//!
+//! [`cli`] is the `rsh-client` command line; the binary is a thin `main`
+//! over [`cli::main`].
 #![deny(missing_docs)]
 
+pub mod cli;
 mod client;
 mod command;
 mod tls;

@@ -11,11 +11,15 @@
 //! - [`process_group`]: ending a command's whole process group, politely then
 //!   firmly, and reaping it.
 //!
+//! - [`cli`]: the `rsh-server` command line (the binary is a thin `main`
+//!   over [`cli::main`]).
+//!
 //! Shutdown is a [`tokio_util::sync::CancellationToken`]: cancelling it stops
 //! the accept loops, gives running commands [`ServerConfig::shutdown_grace`] to
 //! finish, then ends them; [`Server::run`] returns once everything is reaped.
 #![deny(missing_docs)]
 
+pub mod cli;
 pub mod command;
 mod config;
 pub mod connection;

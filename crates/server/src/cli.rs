@@ -1,9 +1,10 @@
-//! `rsh-server`: the rsh daemon.
+//! `rsh-server`'s command line: the daemon's `main`, kept in the library so
+//! the root package's thin binary (and `cargo install --path .`) can run it.
 
+use crate::{Listener, Server, ServerConfig, TlsSetup};
 use anyhow::Context;
 use clap::Parser;
 use rsh_config::{Endpoint, RshHome};
-use rsh_server::{Listener, Server, ServerConfig, TlsSetup};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -95,7 +96,9 @@ fn positive_seconds(value: f64, name: &str) -> anyhow::Result<Duration> {
     Ok(duration)
 }
 
-fn main() -> ExitCode {
+/// Parses the command line, runs the daemon until a signal stops it, and
+/// returns the process exit code.
+pub fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.verbose);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -216,7 +219,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         );
     }
 
-    if !rsh_server::process_group::become_subreaper() {
+    if !crate::process_group::become_subreaper() {
         tracing::debug!("not a subreaper: init reaps commands' background processes");
     }
     let shutdown = CancellationToken::new();
