@@ -625,6 +625,25 @@ async fn cwd_and_env_are_applied(t: Transport) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("failed to start"));
 }
 
+/// A server that cannot start is reported at once with its reason, not
+/// after the harness's whole start limit.
+#[test]
+fn harness_reports_a_server_that_exits_before_it_is_ready() {
+    let started = Instant::now();
+    let err = rsh_harness::ServerBuilder::new(&util::binaries())
+        .args(["--shell", "/nonexistent/shell"])
+        .start_limit(Duration::from_secs(600))
+        .start()
+        .expect_err("a server without a shell does not start");
+    let err = format!("{err:#}");
+    assert!(err.contains("exited"), "{err}");
+    assert!(
+        err.contains("/nonexistent/shell"),
+        "the server's reason: {err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(600));
+}
+
 #[test]
 fn socket_and_home_are_private() {
     let server = TestServer::start(Transport::Unix);

@@ -177,6 +177,11 @@ impl ServerBuilder {
             Some(child) => wait_for_ready_file(&ready_path, child, self.start_limit),
             None => bail!("rsh-server is gone"),
         };
+        if ready.is_err() {
+            // An early exit's reason is its last words on stderr, which the
+            // drain thread may not have read yet.
+            server.log.wait_closed(Duration::from_secs(2));
+        }
         server.ready = ready.with_context(|| format!("its log:\n{}", server.log_tail()))?;
         if self.tls {
             let (Some(tcp), Some(fingerprint)) = (server.tls_dest(), &server.ready.fingerprint)
@@ -375,6 +380,15 @@ impl Log {
     fn close(&self) {
         self.state().closed = true;
         self.changed.notify_all();
+    }
+
+    /// Waits up to `limit` for the end of the log (the server's stderr
+    /// closed, normally because it exited).
+    fn wait_closed(&self, limit: Duration) {
+        let state = self.state();
+        let _ = self
+            .changed
+            .wait_timeout_while(state, limit, |state| !state.closed);
     }
 
     fn lines(&self) -> Vec<String> {
