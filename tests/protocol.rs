@@ -358,6 +358,47 @@ async fn stderr_only_output_with_a_small_window_is_delivered() {
     peer.close_and_wait().await;
 }
 
+#[tokio::test]
+async fn frames_for_an_unknown_channel_are_dropped_and_server_frames_are_a_violation() {
+    let mut peer = connect(config()).await;
+    // §6.1: a channel that ended (or never was) may still get these in a race.
+    for frame in [
+        Frame::Stdin {
+            channel: 9,
+            data: Bytes::from_static(b"late"),
+        },
+        Frame::StdinEnd { channel: 9 },
+        Frame::Signal {
+            channel: 9,
+            signal: rsh_proto::signal::INT,
+        },
+        Frame::WindowAdjust {
+            channel: 9,
+            increment: 10,
+        },
+    ] {
+        peer.send(frame).await;
+    }
+    peer.send(exec(1, 1024, "echo still serving")).await;
+    peer.send(Frame::StdinEnd { channel: 1 }).await;
+    let mut others = Vec::new();
+    let outcome = peer.run_to_exit(1, &mut others).await;
+    assert_eq!(outcome.stdout, b"still serving\n");
+    assert!(
+        others.is_empty(),
+        "nothing answers the dropped frames: {others:?}"
+    );
+    // Output goes server → client only.
+    peer.send(Frame::Stdout {
+        channel: 1,
+        data: Bytes::from_static(b"x"),
+    })
+    .await;
+    let (kind, message) = peer.closed_with_error().await;
+    assert_eq!(kind, ErrorKind::ProtocolViolation, "{message}");
+    peer.close_and_wait().await;
+}
+
 /// A peer that connects and never greets is dropped after the handshake
 /// timeout, with time paused so the test does not wait for it.
 #[tokio::test(start_paused = true)]
@@ -382,10 +423,12 @@ async fn a_silent_peer_is_dropped_after_the_handshake_timeout() {
         .await
         .expect("server greeting");
     let mut rest = Vec::new();
-    client
-        .read_to_end(&mut rest)
+    // Virtual time: a server that never timed out would fail here at once,
+    // not hang the test.
+    tokio::time::timeout(Duration::from_secs(3600), client.read_to_end(&mut rest))
         .await
-        .expect("the server closes the connection");
+        .expect("the server closes the connection after the timeout")
+        .expect("read to the end");
     assert!(rest.is_empty(), "nothing after the greeting: {rest:?}");
     server.await.expect("the server task did not panic");
     let waited = started.elapsed();
