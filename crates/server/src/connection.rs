@@ -89,6 +89,7 @@ where
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
         ctx: ctx.clone(),
+        version,
         frames: frames_tx,
         client_gone: client_gone.clone(),
         channels: HashMap::new(),
@@ -140,6 +141,8 @@ struct Channel {
 
 struct Connection {
     ctx: ServerContext,
+    /// The protocol version the greeting negotiated.
+    version: u16,
     frames: mpsc::Sender<Frame>,
     client_gone: CancellationToken,
     channels: HashMap<u32, Channel>,
@@ -355,6 +358,7 @@ impl Connection {
         let span = info_span!(
             "cmd",
             channel,
+            proto = self.version,
             // Debug-quoted: a newline in a command cannot forge a log line.
             command = ?String::from_utf8_lossy(&exec.command),
             pid = tracing::field::Empty,
