@@ -246,6 +246,25 @@ fn golden_vectors_v2() {
     }
 }
 
+/// docs/PROTOCOL.md section 11: the reference client's `echo hi` Exec in
+/// both versions, so the worked example cannot drift from the codec.
+#[test]
+fn worked_example_exec_in_both_versions() {
+    let exec = Frame::Exec(Exec {
+        channel: 1,
+        window: 2 * 1024 * 1024,
+        command: b"echo hi".to_vec(),
+        ..Exec::default()
+    });
+    let v1: &[u8] = b"\x00\x00\x00\x21\x01\x00\x00\x00\x01\x00\x20\x00\x00\
+        \x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x07echo hi\x00\x00\x00\x00\x00";
+    let v2: &[u8] = b"\x00\x00\x00\x24\x01\x00\x00\x00\x01\x00\x20\x00\x00\
+        \x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x07echo hi\x00\x00\x00\x00\x00\
+        \x00\x00\x00";
+    assert_eq!(encode_v(&exec, 1), v1);
+    assert_eq!(encode_v(&exec, 2), v2);
+}
+
 #[test]
 fn version_2_frames_do_not_exist_in_version_1() {
     // A v1 receiver knows neither Resize nor the extension range: fatal, as
@@ -528,6 +547,15 @@ fn v1_frame_strategy() -> impl Strategy<Value = Frame> {
 }
 
 proptest! {
+    /// Only Exec changed layout: every other version-1 frame is the same
+    /// bytes in version 2.
+    #[test]
+    fn v1_frames_but_exec_are_unchanged_in_v2(frame in v1_frame_strategy()) {
+        if !matches!(frame, Frame::Exec(_)) {
+            prop_assert_eq!(encode_v(&frame, 1), encode_v(&frame, 2));
+        }
+    }
+
     #[test]
     fn round_trip_v1(frames in proptest::collection::vec(v1_frame_strategy(), 1..8)) {
         let mut wire = Vec::new();
