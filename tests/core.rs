@@ -282,7 +282,7 @@ async fn garbage_and_oversized_frames_leave_server_serving(t: Transport) {
         // Another protocol version: both sides learn it.
         let mut raw = std::os::unix::net::UnixStream::connect(&server.socket).expect("connect");
         raw.set_read_timeout(Some(WAIT)).expect("timeout");
-        raw.write_all(&rsh_proto::Hello { version: 9 }.encode())
+        raw.write_all(&rsh_proto::Hello::only(9).encode())
             .expect("hello");
         let reply = read_until_closed(&mut raw);
         assert_eq!(

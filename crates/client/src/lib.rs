@@ -23,7 +23,7 @@ mod command;
 mod tls;
 
 pub use client::{Client, ClientError, ExecRequest, Output};
-pub use command::{Event, RemoteCommand, Signaller, StdinWriter};
-pub use rsh_proto::{signal, ErrorKind, ExitStatus, MAX_DATA_LEN as MAX_STDIN_CHUNK};
+pub use command::{Event, RemoteCommand, Resizer, Signaller, StdinWriter};
+pub use rsh_proto::{signal, ErrorKind, ExitStatus, PtySize, MAX_DATA_LEN as MAX_STDIN_CHUNK};
 pub use rsh_tls::Fingerprint;
 pub use tls::{client_identity, default_comment, ConnectOptions, HostKeyPolicy, HostKeyPrompt};

@@ -6,6 +6,8 @@
 //!   `max_connections` at once (a semaphore permit is taken before `accept`).
 //! - [`connection`]: greets the peer, then reads frames and routes them to the
 //!   connection's commands; one writer task owns the socket's write half.
+//! - `login`: what a version-2 request may ask beyond a command (which
+//!   user, a login shell, a pty), checked before anything runs.
 //! - [`command`]: runs one `sh -c COMMAND` in its own process group and pumps
 //!   its stdin, stdout and stderr under the channel's flow-control windows.
 //! - [`process_group`]: ending a command's whole process group, politely then
@@ -26,6 +28,7 @@ pub mod command;
 mod config;
 pub mod connection;
 pub mod listener;
+mod login;
 pub mod process_group;
 pub mod ready;
 mod server;
