@@ -62,7 +62,7 @@ async fn connect(config: ServerConfig) -> Peer {
         shutdown.clone(),
     ));
     client
-        .write_all(&Hello { version: 1 }.encode())
+        .write_all(&Hello::only(1).encode())
         .await
         .expect("send the greeting");
     let mut hello = [0u8; HELLO_LEN];
@@ -72,7 +72,7 @@ async fn connect(config: ServerConfig) -> Peer {
         .expect("read the server's greeting");
     Hello::decode(&hello).expect("the server's greeting has the magic");
     Peer {
-        frames: Framed::new(client, Codec::new()),
+        frames: Framed::new(client, Codec::new().with_version(1)),
         server,
         _shutdown: CancelOnDrop(shutdown),
     }

@@ -10,3 +10,4 @@ mod core;
 mod protocol;
 mod tls;
 mod tutorial;
+mod v2;

@@ -2,8 +2,7 @@
 //! client, a hand-rolled version-1 client still served exactly as before, a
 //! v2 client talking to a version-1 server, and the requested-user check.
 
-mod util;
-
+use crate::util::{TestServer, Transport, WAIT};
 use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
 use rsh_client::{Client, ClientError, ErrorKind, ExecRequest, ExitStatus, PtySize};
@@ -12,7 +11,6 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 use tokio_util::codec::{Decoder, Framed};
-use util::{TestServer, Transport, WAIT};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
