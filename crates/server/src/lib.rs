@@ -10,6 +10,9 @@
 //!   its stdin, stdout and stderr under the channel's flow-control windows.
 //! - [`process_group`]: ending a command's whole process group, politely then
 //!   firmly, and reaping it.
+//! - [`pty`]: a login shell or a command on a new pseudo-terminal, in its own
+//!   session (not wired to the connection yet); [`session`] ends and reaps a
+//!   whole session when its terminal is hung up.
 //!
 //! Shutdown is a [`tokio_util::sync::CancellationToken`]: cancelling it stops
 //! the accept loops, gives running commands [`ServerConfig::shutdown_grace`] to
@@ -21,7 +24,9 @@ mod config;
 pub mod connection;
 pub mod listener;
 pub mod process_group;
+pub mod pty;
 mod server;
+pub mod session;
 
 pub use config::ServerConfig;
 pub use listener::{Listener, ListenerError, TlsSetup};

@@ -1,0 +1,520 @@
+//! Running a login shell or a command on a new pseudo-terminal: the second
+//! way to spawn, beside [`crate::command`]'s pipes.
+//!
+//! # Design
+//! - **Session.** The child is made the leader of a new session (`setsid`)
+//!   with the pty's slave as its controlling terminal (`TIOCSCTTY`), which
+//!   `pty-process` does between fork and exec (the workspace denies our own
+//!   `unsafe`, so no `pre_exec` of ours). Job control, `/dev/tty`, Ctrl-C and
+//!   SIGWINCH then work as on a local terminal. The session id is the
+//!   child's pid.
+//! - **Output.** Stdout and stderr are the same slave, so there is one output
+//!   stream: the master. Once the last slave fd closes (the shell and every
+//!   job that inherited the terminal are gone), Linux answers a read on the
+//!   master with `EIO`: [`PtyReader`] turns that into end of file, as wezterm
+//!   does (`pty/src/unix.rs`). The parent keeps no slave fd, or the end would
+//!   never come.
+//! - **Size.** The initial size is set before the child starts, so its first
+//!   `stty size` is right; [`PtyControl::resize`] sets `TIOCSWINSZ` on the
+//!   master and the kernel sends SIGWINCH to the foreground process group.
+//! - **Hangup.** When the client goes away the session is hung up as a real
+//!   terminal is: [`PtyControl::hangup`] sends SIGHUP and SIGCONT to the
+//!   foreground process group and to the shell (what the kernel does when the
+//!   master's last fd closes; doing it ourselves does not depend on when the
+//!   reader and writer tasks drop their halves). A shell passes SIGHUP to its
+//!   jobs. After a grace, whatever is left of the *session* — other process
+//!   groups the shell's job control created included — is ended, SIGTERM then
+//!   SIGKILL, and reaped ([`crate::session`]). Nothing outlives the session
+//!   unless it left it on purpose (`setsid`).
+//! - **Environment.** The daemon's own environment, then `HOME`, `USER`,
+//!   `LOGNAME` and `SHELL` from the passwd entry (as sshd sets them), then
+//!   the request's variables, then what the server knows to be true and the
+//!   client must not override: `TERM` from the pty request, `RSH_CONNECTION`
+//!   ([`ConnectionInfo::to_env`]) and `RSH_TTY` (the slave's path).
+//!
+//! # Integration
+//! Not wired into the connection yet; see the `INTEGRATION:` note at the end
+//! of this file for how a pty `Spawned` would look.
+
+use crate::session;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::process::Child;
+
+/// Why a pty session could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum PtyError {
+    /// No pseudo-terminal could be allocated (or sized, or named).
+    #[error("cannot allocate a pseudo-terminal: {0}")]
+    Open(#[source] io::Error),
+    /// The program could not be started on it.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The program, as it would appear in a message.
+        program: String,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_error(err: pty_process::Error) -> io::Error {
+    match err {
+        pty_process::Error::Io(err) => err,
+        pty_process::Error::Rustix(errno) => errno.into(),
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+/// A terminal's size, in characters and (optionally, 0 if unknown) pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSize {
+    /// Columns (characters per line).
+    pub cols: u16,
+    /// Rows (lines).
+    pub rows: u16,
+    /// Width in pixels; 0 if unknown.
+    pub xpixel: u16,
+    /// Height in pixels; 0 if unknown.
+    pub ypixel: u16,
+}
+
+impl WindowSize {
+    /// A size in characters, pixel size unknown.
+    pub fn new(cols: u16, rows: u16) -> Self {
+        WindowSize {
+            cols,
+            rows,
+            xpixel: 0,
+            ypixel: 0,
+        }
+    }
+}
+
+/// What runs on the terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// The server user's login shell (passwd entry; `/bin/sh` if none), as a
+    /// login shell (`argv[0]` is `-` and its name, as sshd and login do).
+    LoginShell,
+    /// `SHELL -c COMMAND`, with the server's configured shell, as piped
+    /// commands are run.
+    Command(Vec<u8>),
+}
+
+/// Where the client is, for `RSH_CONNECTION`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionInfo {
+    /// A TCP (TLS) connection.
+    Tcp {
+        /// The client's address.
+        client: SocketAddr,
+        /// The server's address the client connected to.
+        server: SocketAddr,
+    },
+    /// A connection on the Unix socket.
+    Unix {
+        /// The peer's uid (the server's own: others are refused).
+        uid: u32,
+        /// The peer's pid, if the kernel told.
+        pid: Option<i32>,
+        /// The socket's path.
+        socket: PathBuf,
+    },
+}
+
+impl ConnectionInfo {
+    /// The value of `RSH_CONNECTION`: four space-separated fields, as
+    /// sshd's `SSH_CONNECTION`.
+    ///
+    /// - TCP: `CLIENT-IP CLIENT-PORT SERVER-IP SERVER-PORT`
+    ///   (`192.0.2.7 50122 192.0.2.1 7022`; IPv6 without brackets).
+    /// - Unix socket: `unix:uid=UID,pid=PID 0 unix:SOCKET-PATH 0` (the peer
+    ///   as the server's logs name it; `pid=?` if unknown). The ports are 0,
+    ///   so scripts that split the value into four fields and treat the
+    ///   second and fourth as numbers keep working; the `unix:` prefix tells
+    ///   it is not an IP address.
+    pub fn to_env(&self) -> OsString {
+        match self {
+            ConnectionInfo::Tcp { client, server } => format!(
+                "{} {} {} {}",
+                client.ip(),
+                client.port(),
+                server.ip(),
+                server.port()
+            )
+            .into(),
+            ConnectionInfo::Unix { uid, pid, socket } => {
+                let pid = pid.map_or_else(|| "?".to_owned(), |pid| pid.to_string());
+                let mut value = format!("unix:uid={uid},pid={pid} 0 unix:").into_bytes();
+                value.extend_from_slice(socket.as_os_str().as_bytes());
+                value.extend_from_slice(b" 0");
+                OsString::from_vec(value)
+            }
+        }
+    }
+}
+
+/// Everything needed to start a session on a pty.
+#[derive(Debug, Clone)]
+pub struct PtySpec {
+    /// Login shell or command.
+    pub program: Program,
+    /// `TERM` for the session (`xterm-256color`, ...). Empty: `dumb`.
+    pub term: Vec<u8>,
+    /// The terminal's size at start.
+    pub size: WindowSize,
+    /// Working directory; relative to the home directory; home if absent.
+    pub cwd: Option<Vec<u8>>,
+    /// The request's environment variables.
+    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Where the client is, for `RSH_CONNECTION`.
+    pub connection: ConnectionInfo,
+}
+
+/// The server user, as the passwd entry (or, failing that, the daemon's
+/// environment) describes them.
+#[derive(Debug, Clone)]
+struct Account {
+    name: OsString,
+    home: PathBuf,
+    shell: PathBuf,
+}
+
+/// Looks the server user up. Blocking (NSS may ask a directory server): call
+/// it off the runtime.
+fn account() -> Account {
+    let uid = nix::unistd::geteuid();
+    let entry = nix::unistd::User::from_uid(uid).ok().flatten();
+    let name = match &entry {
+        Some(user) => OsString::from(&user.name),
+        None => std::env::var_os("USER").unwrap_or_else(|| uid.to_string().into()),
+    };
+    let home = entry
+        .as_ref()
+        .map(|user| user.dir.clone())
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/"));
+    // As sshd: a home that is not there is not fatal, the shell starts in /.
+    let home = if home.is_dir() {
+        home
+    } else {
+        PathBuf::from("/")
+    };
+    let shell = entry
+        .map(|user| user.shell)
+        .filter(|shell| !shell.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("/bin/sh"));
+    Account { name, home, shell }
+}
+
+/// A login shell's `argv[0]`: `-` and the shell's file name (`-bash`).
+fn login_arg0(shell: &Path) -> OsString {
+    let name = shell.file_name().unwrap_or(shell.as_os_str());
+    let mut arg0 = OsString::from("-");
+    arg0.push(name);
+    arg0
+}
+
+/// A session running on a pty: its leader and the master's halves.
+#[derive(Debug)]
+pub struct PtySession {
+    /// The session leader (the shell); its pid is the session id.
+    pub child: Child,
+    /// The leader's pid, which is also the session id and (as `setsid` makes
+    /// it a group leader) its process group id.
+    pub pid: u32,
+    /// The slave's path (`/dev/pts/3`), as `RSH_TTY` tells the session.
+    pub tty: PathBuf,
+    /// The terminal's output (stdout and stderr of the session).
+    pub reader: PtyReader,
+    /// The terminal's input (what is typed).
+    pub writer: PtyWriter,
+    /// Resize and hangup.
+    pub control: PtyControl,
+}
+
+/// Starts `spec` on a new pty. `shell` runs commands (`SHELL -c COMMAND`);
+/// the login shell comes from the passwd entry.
+///
+/// # Errors
+/// [`PtyError::Open`] if no pty can be had, [`PtyError::Spawn`] if the
+/// program cannot be started (not there, not executable, bad directory).
+pub async fn spawn(spec: &PtySpec, shell: &Path) -> Result<PtySession, PtyError> {
+    let account = tokio::task::spawn_blocking(account)
+        .await
+        .map_err(|err| PtyError::Open(io::Error::other(err)))?;
+
+    let (pty, pts) = pty_process::open().map_err(|err| PtyError::Open(io_error(err)))?;
+    // Before the child starts, so its first look at the size is right.
+    pty.resize(size_of(spec.size))
+        .map_err(|err| PtyError::Open(io_error(err)))?;
+    let tty = nix::unistd::ttyname(pts.as_fd()).map_err(|err| PtyError::Open(err.into()))?;
+    // For resize and hangup while the halves are in other tasks.
+    // Close-on-exec (F_DUPFD_CLOEXEC), so no other child inherits the
+    // master and delays the hangup that its last close brings.
+    let control_fd = pty.as_fd().try_clone_to_owned().map_err(PtyError::Open)?;
+
+    let (mut command, program) = match &spec.program {
+        Program::LoginShell => (
+            pty_process::Command::new(&account.shell).arg0(login_arg0(&account.shell)),
+            account.shell.display().to_string(),
+        ),
+        Program::Command(line) => (
+            pty_process::Command::new(shell)
+                .arg("-c")
+                .arg(OsStr::from_bytes(line)),
+            shell.display().to_string(),
+        ),
+    };
+    let cwd = match spec
+        .cwd
+        .as_deref()
+        .map(|cwd| Path::new(OsStr::from_bytes(cwd)))
+    {
+        Some(cwd) => account.home.join(cwd),
+        None => account.home.clone(),
+    };
+    let term: &[u8] = if spec.term.is_empty() {
+        b"dumb"
+    } else {
+        &spec.term
+    };
+    command = command
+        .current_dir(&cwd)
+        .env("HOME", &account.home)
+        .env("USER", &account.name)
+        .env("LOGNAME", &account.name)
+        .env("SHELL", &account.shell);
+    for (key, value) in &spec.env {
+        command = command.env(OsStr::from_bytes(key), OsStr::from_bytes(value));
+    }
+    command = command
+        .env("TERM", OsStr::from_bytes(term))
+        .env("RSH_CONNECTION", spec.connection.to_env())
+        .env("RSH_TTY", &tty);
+
+    // Consumes `pts`: once the child has it, the parent holds no slave fd.
+    let child = command.spawn(pts).map_err(|err| PtyError::Spawn {
+        program: match &spec.cwd {
+            Some(_) => format!("{program} in {}", cwd.display()),
+            None => program,
+        },
+        source: io_error(err),
+    })?;
+    let Some(pid) = child.id() else {
+        return Err(PtyError::Spawn {
+            program: shell.display().to_string(),
+            source: io::Error::other("the child vanished at once"),
+        });
+    };
+    let (read, write) = pty.into_split();
+    Ok(PtySession {
+        child,
+        pid,
+        tty,
+        reader: PtyReader {
+            inner: read,
+            eof: false,
+        },
+        writer: PtyWriter { inner: write },
+        control: PtyControl {
+            master: Arc::new(control_fd),
+            sid: pid,
+        },
+    })
+}
+
+fn size_of(size: WindowSize) -> pty_process::Size {
+    pty_process::Size::new_with_pixel(size.rows, size.cols, size.xpixel, size.ypixel)
+}
+
+/// The read half of the master: the session's output.
+///
+/// `EIO`, which Linux returns once the last slave fd has closed, is end of
+/// file here, not an error.
+#[derive(Debug)]
+pub struct PtyReader {
+    inner: pty_process::OwnedReadPty,
+    eof: bool,
+}
+
+impl AsyncRead for PtyReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.eof {
+            return Poll::Ready(Ok(()));
+        }
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Err(err)) if err.raw_os_error() == Some(nix::libc::EIO) => {
+                self.eof = true;
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+/// The write half of the master: what is typed on the session's terminal.
+#[derive(Debug)]
+pub struct PtyWriter {
+    inner: pty_process::OwnedWritePty,
+}
+
+impl AsyncWrite for PtyWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    /// A terminal has no half-close: end of input is the EOF character
+    /// (Ctrl-D), which the client types or sends.
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Resizes and hangs up a session's terminal while its reader and writer are
+/// in other tasks. Holds its own fd of the master: the kernel's hangup on the
+/// master's last close comes only once this, the reader and the writer are
+/// all dropped; [`PtyControl::hangup`] does not wait for that.
+#[derive(Debug, Clone)]
+pub struct PtyControl {
+    master: Arc<OwnedFd>,
+    sid: u32,
+}
+
+impl PtyControl {
+    /// The session id (the leader's pid).
+    pub fn sid(&self) -> u32 {
+        self.sid
+    }
+
+    /// Sets the terminal's size (`TIOCSWINSZ`); the kernel sends SIGWINCH to
+    /// the foreground process group if the size changed.
+    ///
+    /// # Errors
+    /// The `ioctl`'s error (not expected on a pty we opened).
+    pub fn resize(&self, size: WindowSize) -> io::Result<()> {
+        rustix::termios::tcsetwinsize(
+            self.master.as_fd(),
+            rustix::termios::Winsize {
+                ws_row: size.rows,
+                ws_col: size.cols,
+                ws_xpixel: size.xpixel,
+                ws_ypixel: size.ypixel,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// The terminal's current size.
+    ///
+    /// # Errors
+    /// The `ioctl`'s error.
+    pub fn size(&self) -> io::Result<WindowSize> {
+        let size = rustix::termios::tcgetwinsize(self.master.as_fd())?;
+        Ok(WindowSize {
+            cols: size.ws_col,
+            rows: size.ws_row,
+            xpixel: size.ws_xpixel,
+            ypixel: size.ws_ypixel,
+        })
+    }
+
+    /// The terminal's foreground process group, if it has one.
+    pub fn foreground_group(&self) -> Option<u32> {
+        let pgrp = nix::unistd::tcgetpgrp(self.master.as_fd()).ok()?;
+        u32::try_from(pgrp.as_raw()).ok().filter(|&pgrp| pgrp > 0)
+    }
+
+    /// Hangs the terminal up as the kernel does when a modem line drops:
+    /// SIGHUP then SIGCONT to the foreground process group and to the
+    /// session leader. A shell passes SIGHUP on to its jobs and exits;
+    /// whatever ignores it is ended by [`hang_up`]'s sweep.
+    ///
+    /// The leader is signalled through its [`Child`], which has no pid once
+    /// reaped: a reaped leader's pid may already be someone else's.
+    pub fn hangup(&self, leader: &Child) {
+        let foreground = self
+            .foreground_group()
+            .and_then(|pgrp| i32::try_from(pgrp).ok());
+        let leader = leader
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .filter(|&pid| pid > 0 && Some(pid) != foreground);
+        for signal in [Signal::SIGHUP, Signal::SIGCONT] {
+            if let Some(pgrp) = foreground {
+                let _ = killpg(Pid::from_raw(pgrp), signal);
+            }
+            if let Some(pid) = leader {
+                let _ = kill(Pid::from_raw(pid), signal);
+            }
+        }
+    }
+}
+
+/// Ends a session whose client has gone: hangs the terminal up
+/// ([`PtyControl::hangup`], and drops `control`), gives the session `grace`
+/// to go on its own, then ends whatever of it is left, SIGTERM then SIGKILL
+/// after another `grace`, and reaps it. Returns the leader's exit status, if
+/// it could be had.
+///
+/// The reader and writer should be dropped (or be about to be) too: until
+/// the master's last fd closes, the kernel's own hangup does not happen,
+/// though the signals above have already been sent.
+pub async fn hang_up(
+    control: PtyControl,
+    leader: &mut Child,
+    grace: Duration,
+) -> Option<std::process::ExitStatus> {
+    let sid = control.sid;
+    control.hangup(leader);
+    drop(control);
+    // Bounded by `grace`; a shell that exits on SIGHUP ends it early.
+    let status = match tokio::time::timeout(grace, leader.wait()).await {
+        Ok(Ok(status)) => Some(status),
+        Ok(Err(_)) | Err(_) => None,
+    };
+    let swept = session::end_session(sid, leader, grace).await;
+    status.or(swept)
+}
+
+/// Ends what is left of a session whose leader has exited and been reaped,
+/// as sshd does when the shell of a pty session exits: background jobs still
+/// holding the terminal would otherwise keep its output open for ever.
+///
+/// The kernel has already sent SIGHUP to the foreground process group when
+/// the leader exited; this drops `control` and ends the other process
+/// groups of the session, SIGTERM then SIGKILL after `grace`, reaping them.
+/// Once they are gone, the reader reaches end of output.
+pub async fn sweep_after_exit(control: PtyControl, grace: Duration) {
+    let sid = control.sid;
+    drop(control);
+    session::sweep_session(sid, grace).await;
+}
+
+#[cfg(test)]
+mod tests;
