@@ -8,24 +8,34 @@
 //!   `unsafe`, so no `pre_exec` of ours). Job control, `/dev/tty`, Ctrl-C and
 //!   SIGWINCH then work as on a local terminal. The session id is the
 //!   child's pid.
+//! - **Spawning and reaping.** The child is a [`std::process::Child`]
+//!   started by `pty-process`'s blocking `Command` (std's, not tokio's: tokio
+//!   reaps its own children, which would race the server's one reaper). The
+//!   caller runs that spawn step itself ([`spawn_with`]), so a reaper can
+//!   register the pid under its lock; [`spawn`] just runs it. Nothing here
+//!   waits for any process.
 //! - **Output.** Stdout and stderr are the same slave, so there is one output
 //!   stream: the master. Once the last slave fd closes (the shell and every
 //!   job that inherited the terminal are gone), Linux answers a read on the
 //!   master with `EIO`: [`PtyReader`] turns that into end of file, as wezterm
 //!   does (`pty/src/unix.rs`). The parent keeps no slave fd, or the end would
-//!   never come.
+//!   never come. The master is non-blocking and registered with tokio
+//!   ([`tokio::io::unix::AsyncFd`]); reader, writer and [`PtyControl`] share
+//!   it, and it closes when the last of them is dropped.
 //! - **Size.** The initial size is set before the child starts, so its first
 //!   `stty size` is right; [`PtyControl::resize`] sets `TIOCSWINSZ` on the
 //!   master and the kernel sends SIGWINCH to the foreground process group.
 //! - **Hangup.** When the client goes away the session is hung up as a real
-//!   terminal is: [`PtyControl::hangup`] sends SIGHUP and SIGCONT to the
-//!   foreground process group and to the shell (what the kernel does when the
-//!   master's last fd closes; doing it ourselves does not depend on when the
-//!   reader and writer tasks drop their halves). A shell passes SIGHUP to its
-//!   jobs. After a grace, whatever is left of the *session* — other process
-//!   groups the shell's job control created included — is ended, SIGTERM then
-//!   SIGKILL, and reaped ([`crate::session`]). Nothing outlives the session
-//!   unless it left it on purpose (`setsid`).
+//!   terminal is ([`hang_up`]): SIGHUP and SIGCONT to the foreground process
+//!   group and to the shell (what the kernel does when the master's last fd
+//!   closes; doing it ourselves does not depend on when the reader and writer
+//!   tasks drop their halves). A shell passes SIGHUP on to its jobs. After a
+//!   grace, whatever is left of the *session* — other process groups the
+//!   shell's job control created included — gets SIGTERM, then SIGKILL
+//!   ([`crate::session`]). When the shell exits by itself, the jobs it left
+//!   would hold the terminal (and so the output) open for ever: as sshd
+//!   does, they are ended too ([`sweep_after_exit`]). Nothing outlives the
+//!   session unless it left it on purpose (`setsid`).
 //! - **Environment.** The daemon's own environment, then `HOME`, `USER`,
 //!   `LOGNAME` and `SHELL` from the passwd entry (as sshd sets them), then
 //!   the request's variables, then what the server knows to be true and the
@@ -37,20 +47,21 @@
 //! of this file for how a pty `Spawned` would look.
 
 use crate::session;
+use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::process::Child;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
 /// Why a pty session could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +81,8 @@ pub enum PtyError {
 }
 
 fn io_error(err: pty_process::Error) -> io::Error {
+    // More variants exist with pty-process's "async" feature.
+    #[allow(unreachable_patterns)]
     match err {
         pty_process::Error::Io(err) => err,
         pty_process::Error::Rustix(errno) => errno.into(),
@@ -228,14 +241,12 @@ fn login_arg0(shell: &Path) -> OsString {
     arg0
 }
 
-/// A session running on a pty: its leader and the master's halves.
+/// The terminal side of a session: the master's halves and its control.
 #[derive(Debug)]
-pub struct PtySession {
-    /// The session leader (the shell); its pid is the session id.
-    pub child: Child,
-    /// The leader's pid, which is also the session id and (as `setsid` makes
-    /// it a group leader) its process group id.
-    pub pid: u32,
+pub struct Terminal {
+    /// The session id: the leader's pid (and, as `setsid` makes it a group
+    /// leader, its process group id).
+    pub sid: u32,
     /// The slave's path (`/dev/pts/3`), as `RSH_TTY` tells the session.
     pub tty: PathBuf,
     /// The terminal's output (stdout and stderr of the session).
@@ -246,34 +257,58 @@ pub struct PtySession {
     pub control: PtyControl,
 }
 
-/// Starts `spec` on a new pty. `shell` runs commands (`SHELL -c COMMAND`);
-/// the login shell comes from the passwd entry.
+/// The spawn step [`spawn_with`] hands its caller: call it once, where the
+/// child must be started (a reaper's `spawn_with(|| start())`, say).
+pub type Start<'a> = Box<dyn FnOnce() -> io::Result<std::process::Child> + Send + 'a>;
+
+/// Starts `spec` on a new pty and returns the child and the terminal.
+/// `shell` runs commands (`SHELL -c COMMAND`); the login shell comes from
+/// the passwd entry. Nothing waits for the child: reaping it is the
+/// caller's.
+///
+/// # Errors
+/// As [`spawn_with`].
+pub async fn spawn(
+    spec: &PtySpec,
+    shell: &Path,
+) -> Result<(std::process::Child, Terminal), PtyError> {
+    spawn_with(spec, shell, |start| start()).await
+}
+
+/// Prepares `spec` on a new pty (sized, environment set), then has `run`
+/// perform the spawn by calling the [`Start`] it is given, and returns what
+/// `run` returned with the terminal. `run` should return the error of
+/// `Start` if it calls it and it fails.
 ///
 /// # Errors
 /// [`PtyError::Open`] if no pty can be had, [`PtyError::Spawn`] if the
-/// program cannot be started (not there, not executable, bad directory).
-pub async fn spawn(spec: &PtySpec, shell: &Path) -> Result<PtySession, PtyError> {
+/// program cannot be started (not there, not executable, bad directory),
+/// or `run` failed.
+pub async fn spawn_with<T>(
+    spec: &PtySpec,
+    shell: &Path,
+    run: impl FnOnce(Start<'_>) -> io::Result<T>,
+) -> Result<(T, Terminal), PtyError> {
     let account = tokio::task::spawn_blocking(account)
         .await
         .map_err(|err| PtyError::Open(io::Error::other(err)))?;
 
-    let (pty, pts) = pty_process::open().map_err(|err| PtyError::Open(io_error(err)))?;
+    let (pty, pts) = pty_process::blocking::open().map_err(|err| PtyError::Open(io_error(err)))?;
     // Before the child starts, so its first look at the size is right.
     pty.resize(size_of(spec.size))
         .map_err(|err| PtyError::Open(io_error(err)))?;
     let tty = nix::unistd::ttyname(pts.as_fd()).map_err(|err| PtyError::Open(err.into()))?;
-    // For resize and hangup while the halves are in other tasks.
-    // Close-on-exec (F_DUPFD_CLOEXEC), so no other child inherits the
+    // pty-process opened it close-on-exec: no other child inherits the
     // master and delays the hangup that its last close brings.
-    let control_fd = pty.as_fd().try_clone_to_owned().map_err(PtyError::Open)?;
+    let master = Master::new(OwnedFd::from(pty)).map_err(PtyError::Open)?;
 
     let (mut command, program) = match &spec.program {
         Program::LoginShell => (
-            pty_process::Command::new(&account.shell).arg0(login_arg0(&account.shell)),
+            pty_process::blocking::Command::new(&account.shell).arg0(login_arg0(&account.shell)),
             account.shell.display().to_string(),
         ),
         Program::Command(line) => (
-            pty_process::Command::new(shell)
+            pty_process::blocking::Command::new(shell)
                 .arg("-c")
                 .arg(OsStr::from_bytes(line)),
             shell.display().to_string(),
@@ -306,40 +341,78 @@ pub async fn spawn(spec: &PtySpec, shell: &Path) -> Result<PtySession, PtyError>
         .env("RSH_CONNECTION", spec.connection.to_env())
         .env("RSH_TTY", &tty);
 
-    // Consumes `pts`: once the child has it, the parent holds no slave fd.
-    let child = command.spawn(pts).map_err(|err| PtyError::Spawn {
+    let mut pid = None;
+    let start: Start<'_> = Box::new(|| {
+        // Consumes `pts`: once the child has it, the parent holds no slave.
+        let child = command.spawn(pts).map_err(io_error)?;
+        pid = Some(child.id());
+        Ok(child)
+    });
+    let started = run(start);
+    let spawn_error = |source| PtyError::Spawn {
         program: match &spec.cwd {
             Some(_) => format!("{program} in {}", cwd.display()),
-            None => program,
+            None => program.clone(),
         },
-        source: io_error(err),
-    })?;
-    let Some(pid) = child.id() else {
-        return Err(PtyError::Spawn {
-            program: shell.display().to_string(),
-            source: io::Error::other("the child vanished at once"),
-        });
+        source,
     };
-    let (read, write) = pty.into_split();
-    Ok(PtySession {
-        child,
-        pid,
-        tty,
-        reader: PtyReader {
-            inner: read,
-            eof: false,
+    let started = started.map_err(spawn_error)?;
+    let Some(sid) = pid else {
+        return Err(spawn_error(io::Error::other(
+            "the spawn step was not called",
+        )));
+    };
+    let master = Arc::new(master);
+    Ok((
+        started,
+        Terminal {
+            sid,
+            tty,
+            reader: PtyReader {
+                master: master.clone(),
+                eof: false,
+            },
+            writer: PtyWriter {
+                master: master.clone(),
+            },
+            control: PtyControl { master, sid },
         },
-        writer: PtyWriter { inner: write },
-        control: PtyControl {
-            master: Arc::new(control_fd),
-            sid: pid,
-        },
-    })
+    ))
 }
 
 fn size_of(size: WindowSize) -> pty_process::Size {
     pty_process::Size::new_with_pixel(size.rows, size.cols, size.xpixel, size.ypixel)
 }
+
+/// The master, non-blocking and registered with the runtime.
+#[derive(Debug)]
+struct Master(AsyncFd<OwnedFd>);
+
+impl Master {
+    fn new(fd: OwnedFd) -> io::Result<Master> {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?;
+        let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags))?;
+        // tokio deprecated the safe constructor because an arbitrary
+        // `AsRawFd` may close or change its fd while registered; the
+        // replacement, `register`, is `unsafe`, which the workspace denies.
+        // An `OwnedFd` meets `register`'s contract by construction: the fd
+        // is open and the same for as long as the `AsyncFd` owns it.
+        #[allow(deprecated)]
+        let registered = AsyncFd::new(fd)?;
+        Ok(Master(registered))
+    }
+
+    fn fd(&self) -> &OwnedFd {
+        self.0.get_ref()
+    }
+}
+
+/// Most bytes asked for in one read: the kernel hands out a few KiB of pty
+/// output per read, and a larger buffer would only be zeroed for nothing
+/// when the caller's is not initialized yet.
+const MAX_READ: usize = 64 * 1024;
 
 /// The read half of the master: the session's output.
 ///
@@ -347,8 +420,56 @@ fn size_of(size: WindowSize) -> pty_process::Size {
 /// file here, not an error.
 #[derive(Debug)]
 pub struct PtyReader {
-    inner: pty_process::OwnedReadPty,
+    master: Arc<Master>,
     eof: bool,
+}
+
+/// One read; `Ok(0)` at the end (EIO).
+fn read_master(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    match nix::unistd::read(fd.as_raw_fd(), buf) {
+        Ok(n) => Ok(n),
+        Err(Errno::EIO) => Ok(0),
+        Err(errno) => Err(errno.into()),
+    }
+}
+
+impl PtyReader {
+    /// Waits until a read would not block (output, or the end, is there).
+    ///
+    /// # Errors
+    /// The runtime's (its reactor is gone).
+    pub async fn readable(&self) -> io::Result<()> {
+        if self.eof {
+            return Ok(());
+        }
+        self.master.0.readable().await.map(|_| ())
+    }
+
+    /// Reads what is there without waiting: `Ok(0)` is the end of output,
+    /// `WouldBlock` that nothing is there yet.
+    ///
+    /// # Errors
+    /// `WouldBlock`, or the read's error (not EIO, which is the end).
+    pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.eof || buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            // A WouldBlock from the read clears the readiness tokio cached.
+            match self
+                .master
+                .0
+                .try_io(Interest::READABLE, |fd| read_master(fd, buf))
+            {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(0);
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
 }
 
 impl AsyncRead for PtyReader {
@@ -357,52 +478,84 @@ impl AsyncRead for PtyReader {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.eof {
+        if self.eof || buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(Err(err)) if err.raw_os_error() == Some(nix::libc::EIO) => {
-                self.eof = true;
-                Poll::Ready(Ok(()))
+        loop {
+            let mut guard = ready!(self.master.0.poll_read_ready(cx))?;
+            let want = buf.remaining().min(MAX_READ);
+            let unfilled = buf.initialize_unfilled_to(want);
+            match guard.try_io(|fd| read_master(fd.get_ref(), unfilled)) {
+                Ok(Ok(0)) => {
+                    self.eof = true;
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(err)) => return Poll::Ready(Err(err)),
+                Err(_would_block) => continue,
             }
-            other => other,
         }
+    }
+}
+
+impl AsRawFd for PtyReader {
+    fn as_raw_fd(&self) -> RawFd {
+        self.master.fd().as_raw_fd()
     }
 }
 
 /// The write half of the master: what is typed on the session's terminal.
+///
+/// Shutting it down does nothing: a terminal has no half-close; its end of
+/// input is the EOF character (Ctrl-D), typed like any other.
 #[derive(Debug)]
 pub struct PtyWriter {
-    inner: pty_process::OwnedWritePty,
+    master: Arc<Master>,
 }
 
 impl AsyncWrite for PtyWriter {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        loop {
+            let mut guard = ready!(self.master.0.poll_write_ready(cx))?;
+            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), buf).map_err(io::Error::from))
+            {
+                Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(result) => return Poll::Ready(result),
+                Err(_would_block) => continue,
+            }
+        }
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 
-    /// A terminal has no half-close: end of input is the EOF character
-    /// (Ctrl-D), which the client types or sends.
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsRawFd for PtyWriter {
+    fn as_raw_fd(&self) -> RawFd {
+        self.master.fd().as_raw_fd()
     }
 }
 
 /// Resizes and hangs up a session's terminal while its reader and writer are
-/// in other tasks. Holds its own fd of the master: the kernel's hangup on the
-/// master's last close comes only once this, the reader and the writer are
-/// all dropped; [`PtyControl::hangup`] does not wait for that.
+/// in other tasks. Shares the master with them: the kernel's own hangup on
+/// the master's last close comes only once all three are dropped;
+/// [`PtyControl::hangup`] does not wait for that.
 #[derive(Debug, Clone)]
 pub struct PtyControl {
-    master: Arc<OwnedFd>,
+    master: Arc<Master>,
     sid: u32,
 }
 
@@ -419,7 +572,7 @@ impl PtyControl {
     /// The `ioctl`'s error (not expected on a pty we opened).
     pub fn resize(&self, size: WindowSize) -> io::Result<()> {
         rustix::termios::tcsetwinsize(
-            self.master.as_fd(),
+            self.master.fd(),
             rustix::termios::Winsize {
                 ws_row: size.rows,
                 ws_col: size.cols,
@@ -435,7 +588,7 @@ impl PtyControl {
     /// # Errors
     /// The `ioctl`'s error.
     pub fn size(&self) -> io::Result<WindowSize> {
-        let size = rustix::termios::tcgetwinsize(self.master.as_fd())?;
+        let size = rustix::termios::tcgetwinsize(self.master.fd())?;
         Ok(WindowSize {
             cols: size.ws_col,
             rows: size.ws_row,
@@ -444,9 +597,9 @@ impl PtyControl {
         })
     }
 
-    /// The terminal's foreground process group, if it has one.
+    /// The terminal's foreground process group, while the session has one.
     pub fn foreground_group(&self) -> Option<u32> {
-        let pgrp = nix::unistd::tcgetpgrp(self.master.as_fd()).ok()?;
+        let pgrp = nix::unistd::tcgetpgrp(self.master.fd()).ok()?;
         u32::try_from(pgrp.as_raw()).ok().filter(|&pgrp| pgrp > 0)
     }
 
@@ -455,16 +608,19 @@ impl PtyControl {
     /// session leader. A shell passes SIGHUP on to its jobs and exits;
     /// whatever ignores it is ended by [`hang_up`]'s sweep.
     ///
-    /// The leader is signalled through its [`Child`], which has no pid once
-    /// reaped: a reaped leader's pid may already be someone else's.
-    pub fn hangup(&self, leader: &Child) {
+    /// The leader is signalled only while it is still a member of its
+    /// session (running or a zombie not yet reaped): once reaped, its pid may
+    /// be someone else's.
+    pub fn hangup(&self) {
         let foreground = self
             .foreground_group()
             .and_then(|pgrp| i32::try_from(pgrp).ok());
-        let leader = leader
-            .id()
-            .and_then(|pid| i32::try_from(pid).ok())
-            .filter(|&pid| pid > 0 && Some(pid) != foreground);
+        let leader_there = session::members(self.sid)
+            .iter()
+            .any(|member| member.pid == self.sid);
+        let leader = i32::try_from(self.sid)
+            .ok()
+            .filter(|&pid| leader_there && pid > 0 && Some(pid) != foreground);
         for signal in [Signal::SIGHUP, Signal::SIGCONT] {
             if let Some(pgrp) = foreground {
                 let _ = killpg(Pid::from_raw(pgrp), signal);
@@ -477,43 +633,42 @@ impl PtyControl {
 }
 
 /// Ends a session whose client has gone: hangs the terminal up
-/// ([`PtyControl::hangup`], and drops `control`), gives the session `grace`
-/// to go on its own, then ends whatever of it is left, SIGTERM then SIGKILL
-/// after another `grace`, and reaps it. Returns the leader's exit status, if
-/// it could be had.
+/// ([`PtyControl::hangup`]) and drops `control`, gives the session `grace`
+/// to end on its own, then ends whatever of it is left, SIGTERM then SIGKILL
+/// after another `grace` ([`session::end_session`]). Returns once no member
+/// is running; reaping the leader (and the orphans) is the caller's.
 ///
-/// The reader and writer should be dropped (or be about to be) too: until
-/// the master's last fd closes, the kernel's own hangup does not happen,
-/// though the signals above have already been sent.
-pub async fn hang_up(
-    control: PtyControl,
-    leader: &mut Child,
-    grace: Duration,
-) -> Option<std::process::ExitStatus> {
+/// The reader and writer should be dropped too: until the master's last fd
+/// closes, the kernel's own hangup does not happen, though the signals above
+/// have already been sent.
+pub async fn hang_up(control: PtyControl, grace: Duration) {
     let sid = control.sid;
-    control.hangup(leader);
+    // `members` reads /proc: off the runtime's threads.
+    let control = tokio::task::spawn_blocking(move || {
+        control.hangup();
+        control
+    })
+    .await;
     drop(control);
     // Bounded by `grace`; a shell that exits on SIGHUP ends it early.
-    let status = match tokio::time::timeout(grace, leader.wait()).await {
-        Ok(Ok(status)) => Some(status),
-        Ok(Err(_)) | Err(_) => None,
-    };
-    let swept = session::end_session(sid, leader, grace).await;
-    status.or(swept)
+    if session::wait_empty(sid, grace).await {
+        return;
+    }
+    session::end_session(sid, grace).await;
 }
 
-/// Ends what is left of a session whose leader has exited and been reaped,
-/// as sshd does when the shell of a pty session exits: background jobs still
-/// holding the terminal would otherwise keep its output open for ever.
+/// Ends what is left of a session whose leader has exited, as sshd does
+/// when the shell of a pty session exits: background jobs still holding the
+/// terminal would otherwise keep its output open for ever.
 ///
 /// The kernel has already sent SIGHUP to the foreground process group when
 /// the leader exited; this drops `control` and ends the other process
-/// groups of the session, SIGTERM then SIGKILL after `grace`, reaping them.
-/// Once they are gone, the reader reaches end of output.
+/// groups of the session, SIGTERM then SIGKILL after `grace`. Once they are
+/// gone, the reader reaches end of output.
 pub async fn sweep_after_exit(control: PtyControl, grace: Duration) {
     let sid = control.sid;
     drop(control);
-    session::sweep_session(sid, grace).await;
+    session::end_session(sid, grace).await;
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Ending a whole Unix session (`setsid`) and reaping it.
+//! Ending a whole Unix session (`setsid`): finding its members, signalling
+//! them, waiting for them to go.
 //!
 //! A terminal session's shell puts each job in its own process group, so
 //! ending "the command's process group" ([`crate::process_group`]) no longer
@@ -16,17 +17,16 @@
 //! Processes that left with `setsid` have another session id and are not
 //! touched: they left on purpose.
 //!
-//! Members that become zombies are reaped here when they are our children
-//! (orphans are re-parented to us when the daemon is the subreaper, see
-//! [`crate::process_group::become_subreaper`]); the leader is never reaped
-//! here but through its [`Child`], so tokio keeps its exit status.
+//! Nothing is reaped here: a zombie member counts as gone. The leader's
+//! status belongs to whoever spawned it, and the orphans a session leaves
+//! are re-parented to the daemon (the subreaper, see
+//! [`crate::process_group::become_subreaper`]), whose one reaper waits for
+//! every child; waiting here as well would race it for statuses.
 
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 use std::time::Duration;
-use tokio::process::Child;
 use tokio::time::Instant;
 
 /// Poll interval while waiting for a session to empty.
@@ -134,91 +134,35 @@ fn signal_members(members: &[Member], signal: Signal) -> usize {
         .count()
 }
 
-/// Reaps the session's zombies that are our children, except the leader
-/// (`sid` itself), whose status belongs to its [`Child`].
-fn reap_members(sid: u32, members: &[Member]) {
-    for member in members {
-        if !member.zombie || member.pid == sid {
-            continue;
-        }
-        let Ok(raw) = i32::try_from(member.pid) else {
-            continue;
-        };
-        // ECHILD: not ours (its parent, still in the session, or init
-        // reaps it). Either way there is nothing more to do here.
-        let _ = waitpid(Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG));
-    }
-}
-
-/// Whether any member other than zombies we cannot reap is left.
+/// Whether any member is left that is not a zombie.
 fn any_alive(members: &[Member]) -> bool {
     members.iter().any(|member| !member.zombie)
 }
 
 /// Ends the session: SIGTERM (with SIGCONT, so stopped jobs can act on it)
-/// to every member, then SIGKILL to whatever is left after `grace`. Reaps
-/// the leader through `leader` and returns its exit status, if it could be
-/// had; reaps the other members that are our children.
-///
-/// Bounded: at most `grace` plus [`KILL_ROUNDS`] polls.
-pub async fn end_session(
-    sid: u32,
-    leader: &mut Child,
-    grace: Duration,
-) -> Option<std::process::ExitStatus> {
-    let mut status = leader.try_wait().ok().flatten();
+/// to every live member, the leader included if it is still running; then
+/// SIGKILL to whatever is left after `grace`. Returns once no member is left
+/// running (zombies wait for their reaper), or when the bounded wait after
+/// SIGKILL is over (a process in uninterruptible sleep): at most `grace`
+/// plus [`KILL_ROUNDS`] polls.
+pub async fn end_session(sid: u32, grace: Duration) {
     let found = members_async(sid).await;
-    reap_members(sid, &found);
-    if any_alive(&found) || status.is_none() {
-        signal_all(&found, leader, Signal::SIGTERM);
-        signal_all(&found, leader, Signal::SIGCONT);
-        let deadline = Instant::now() + grace;
-        loop {
-            if status.is_none() {
-                status = leader.try_wait().ok().flatten();
-            }
-            let found = members_async(sid).await;
-            reap_members(sid, &found);
-            if status.is_some() && !any_alive(&found) {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        let found = members_async(sid).await;
-        signal_all(&found, leader, Signal::SIGKILL);
-        reap_after_kill(sid).await;
+    if !any_alive(&found) {
+        return;
     }
-    match status {
-        Some(status) => Some(status),
-        // Bounded, though it cannot take long: the leader got SIGKILL.
-        None => tokio::time::timeout(POLL * KILL_ROUNDS as u32, leader.wait())
-            .await
-            .ok()
-            .and_then(Result::ok),
-    }
-}
-
-/// Signals the live members and the leader, even if `/proc` did not show
-/// it (a `Child` that is not yet reaped has its pid; once reaped, none).
-fn signal_all(members: &[Member], leader: &Child, signal: Signal) {
-    signal_members(members, signal);
-    if let Some(pid) = leader.id() {
-        if !members.iter().any(|member| member.pid == pid) {
-            signal_pid(pid, signal);
+    signal_members(&found, Signal::SIGTERM);
+    signal_members(&found, Signal::SIGCONT);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+        if !any_alive(&members_async(sid).await) {
+            return;
         }
     }
-}
-
-/// After SIGKILL, members die at once (unless in uninterruptible sleep);
-/// reap them as they do, and SIGKILL anything that joined meanwhile (a
-/// fork that was under way).
-async fn reap_after_kill(sid: u32) {
+    // SIGKILL again each round: a fork that was under way may have added a
+    // member since.
     for _ in 0..KILL_ROUNDS {
         let found = members_async(sid).await;
-        reap_members(sid, &found);
         if !any_alive(&found) {
             return;
         }
@@ -227,29 +171,19 @@ async fn reap_after_kill(sid: u32) {
     }
 }
 
-/// Ends what is left of a session whose leader has already been reaped
-/// (background jobs of a shell that exited): SIGTERM, then SIGKILL after
-/// `grace`, reaping as they go.
-pub async fn sweep_session(sid: u32, grace: Duration) {
-    let found = members_async(sid).await;
-    reap_members(sid, &found);
-    if !any_alive(&found) {
-        return;
-    }
-    signal_members(&found, Signal::SIGTERM);
-    signal_members(&found, Signal::SIGCONT);
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        let found = members_async(sid).await;
-        reap_members(sid, &found);
-        if !any_alive(&found) {
-            return;
+/// Waits up to `limit` for the session to end on its own (every member gone
+/// or a zombie); whether it did.
+pub async fn wait_empty(sid: u32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if !any_alive(&members_async(sid).await) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
         }
         tokio::time::sleep(POLL).await;
     }
-    let found = members_async(sid).await;
-    signal_members(&found, Signal::SIGKILL);
-    reap_after_kill(sid).await;
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The pty mechanism against real shells on real pseudo-terminals.
 
 use super::*;
-use nix::errno::Errno;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use std::os::unix::process::ExitStatusExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{timeout, Instant};
 
@@ -27,9 +28,16 @@ fn command(line: &str) -> PtySpec {
     spec(Program::Command(line.as_bytes().to_vec()))
 }
 
-async fn start(spec: &PtySpec) -> PtySession {
+/// A started session: its leader (never waited for by the module) and its
+/// terminal.
+struct Session {
+    child: std::process::Child,
+    terminal: Terminal,
+}
+
+async fn start(spec: &PtySpec) -> Session {
     match spawn(spec, Path::new("/bin/sh")).await {
-        Ok(session) => session,
+        Ok((child, terminal)) => Session { child, terminal },
         Err(err) => panic!("cannot start a pty session: {err}"),
     }
 }
@@ -74,11 +82,39 @@ async fn read_to_eof(reader: &mut PtyReader, out: &mut Vec<u8>) {
     }
 }
 
-async fn exit_status(child: &mut Child) -> std::process::ExitStatus {
-    match timeout(LIMIT, child.wait()).await {
-        Ok(Ok(status)) => status,
-        Ok(Err(err)) => panic!("cannot wait for the session leader: {err}"),
-        Err(_) => panic!("the session leader did not exit within {LIMIT:?}"),
+/// The leader's exit status, polled without blocking the runtime (bounded).
+async fn exit_status(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status,
+            Ok(None) => {}
+            Err(err) => panic!("cannot wait for the session leader: {err}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the session leader did not exit within {LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits (bounded) for an orphan adopted by this process (a subreaper) to
+/// end, and reaps it; how it ended.
+async fn reap_orphan(pid: u32) -> WaitStatus {
+    let pid = Pid::from_raw(i32::try_from(pid).expect("pid"));
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(status) => return status,
+            Err(err) => panic!("{pid} is not an adopted child: {err}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pid} still running {LIMIT:?} after the session ended"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -91,9 +127,9 @@ fn text(out: &[u8]) -> String {
 async fn tty_names_the_pts_device_it_runs_on() {
     let mut session = start(&command(r#"tty; echo "RSH_TTY=$RSH_TTY""#)).await;
     let mut out = Vec::new();
-    read_to_eof(&mut session.reader, &mut out).await;
+    read_to_eof(&mut session.terminal.reader, &mut out).await;
     let out = text(&out);
-    let tty = session.tty.display().to_string();
+    let tty = session.terminal.tty.display().to_string();
     assert!(tty.starts_with("/dev/pts/"), "{tty}");
     assert!(out.contains(&format!("{tty}\n")), "{out:?}");
     assert!(out.contains(&format!("RSH_TTY={tty}\n")), "{out:?}");
@@ -110,7 +146,7 @@ async fn stty_size_shows_the_initial_size_and_winch_brings_the_new_one() {
     ))
     .await;
     let mut out = Vec::new();
-    assert!(read_until(&mut session.reader, &mut out, b"ready\r\n").await);
+    assert!(read_until(&mut session.terminal.reader, &mut out, b"ready\r\n").await);
     assert!(text(&out).starts_with("30 100\n"), "{:?}", text(&out));
 
     let new = WindowSize {
@@ -119,9 +155,9 @@ async fn stty_size_shows_the_initial_size_and_winch_brings_the_new_one() {
         xpixel: 960,
         ypixel: 640,
     };
-    session.control.resize(new).expect("resize");
-    assert_eq!(session.control.size().ok(), Some(new));
-    read_to_eof(&mut session.reader, &mut out).await;
+    session.terminal.control.resize(new).expect("resize");
+    assert_eq!(session.terminal.control.size().ok(), Some(new));
+    read_to_eof(&mut session.terminal.reader, &mut out).await;
     assert!(text(&out).ends_with("ready\n40 120\n"), "{:?}", text(&out));
     assert_eq!(exit_status(&mut session.child).await.code(), Some(0));
 }
@@ -131,7 +167,7 @@ async fn two_megabytes_of_output_arrive_whole_before_the_end() {
     let lines = 330_000;
     let mut session = start(&command(&format!("seq 1 {lines}"))).await;
     let mut out = Vec::new();
-    read_to_eof(&mut session.reader, &mut out).await;
+    read_to_eof(&mut session.terminal.reader, &mut out).await;
     let expected: String = (1..=lines).map(|n| format!("{n}\n")).collect();
     assert!(expected.len() > 2_000_000);
     let got = text(&out);
@@ -144,12 +180,13 @@ async fn two_megabytes_of_output_arrive_whole_before_the_end() {
 async fn a_line_written_to_the_master_is_read_on_the_terminal() {
     let mut session = start(&command(r#"read line; echo "got:$line""#)).await;
     session
+        .terminal
         .writer
         .write_all(b"hello world\n")
         .await
         .expect("write to the master");
     let mut out = Vec::new();
-    read_to_eof(&mut session.reader, &mut out).await;
+    read_to_eof(&mut session.terminal.reader, &mut out).await;
     let out = text(&out);
     // The terminal echoes what is typed, then the command answers.
     assert!(out.contains("hello world\ngot:hello world\n"), "{out:?}");
@@ -166,7 +203,7 @@ async fn the_environment_says_where_the_session_comes_from() {
     ];
     let mut session = start(&spec).await;
     let mut out = Vec::new();
-    read_to_eof(&mut session.reader, &mut out).await;
+    read_to_eof(&mut session.terminal.reader, &mut out).await;
     let account = account();
     let name = account.name.to_string_lossy();
     let expected = format!(
@@ -211,12 +248,13 @@ async fn the_login_shell_is_the_passwd_shell_as_a_login_shell_at_home() {
     // Typed into the shell: the echo of the typed line shows `$0` and
     // `$(pwd)` unexpanded, so only the answers match below.
     session
+        .terminal
         .writer
         .write_all(b"echo \"A=$0\"; echo \"P=$(pwd)\"; exit\n")
         .await
         .expect("write to the master");
     let mut out = Vec::new();
-    read_to_eof(&mut session.reader, &mut out).await;
+    read_to_eof(&mut session.terminal.reader, &mut out).await;
     let out = text(&out);
     let name = shell
         .file_name()
@@ -235,72 +273,96 @@ async fn the_login_shell_is_the_passwd_shell_as_a_login_shell_at_home() {
 
 #[tokio::test]
 async fn hangup_ends_the_whole_session_background_jobs_included() {
-    // Orphans come to us, so they are reaped here and their pids really go.
-    crate::process_group::become_subreaper();
+    // Orphans come to this process, so the test can see how they ended.
+    assert!(crate::process_group::become_subreaper());
     // Job control on: the background sleep gets a process group of its own,
-    // which the shell's process group does not reach; dash does not pass
-    // SIGHUP on to it.
+    // which neither the hangup's SIGHUP to the foreground group nor a
+    // killpg of the shell's group reaches; dash does not pass SIGHUP on.
     let mut session = start(&command(r#"set -m; sleep 100 & echo "bg=$!"; sleep 100"#)).await;
-    let sid = session.pid;
-    let mut out = Vec::new();
-    assert!(read_until(&mut session.reader, &mut out, b"\r\n").await);
-    let out = text(&out);
-    let background: u32 = out
-        .lines()
-        .find_map(|line| line.strip_prefix("bg="))
-        .and_then(|pid| pid.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no bg= line in {out:?}"));
+    let sid = session.terminal.sid;
+    let background = background_pid(&mut session).await;
     let member = session::members(sid)
         .into_iter()
         .find(|member| member.pid == background);
     let member = member.expect("the background job is in the session");
     assert_ne!(member.pgrp, sid, "the job has a process group of its own");
 
-    let PtySession {
+    let Session {
         mut child,
+        terminal,
+    } = session;
+    let Terminal {
         reader,
         writer,
         control,
         ..
-    } = session;
+    } = terminal;
     drop(reader);
     drop(writer);
-    hang_up(control, &mut child, Duration::from_millis(500)).await;
+    hang_up(control, Duration::from_millis(500)).await;
 
-    let pid = Pid::from_raw(i32::try_from(background).expect("pid"));
-    let deadline = Instant::now() + LIMIT;
-    while kill(pid, None) != Err(Errno::ESRCH) {
-        assert!(
-            Instant::now() < deadline,
-            "background job {background} still there after the hangup"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     assert!(session::session_members(sid).is_empty());
+    // The shell died of the hangup; the job of the sweep's SIGTERM.
+    assert_eq!(
+        exit_status(&mut child).await.signal(),
+        Some(Signal::SIGHUP as i32)
+    );
+    assert_eq!(
+        reap_orphan(background).await,
+        WaitStatus::Signaled(
+            Pid::from_raw(i32::try_from(background).expect("pid")),
+            Signal::SIGTERM,
+            false
+        )
+    );
+}
+
+/// Reads the `bg=PID` line the session prints first.
+async fn background_pid(session: &mut Session) -> u32 {
+    let mut out = Vec::new();
+    assert!(read_until(&mut session.terminal.reader, &mut out, b"\r\n").await);
+    text(&out)
+        .lines()
+        .find_map(|line| line.strip_prefix("bg="))
+        .and_then(|pid| pid.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no bg= line in {:?}", text(&out)))
 }
 
 #[tokio::test]
 async fn a_job_left_running_at_exit_is_swept_and_the_output_then_ends() {
-    crate::process_group::become_subreaper();
+    assert!(crate::process_group::become_subreaper());
     // The shell exits at once; its background job (own process group, so
     // the kernel's SIGHUP to the foreground group at the leader's exit does
     // not reach it) still holds the terminal open.
     let mut session = start(&command(r#"set -m; sleep 100 & echo "bg=$!""#)).await;
-    let sid = session.pid;
-    let mut out = Vec::new();
-    assert!(read_until(&mut session.reader, &mut out, b"\r\n").await);
-    let background: u32 = text(&out)
-        .lines()
-        .find_map(|line| line.strip_prefix("bg="))
-        .and_then(|pid| pid.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no bg= line in {:?}", text(&out)));
+    let sid = session.terminal.sid;
+    let background = background_pid(&mut session).await;
     assert!(exit_status(&mut session.child).await.success());
     assert!(session::session_members(sid).contains(&background));
 
-    sweep_after_exit(session.control, Duration::from_millis(500)).await;
+    sweep_after_exit(session.terminal.control, Duration::from_millis(500)).await;
     assert!(session::session_members(sid).is_empty());
-    let pid = Pid::from_raw(i32::try_from(background).expect("pid"));
-    assert_eq!(kill(pid, None), Err(Errno::ESRCH), "reaped, not a zombie");
+    assert!(matches!(
+        reap_orphan(background).await,
+        WaitStatus::Signaled(_, Signal::SIGTERM, _)
+    ));
     // The last slave fd went with the job: end of output.
-    read_to_eof(&mut session.reader, &mut out).await;
+    let mut out = Vec::new();
+    read_to_eof(&mut session.terminal.reader, &mut out).await;
+}
+
+#[tokio::test]
+async fn a_directory_that_is_not_there_is_a_clear_error() {
+    let mut spec = command("true");
+    spec.cwd = Some(b"/nonexistent/rsh-test".to_vec());
+    match spawn(&spec, Path::new("/bin/sh")).await {
+        Ok(_) => panic!("started in a directory that is not there"),
+        Err(err) => {
+            let message = err.to_string();
+            assert!(
+                message.starts_with("cannot run /bin/sh in /nonexistent/rsh-test: "),
+                "{message}"
+            );
+        }
+    }
 }
