@@ -197,17 +197,22 @@ pub struct PtySpec {
 }
 
 /// The server user, as the passwd entry (or, failing that, the daemon's
-/// environment) describes them.
+/// environment) describes them. Also what a login shell on pipes (a v2
+/// `login_shell` request without a pty) needs.
 #[derive(Debug, Clone)]
-struct Account {
-    name: OsString,
-    home: PathBuf,
-    shell: PathBuf,
+pub struct Account {
+    /// User name (`USER`, `LOGNAME`).
+    pub name: OsString,
+    /// Home directory (`HOME`, and where sessions start); `/` if the
+    /// passwd entry's is not a directory, as sshd does.
+    pub home: PathBuf,
+    /// Login shell (`SHELL`); `/bin/sh` if the entry has none.
+    pub shell: PathBuf,
 }
 
-/// Looks the server user up. Blocking (NSS may ask a directory server): call
-/// it off the runtime.
-fn account() -> Account {
+/// Looks the server user (the effective uid) up. Blocking (NSS may ask a
+/// directory server): call it off the runtime.
+pub fn account() -> Account {
     let uid = nix::unistd::geteuid();
     let entry = nix::unistd::User::from_uid(uid).ok().flatten();
     let name = match &entry {
@@ -233,8 +238,9 @@ fn account() -> Account {
     Account { name, home, shell }
 }
 
-/// A login shell's `argv[0]`: `-` and the shell's file name (`-bash`).
-fn login_arg0(shell: &Path) -> OsString {
+/// A login shell's `argv[0]`: `-` and the shell's file name (`-bash`), as
+/// login and sshd start it, so it reads the profile.
+pub fn login_arg0(shell: &Path) -> OsString {
     let name = shell.file_name().unwrap_or(shell.as_os_str());
     let mut arg0 = OsString::from("-");
     arg0.push(name);
@@ -670,6 +676,94 @@ pub async fn sweep_after_exit(control: PtyControl, grace: Duration) {
     drop(control);
     session::end_session(sid, grace).await;
 }
+
+// INTEGRATION: how a pty becomes "a second way to spawn" for command.rs's
+// spawn → supervise → finish (written against h/proc's `Spawned`, `Input`,
+// `Output`, `Reaper`, `LeaderExit` and h/v2's `Exec { pty, login_shell }`,
+// `PtyRequest`, `PtySize`, `Frame::Resize`; adjust names to what lands).
+//
+// 1. The reaper runs the spawn step, so the leader's status is its alone
+//    (reaper.rs: `spawn` with `command.spawn()` replaced by `start()`):
+//
+//        pub fn spawn_with(&self, start: impl FnOnce() -> io::Result<Child>)
+//            -> io::Result<(Child, LeaderExit)> { /* as spawn */ }
+//
+// 2. command.rs, beside `spawn_piped`:
+//
+//        async fn spawn_pty(exec: &Exec, pty: &PtyRequest, ctx: &CommandContext)
+//            -> Result<Spawned, String> {
+//            let spec = pty::PtySpec {
+//                program: if exec.login_shell { pty::Program::LoginShell }
+//                         else { pty::Program::Command(exec.command.clone()) },
+//                term: pty.term.clone(),
+//                size: window_size(pty.size),       // PtySize -> WindowSize
+//                cwd: exec.cwd.clone(),
+//                env: exec.env.clone(),
+//                connection: ctx.connection.clone(), // new CommandContext field
+//            };
+//            let ((child, leader), terminal) =
+//                pty::spawn_with(&spec, &ctx.config.shell, |start| ctx.reaper.spawn_with(start))
+//                    .await
+//                    .map_err(|err| err.to_string())?;   // -> ExitStatus::FailedToStart
+//            drop(child);                                // the reaper has its pid
+//            let control = terminal.control.clone();
+//            Ok(Spawned {
+//                pgid: terminal.sid,                     // also the session id
+//                stdin: Input::Pty(terminal.writer),
+//                outputs: vec![(Stream::Stdout, Output::Pty(terminal.reader))],
+//                resize: Some(Box::new(move |size| control.resize(size))),
+//                ending: Ending::Session(terminal.control),  // new field, see 4.
+//                leader,
+//            })
+//        }
+//
+//    `Resize` should take the whole size (pixels too), not (cols, rows).
+//    `Input::Pty(PtyWriter)`: `write_all` as for the pipe; no pipe resizing
+//    on its fd. Stdin EOF from the client under a pty: drop the writer or
+//    keep it, nothing more (no half-close on a terminal; a client that
+//    wants the remote `cat` to end types Ctrl-D, which is just a byte).
+//    `Output::Pty(PtyReader)`: `readable()` as is; `try_read_buf` reads
+//    into the block with `try_read(&mut [u8])` (Ok(0) is the end: EIO);
+//    no `enlarge_pipe` (not a pipe). Output credit as for pipes.
+//
+// 3. supervise, for `Ending::Session`:
+//    - The shell exited: do not linger. As sshd does, end what it left now:
+//      `pty::sweep_after_exit(control.clone(), grace)` (spawned, or in the
+//      select), since a job left running holds the slave and the output
+//      would never reach EIO. The kernel has already hung up the
+//      foreground group at the leader's exit. Output still buffered in the
+//      pty is read before the EIO, then `Outcome::Finished(status)`.
+//    - `Frame::Signal`: to the terminal's foreground group
+//      (`control.foreground_group()`, killpg), where a typed Ctrl-C goes,
+//      not to the shell's own group.
+//    - `Frame::Resize` on this channel: `resize(size)`; an error is a
+//      `warn!`, never fatal. On a channel without a pty: ignored (v2 doc).
+//
+// 4. finish, for `Ending::Session(control)`: ClientGone, TimedOut,
+//    ShutdownGraceOver and LeaderLost call `pty::hang_up(control, grace)`
+//    instead of `process_group::terminate`, then take the leader's status
+//    from `leader.wait()` (bounded: it has been SIGKILLed if it was still
+//    there). The leftover sweep after Finished is
+//    `session::end_session(sid, grace)` when
+//    `!session::session_members(sid).is_empty()`, instead of
+//    `process_group::group_exists` / `sweep`. Orphans the session leaves
+//    are adopted and reaped by the subreaper's reaper; session.rs only
+//    signals and watches.
+//
+// 5. `ConnectionInfo` per connection, built by the listener:
+//    `Tcp { client: peer_addr, server: local_addr }`, or
+//    `Unix { uid: cred.uid(), pid: cred.pid(), socket: bound path }`.
+//
+// 6. v2 `login_shell` without a pty (`rsh-client DEST < script.sh`): a
+//    piped spawn of `account().shell` with `arg0(login_arg0(..))` in
+//    `account().home` (look it up in spawn_blocking); no terminal, so no
+//    job control, and the process-group ending stays right for it.
+//
+// 7. Tests the issue asks for at that point (real client on a real pty,
+//    Unix socket and TLS): `cd /tmp; pwd`, variables across lines, `tty`,
+//    `stty size` and resize, /dev/tty read, Ctrl-C of a remote sleep, `~.`
+//    leaving no process of the session within 2 s (by pid, with
+//    `session::session_members(sid)`), a job left at `exit`, 20 MB whole.
 
 #[cfg(test)]
 mod tests;

@@ -144,7 +144,7 @@ fn any_alive(members: &[Member]) -> bool {
 /// SIGKILL to whatever is left after `grace`. Returns once no member is left
 /// running (zombies wait for their reaper), or when the bounded wait after
 /// SIGKILL is over (a process in uninterruptible sleep): at most `grace`
-/// plus [`KILL_ROUNDS`] polls.
+/// plus two seconds of polling after SIGKILL.
 pub async fn end_session(sid: u32, grace: Duration) {
     let found = members_async(sid).await;
     if !any_alive(&found) {
