@@ -626,13 +626,16 @@ impl PtyControl {
             .any(|member| member.pid == self.sid);
         let leader = i32::try_from(self.sid)
             .ok()
-            .filter(|&pid| leader_there && pid > 0 && Some(pid) != foreground);
+            .filter(|&pid| leader_there && pid > 0);
+        // The leader first, as the kernel's hangup does: a shell whose
+        // foreground job dies first may be on its way out with signals
+        // blocked by the time its own SIGHUP comes.
         for signal in [Signal::SIGHUP, Signal::SIGCONT] {
-            if let Some(pgrp) = foreground {
-                let _ = killpg(Pid::from_raw(pgrp), signal);
-            }
             if let Some(pid) = leader {
                 let _ = kill(Pid::from_raw(pid), signal);
+            }
+            if let Some(pgrp) = foreground.filter(|&pgrp| Some(pgrp) != leader) {
+                let _ = killpg(Pid::from_raw(pgrp), signal);
             }
         }
     }
