@@ -12,6 +12,9 @@
 //!   its stdin, stdout and stderr under the channel's flow-control windows.
 //! - [`process_group`]: ending a command's whole process group, politely then
 //!   firmly, and reaping it.
+//! - [`pty`]: a login shell or a command on a new pseudo-terminal, in its own
+//!   session (not wired to the connection yet); [`session`] ends and reaps a
+//!   whole session when its terminal is hung up.
 //!
 //! - [`ready`]: the `--ready-file` a supervisor waits on (bound endpoints,
 //!   host key fingerprint, pid), with its format.
@@ -30,8 +33,10 @@ pub mod connection;
 pub mod listener;
 mod login;
 pub mod process_group;
+pub mod pty;
 pub mod ready;
 mod server;
+pub mod session;
 
 pub use config::ServerConfig;
 pub use listener::{Listener, ListenerError, TlsSetup};
