@@ -16,6 +16,9 @@
 
 mod client;
 mod command;
+pub mod escape;
+pub mod session;
+pub mod terminal;
 mod tls;
 
 pub use client::{Client, ClientError, ExecRequest, Output};
