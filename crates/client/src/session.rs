@@ -718,4 +718,66 @@ mod tests {
         .await;
         assert!(matches!(end, SessionEnd::LocalOutput(_)), "{end:?}");
     }
+
+    /// The pieces together on a real pseudo-terminal: in raw mode each key
+    /// reaches the loop as typed (no line buffering, Ctrl-C and `\r` as
+    /// bytes), and `~.` with no newline after it disconnects. In the pty's
+    /// default cooked mode none of this would arrive.
+    #[test]
+    fn on_a_real_pty_in_raw_mode_keys_arrive_as_typed() {
+        use std::io::Write;
+        let _serial = crate::terminal::tests::serial();
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let raw = RawMode::enter(&pty.slave).expect("raw mode");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (end, sent) = runtime.block_on(async {
+            let input =
+                tokio::fs::File::from_std(std::fs::File::from(pty.slave.try_clone().expect("dup")));
+            let mut keyboard = std::fs::File::from(pty.master.try_clone().expect("dup"));
+            keyboard.write_all(b"a\x03\r~.").expect("typing");
+            let (calls_tx, mut calls) = mpsc::unbounded_channel();
+            let (_remote, events) = mpsc::unbounded_channel();
+            let (_signals, signal_rx) = mpsc::unbounded_channel();
+            let terminal = FakeTerminal {
+                size: Mutex::new(None),
+                suspends: AtomicUsize::new(0),
+            };
+            let end = tokio::time::timeout(
+                Duration::from_secs(10),
+                run(
+                    Local {
+                        input,
+                        output: Vec::new(),
+                        messages: Vec::new(),
+                    },
+                    &terminal,
+                    LocalSignals::from_channel(signal_rx),
+                    EscapeFilter::new(Some(b'~')),
+                    &FakeInput {
+                        calls: calls_tx,
+                        stalled: false,
+                        closed: false,
+                    },
+                    FakeOutput(events),
+                ),
+            )
+            .await;
+            let mut sent = Vec::new();
+            while let Ok(Call::Send(data)) = calls.try_recv() {
+                sent.extend_from_slice(&data);
+            }
+            (end, sent)
+        });
+        drop(raw);
+        // Closing the master ends the file's blocking read of the slave,
+        // so the runtime can shut down, whatever the outcome.
+        drop(pty.master);
+        drop(runtime);
+        let end = end.expect("the session sees ~. within 10 s");
+        assert!(matches!(end, SessionEnd::Disconnected), "{end:?}");
+        assert_eq!(sent, b"a\x03\r");
+    }
 }

@@ -212,7 +212,7 @@ impl Drop for RawMode {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use nix::pty::openpty;
 
@@ -220,7 +220,7 @@ mod tests {
     /// check a terminal is raw must not overlap with one that panics.
     static SERIAL: Mutex<()> = Mutex::new(());
 
-    fn serial() -> MutexGuard<'static, ()> {
+    pub(crate) fn serial() -> MutexGuard<'static, ()> {
         SERIAL
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
