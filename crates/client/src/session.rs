@@ -69,7 +69,7 @@ pub trait LocalTerminal {
 
 impl LocalTerminal for RawMode {
     fn window_size(&self) -> Option<WindowSize> {
-        crate::terminal::local_window_size()
+        RawMode::window_size(self)
     }
 
     fn suspend(&self) -> std::io::Result<()> {
@@ -734,8 +734,7 @@ mod tests {
             .build()
             .expect("runtime");
         let (end, sent) = runtime.block_on(async {
-            let input =
-                tokio::fs::File::from_std(std::fs::File::from(pty.slave.try_clone().expect("dup")));
+            let input = crate::terminal::TtyInput::open(&pty.slave).expect("open the tty");
             let mut keyboard = std::fs::File::from(pty.master.try_clone().expect("dup"));
             keyboard.write_all(b"a\x03\r~.").expect("typing");
             let (calls_tx, mut calls) = mpsc::unbounded_channel();
@@ -772,10 +771,6 @@ mod tests {
             (end, sent)
         });
         drop(raw);
-        // Closing the master ends the file's blocking read of the slave,
-        // so the runtime can shut down, whatever the outcome.
-        drop(pty.master);
-        drop(runtime);
         let end = end.expect("the session sees ~. within 10 s");
         assert!(matches!(end, SessionEnd::Disconnected), "{end:?}");
         assert_eq!(sent, b"a\x03\r");

@@ -183,6 +183,11 @@ impl RawMode {
         Ok(termios::tcsetattr(&self.saved.fd, SetArg::TCSADRAIN, &raw)?)
     }
 
+    /// The window size of this terminal.
+    pub fn window_size(&self) -> Option<WindowSize> {
+        window_size(&self.saved.fd)
+    }
+
     /// The settings that are put back.
     pub fn saved(&self) -> Termios {
         Termios::from(self.saved.termios)
@@ -208,6 +213,72 @@ impl Drop for RawMode {
     fn drop(&mut self) {
         let _ = self.saved.restore();
         active().retain(|saved| saved.id != self.saved.id);
+    }
+}
+
+/// A terminal's input as an [`tokio::io::AsyncRead`] that never blocks the
+/// runtime: keys are read when the reactor says they are there, with no
+/// thread in between (a keystroke's round trip is what a user feels).
+///
+/// The terminal is opened anew by its name, non-blocking. Setting
+/// `O_NONBLOCK` on our stdin instead would set it on the open file shared
+/// with the shell that started us, which then breaks if we die or are
+/// stopped (`~^Z`) before clearing it; a file of our own has its own flags.
+#[derive(Debug)]
+pub struct TtyInput {
+    file: tokio::io::unix::AsyncFd<std::fs::File>,
+}
+
+impl TtyInput {
+    /// Opens the terminal that `fd` is on for reading.
+    ///
+    /// # Errors
+    /// If `fd` is not a terminal or its device cannot be opened; the caller
+    /// may fall back to `tokio::io::stdin()`.
+    pub fn open(fd: impl AsFd) -> std::io::Result<TtyInput> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = nix::unistd::ttyname(fd)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+            .open(path)?;
+        // Deprecated because a `T` could change its descriptor while it is
+        // registered, which a `File` cannot; the replacement is an `unsafe
+        // fn`, which the workspace does not allow.
+        #[allow(deprecated)]
+        let file = tokio::io::unix::AsyncFd::with_interest(file, tokio::io::Interest::READABLE)?;
+        Ok(TtyInput { file })
+    }
+}
+
+impl tokio::io::AsyncRead for TtyInput {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::io::Read;
+        use std::task::Poll;
+        loop {
+            let mut ready = match self.file.poll_read_ready(cx) {
+                Poll::Ready(ready) => ready?,
+                Poll::Pending => return Poll::Pending,
+            };
+            let unfilled = buf.initialize_unfilled();
+            match ready.try_io(|file| file.get_ref().read(unfilled)) {
+                Ok(Ok(len)) => {
+                    buf.advance(len);
+                    return Poll::Ready(Ok(()));
+                }
+                // A hung-up terminal reads EIO: the end of its input.
+                Ok(Err(err)) if err.raw_os_error() == Some(nix::libc::EIO) => {
+                    return Poll::Ready(Ok(()))
+                }
+                Ok(Err(err)) => return Poll::Ready(Err(err)),
+                // Not ready after all: readiness was cleared, poll again.
+                Err(_would_block) => continue,
+            }
+        }
     }
 }
 
@@ -393,5 +464,38 @@ pub(crate) mod tests {
         );
         let no_size = openpty(None, None).expect("openpty");
         assert_eq!(window_size(&no_size.slave), None);
+    }
+
+    #[tokio::test]
+    async fn tty_input_reads_keys_without_making_the_shared_file_non_blocking() {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        use std::io::Write;
+        use tokio::io::AsyncReadExt;
+        let pty = openpty(None, None).expect("openpty");
+        let flags = |fd: &OwnedFd| {
+            use std::os::fd::AsRawFd;
+            OFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).expect("F_GETFL"))
+        };
+        let before = flags(&pty.slave);
+        let mut input = TtyInput::open(&pty.slave).expect("open the tty");
+        assert_eq!(flags(&pty.slave), before, "the caller's file is untouched");
+        assert!(!before.contains(OFlag::O_NONBLOCK));
+        // Cooked mode: the line arrives once it ends.
+        let mut keyboard = std::fs::File::from(pty.master.try_clone().expect("dup"));
+        keyboard.write_all(b"hello\n").expect("typing");
+        let mut buf = [0u8; 64];
+        let len = tokio::time::timeout(std::time::Duration::from_secs(10), input.read(&mut buf))
+            .await
+            .expect("read within 10 s")
+            .expect("read");
+        assert_eq!(&buf[..len], b"hello\n");
+        // The terminal hung up: end of input, not an error.
+        drop(keyboard);
+        drop(pty.master);
+        let len = tokio::time::timeout(std::time::Duration::from_secs(10), input.read(&mut buf))
+            .await
+            .expect("read within 10 s")
+            .expect("end of input");
+        assert_eq!(len, 0);
     }
 }
