@@ -12,7 +12,20 @@
 //!
 //! Raw mode itself is the caller's: it enters it ([`crate::terminal::RawMode`])
 //! before calling [`run`] and the guard puts the terminal back however the
-//! loop ends.
+//! loop ends. Wiring it in `rsh-client`, once the pty session is open:
+//!
+//! ```text
+//! let raw = RawMode::enter(std::io::stdin())?;
+//! let input = Tty::open(std::io::stdin())?;          // else tokio::io::stdin()
+//! let output = Tty::open(std::io::stdout())?;        // if stdout is a terminal
+//! let end = session::run(
+//!     Local { input, output, messages: tokio::io::stderr() },
+//!     &raw, LocalSignals::install()?, EscapeFilter::new(escape_char),
+//!     &remote_input, remote_output,
+//! ).await;
+//! drop(raw);  // before printing "Connection to HOST closed." (ssh does)
+//! // Exited(status) -> the status as for commands; the rest -> 255, as ssh.
+//! ```
 
 use crate::escape::{EscapeAction, EscapeFilter};
 use crate::terminal::{RawMode, WindowSize};
@@ -734,7 +747,7 @@ mod tests {
             .build()
             .expect("runtime");
         let (end, sent) = runtime.block_on(async {
-            let input = crate::terminal::TtyInput::open(&pty.slave).expect("open the tty");
+            let input = crate::terminal::Tty::open(&pty.slave).expect("open the tty");
             let mut keyboard = std::fs::File::from(pty.master.try_clone().expect("dup"));
             keyboard.write_all(b"a\x03\r~.").expect("typing");
             let (calls_tx, mut calls) = mpsc::unbounded_channel();

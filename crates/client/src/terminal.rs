@@ -216,42 +216,46 @@ impl Drop for RawMode {
     }
 }
 
-/// A terminal's input as an [`tokio::io::AsyncRead`] that never blocks the
-/// runtime: keys are read when the reactor says they are there, with no
-/// thread in between (a keystroke's round trip is what a user feels).
+/// A terminal as [`tokio::io::AsyncRead`] and [`tokio::io::AsyncWrite`]
+/// that never block the runtime: keys are read, and output written, when
+/// the reactor says the terminal is ready, with no thread in between (as
+/// `tokio::io::stdin()`/`stdout()` have; a keystroke's round trip is what a
+/// user feels).
 ///
 /// The terminal is opened anew by its name, non-blocking. Setting
 /// `O_NONBLOCK` on our stdin instead would set it on the open file shared
 /// with the shell that started us, which then breaks if we die or are
 /// stopped (`~^Z`) before clearing it; a file of our own has its own flags.
 #[derive(Debug)]
-pub struct TtyInput {
+pub struct Tty {
     file: tokio::io::unix::AsyncFd<std::fs::File>,
 }
 
-impl TtyInput {
-    /// Opens the terminal that `fd` is on for reading.
+impl Tty {
+    /// Opens the terminal that `fd` is on (stdin for input, stdout for
+    /// output when it is a terminal).
     ///
     /// # Errors
     /// If `fd` is not a terminal or its device cannot be opened; the caller
-    /// may fall back to `tokio::io::stdin()`.
-    pub fn open(fd: impl AsFd) -> std::io::Result<TtyInput> {
+    /// may fall back to `tokio::io::stdin()` and `stdout()`.
+    pub fn open(fd: impl AsFd) -> std::io::Result<Tty> {
         use std::os::unix::fs::OpenOptionsExt;
         let path = nix::unistd::ttyname(fd)?;
         let file = std::fs::OpenOptions::new()
             .read(true)
+            .write(true)
             .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
             .open(path)?;
         // Deprecated because a `T` could change its descriptor while it is
         // registered, which a `File` cannot; the replacement is an `unsafe
         // fn`, which the workspace does not allow.
         #[allow(deprecated)]
-        let file = tokio::io::unix::AsyncFd::with_interest(file, tokio::io::Interest::READABLE)?;
-        Ok(TtyInput { file })
+        let file = tokio::io::unix::AsyncFd::new(file)?;
+        Ok(Tty { file })
     }
 }
 
-impl tokio::io::AsyncRead for TtyInput {
+impl tokio::io::AsyncRead for Tty {
     fn poll_read(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -279,6 +283,42 @@ impl tokio::io::AsyncRead for TtyInput {
                 Err(_would_block) => continue,
             }
         }
+    }
+}
+
+impl tokio::io::AsyncWrite for Tty {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::io::Write;
+        use std::task::Poll;
+        loop {
+            let mut ready = match self.file.poll_write_ready(cx) {
+                Poll::Ready(ready) => ready?,
+                Poll::Pending => return Poll::Pending,
+            };
+            match ready.try_io(|file| file.get_ref().write(data)) {
+                Ok(result) => return Poll::Ready(result),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        // Nothing is buffered here; the terminal has what was written.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -467,7 +507,7 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn tty_input_reads_keys_without_making_the_shared_file_non_blocking() {
+    async fn tty_reads_and_writes_without_making_the_shared_file_non_blocking() {
         use nix::fcntl::{fcntl, FcntlArg, OFlag};
         use std::io::Write;
         use tokio::io::AsyncReadExt;
@@ -477,22 +517,37 @@ pub(crate) mod tests {
             OFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).expect("F_GETFL"))
         };
         let before = flags(&pty.slave);
-        let mut input = TtyInput::open(&pty.slave).expect("open the tty");
+        let mut tty = Tty::open(&pty.slave).expect("open the tty");
         assert_eq!(flags(&pty.slave), before, "the caller's file is untouched");
         assert!(!before.contains(OFlag::O_NONBLOCK));
         // Cooked mode: the line arrives once it ends.
         let mut keyboard = std::fs::File::from(pty.master.try_clone().expect("dup"));
         keyboard.write_all(b"hello\n").expect("typing");
         let mut buf = [0u8; 64];
-        let len = tokio::time::timeout(std::time::Duration::from_secs(10), input.read(&mut buf))
+        let len = tokio::time::timeout(std::time::Duration::from_secs(10), tty.read(&mut buf))
             .await
             .expect("read within 10 s")
             .expect("read");
         assert_eq!(&buf[..len], b"hello\n");
+        // Output reaches the other side (the pty turns \n into \r\n).
+        tokio::io::AsyncWriteExt::write_all(&mut tty, b"out\n")
+            .await
+            .expect("write");
+        // The echo of "hello" comes first; both are already in the pty.
+        let mut screen = Vec::new();
+        for _ in 0..5 {
+            let mut chunk = [0u8; 64];
+            let len = std::io::Read::read(&mut keyboard, &mut chunk).expect("read the screen");
+            screen.extend_from_slice(&chunk[..len]);
+            if screen.ends_with(b"out\r\n") {
+                break;
+            }
+        }
+        assert!(screen.ends_with(b"out\r\n"), "{screen:?}");
         // The terminal hung up: end of input, not an error.
         drop(keyboard);
         drop(pty.master);
-        let len = tokio::time::timeout(std::time::Duration::from_secs(10), input.read(&mut buf))
+        let len = tokio::time::timeout(std::time::Duration::from_secs(10), tty.read(&mut buf))
             .await
             .expect("read within 10 s")
             .expect("end of input");
