@@ -498,3 +498,42 @@ fn stalled_handshakes_cannot_lock_out_users() {
     assert_eq!(out.stdout, b"through\n", "{}", stderr(&out));
     drop(stalled);
 }
+
+/// The host key question does not stop the runtime while the user thinks:
+/// on rsh-client's one-thread runtime, a task that must run before the
+/// answer comes (here, the one that gives it) still runs.
+#[test]
+fn the_host_key_prompt_does_not_block_the_runtime() {
+    let server = TestServer::start(Transport::Tls);
+    std::fs::remove_file(server.client_home.path().join("known_hosts")).expect("forget the host");
+    let (asked_tx, mut asked_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (answer_tx, answer_rx) = std::sync::mpsc::channel::<bool>();
+    let answer_rx = std::sync::Mutex::new(answer_rx);
+    let mut options = server.connect_options();
+    options.host_keys = rsh_client::HostKeyPolicy::Ask(Arc::new(
+        move |_host: &str, _key: &rsh_client::Fingerprint| {
+            let _ = asked_tx.send(());
+            // Blocking, as reading the terminal is. Were this on the
+            // runtime's only thread, the answering task could not run.
+            answer_rx
+                .lock()
+                .map(|rx| rx.recv_timeout(Duration::from_secs(5)).unwrap_or(false))
+                .unwrap_or(false)
+        },
+    ));
+    let output = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            tokio::spawn(async move {
+                if asked_rx.recv().await.is_some() {
+                    let _ = answer_tx.send(true);
+                }
+            });
+            let client = rsh_client::Client::connect(&server.endpoint(), &options).await?;
+            client.run("echo answered").await
+        })
+        .expect("the answer arrives while the prompt waits");
+    assert_eq!(output.stdout, b"answered\n");
+}

@@ -20,6 +20,9 @@
 pub mod cli;
 mod client;
 mod command;
+pub mod escape;
+pub mod session;
+pub mod terminal;
 mod tls;
 
 pub use client::{Client, ClientError, ExecRequest, Output};

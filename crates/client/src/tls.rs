@@ -160,7 +160,13 @@ async fn attempt(host: &str, port: u16, options: &ConnectOptions) -> Result<Atte
             }
             HostKeyPolicy::AcceptNew => false,
             HostKeyPolicy::Ask(ask) => {
-                if !ask(&host_port, &seen) {
+                // The prompt reads the terminal: on a blocking thread, so the
+                // runtime (one thread in rsh-client) is not stopped meanwhile.
+                let (ask, asked_about) = (ask.clone(), host_port.clone());
+                let yes = tokio::task::spawn_blocking(move || ask(&asked_about, &seen))
+                    .await
+                    .unwrap_or(false);
+                if !yes {
                     return Err(ClientError::HostKeyNotAccepted(host_port));
                 }
                 true
