@@ -9,18 +9,25 @@
 //! - [`command`]: runs one `sh -c COMMAND` in its own process group and pumps
 //!   its stdin, stdout and stderr under the channel's flow-control windows.
 //! - [`process_group`]: ending a command's whole process group, politely then
-//!   firmly, and reaping it.
+//!   firmly.
+//! - [`reaper`]: the one place children are waited for: every child of the
+//!   daemon (a subreaper), adopted orphans included, each status handed to the
+//!   command waiting for that pid.
+//! - [`budget`]: the stdin bytes all connections together may have in flight
+//!   to the server; stdin windows are granted out of it.
 //!
 //! Shutdown is a [`tokio_util::sync::CancellationToken`]: cancelling it stops
 //! the accept loops, gives running commands [`ServerConfig::shutdown_grace`] to
 //! finish, then ends them; [`Server::run`] returns once everything is reaped.
 #![deny(missing_docs)]
 
+pub mod budget;
 pub mod command;
 mod config;
 pub mod connection;
 pub mod listener;
 pub mod process_group;
+pub mod reaper;
 mod server;
 
 pub use config::ServerConfig;

@@ -1,4 +1,6 @@
+use crate::budget::StdinBudget;
 use crate::connection::ServerContext;
+use crate::reaper::Reaper;
 use crate::{Listener, ServerConfig};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -11,15 +13,22 @@ use tracing::info;
 pub struct Server {
     config: Arc<ServerConfig>,
     listeners: Vec<Listener>,
+    stdin_budget: StdinBudget,
 }
 
 impl Server {
     /// A server that will accept on `listeners`.
     pub fn new(config: ServerConfig, listeners: Vec<Listener>) -> Self {
         Server {
+            stdin_budget: StdinBudget::new(config.stdin_budget),
             config: Arc::new(config),
             listeners,
         }
+    }
+
+    /// The server-wide stdin budget, to watch how much of it is in use.
+    pub fn stdin_budget(&self) -> StdinBudget {
+        self.stdin_budget.clone()
     }
 
     /// Serves until `shutdown` is cancelled, then lets running commands
@@ -30,6 +39,8 @@ impl Server {
             config: self.config.clone(),
             shutdown: shutdown.clone(),
             tracker: TaskTracker::new(),
+            reaper: Reaper::start(),
+            stdin_budget: self.stdin_budget.clone(),
         };
         let limit = Arc::new(Semaphore::new(self.config.max_connections));
         for listener in &self.listeners {
@@ -44,6 +55,7 @@ impl Server {
         info!("shutting down: no longer accepting");
         ctx.tracker.close();
         ctx.tracker.wait().await;
+        ctx.reaper.stop();
         info!("shutdown complete");
         drop(self.listeners);
     }
