@@ -118,7 +118,10 @@ fn processes_that_leave_their_group_are_reaped() {
     runtime().block_on(async {
         let client = server.connect().await;
         for i in 0..50 {
-            for command in ["setsid -f true", "sh -c '(sleep 0.2 </dev/null >/dev/null 2>&1 &) &'"] {
+            for command in [
+                "setsid -f true",
+                "sh -c '(sleep 0.2 </dev/null >/dev/null 2>&1 &) &'",
+            ] {
                 let output = tokio::time::timeout(WAIT, client.run(command))
                     .await
                     .expect("command in time")
@@ -257,15 +260,8 @@ fn stalled_then_resumed_reader_with_a_small_window_finishes() {
                        head -c 1000000 /dev/zero | tr '\\0' e >&2; \
                        head -c 300000 /dev/zero | tr '\\0' o";
         for (channel, stall) in [(1, Duration::from_millis(300)), (2, Duration::ZERO)] {
-            let got = run_with_window(
-                &mut raw,
-                channel,
-                command,
-                64 * 1024,
-                TopUp::Quarter,
-                stall,
-            )
-            .await;
+            let got =
+                run_with_window(&mut raw, channel, command, 64 * 1024, TopUp::Quarter, stall).await;
             assert_eq!(got.status, Some(ExitStatus::Code(0)));
             assert_eq!(got.stdout.len(), 1_300_000);
             assert_eq!(got.stderr.len(), 1_000_000);
@@ -356,9 +352,10 @@ fn unread_stdin_is_bounded_by_the_server_budget() {
             raw.exec(channel, 1024, "cat >/dev/null").await;
             let grant = loop {
                 match raw.next().await {
-                    Frame::WindowAdjust { channel: c, increment } if c == channel => {
-                        break u64::from(increment)
-                    }
+                    Frame::WindowAdjust {
+                        channel: c,
+                        increment,
+                    } if c == channel => break u64::from(increment),
                     // Earlier probes ending, or topped up before their end.
                     Frame::Exit { .. } | Frame::WindowAdjust { .. } => continue,
                     other => panic!("unexpected frame {other:?}"),

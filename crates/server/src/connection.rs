@@ -375,9 +375,9 @@ impl Connection {
             command = ?String::from_utf8_lossy(&exec.command),
             pid = tracing::field::Empty,
         );
-        self.ctx.tracker.spawn(
-            command::run(exec, inputs, command_ctx, end).instrument(span),
-        );
+        self.ctx
+            .tracker
+            .spawn(command::run(exec, inputs, command_ctx, end).instrument(span));
         Ok(())
     }
 }
