@@ -241,3 +241,54 @@ impl LeaderExit {
         self.status.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn status_of(reaper: &Reaper, script: &str) -> Option<ExitStatus> {
+        let mut command = std::process::Command::new("/bin/sh");
+        command.args(["-c", script]);
+        let (_child, mut exit) = reaper.spawn(&mut command).expect("spawn sh");
+        tokio::time::timeout(Duration::from_secs(20), exit.wait())
+            .await
+            .expect("status in time")
+    }
+
+    #[tokio::test]
+    async fn each_leader_gets_its_own_status() {
+        // By pid: this test process is no subreaper and may have other
+        // children.
+        let reaper = Reaper::start_with(false);
+        assert_eq!(
+            status_of(&reaper, "exit 3").await,
+            Some(ExitStatus::Code(3))
+        );
+        assert_eq!(
+            status_of(&reaper, "kill -9 $$").await,
+            Some(ExitStatus::Signal(9))
+        );
+        // Exits at once: registered before the reaper could take it.
+        assert_eq!(
+            status_of(&reaper, "exec true").await,
+            Some(ExitStatus::Code(0))
+        );
+        assert_eq!(reaper.waiting(), 0);
+        reaper.stop();
+    }
+
+    #[tokio::test]
+    async fn a_stopped_reaper_says_no_status_will_come() {
+        let reaper = Reaper::start_with(false);
+        let mut command = std::process::Command::new("/bin/sh");
+        command.args(["-c", "sleep 5"]);
+        let (mut child, mut exit) = reaper.spawn(&mut command).expect("spawn sh");
+        reaper.stop();
+        let status = tokio::time::timeout(Duration::from_secs(20), exit.wait())
+            .await
+            .expect("answer in time");
+        assert_eq!(status, None);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
