@@ -1,1 +1,2 @@
-//! Root package: hosts examples/ and tests/.
+//! Root package: owns the `rsh-server` and `rsh-client` binaries (thin mains
+//! over `rsh_server::cli` and `rsh_client::cli`) and hosts examples/ and tests/.

@@ -1,14 +1,12 @@
 //! The core behaviour a user relies on, against the real binaries. Every test
 //! runs once per transport from the same body (see `transport_tests!`).
 
-mod util;
-
+use crate::util::{self, TestServer, Transport, WAIT};
 use rsh_client::{ClientError, ErrorKind, Event, ExecRequest, ExitStatus};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use util::{TestServer, Transport, WAIT};
 
 macro_rules! transport_tests {
     ($($name:ident),* $(,)?) => {
@@ -284,7 +282,7 @@ async fn garbage_and_oversized_frames_leave_server_serving(t: Transport) {
         // Another protocol version: both sides learn it.
         let mut raw = std::os::unix::net::UnixStream::connect(&server.socket).expect("connect");
         raw.set_read_timeout(Some(WAIT)).expect("timeout");
-        raw.write_all(&rsh_proto::Hello { version: 9 }.encode())
+        raw.write_all(&rsh_proto::Hello::only(9).encode())
             .expect("hello");
         let reply = read_until_closed(&mut raw);
         assert_eq!(
@@ -368,6 +366,10 @@ async fn sigterm_shuts_down_cleanly(t: Transport) {
     if t == Transport::Unix {
         assert!(!server.socket.exists(), "socket file removed");
     }
+    assert!(
+        !server.home.path().join("ready").exists(),
+        "ready file removed"
+    );
     let log = server.log().join("\n");
     assert!(log.contains("shutdown complete"), "{log}");
 }
@@ -623,6 +625,25 @@ async fn cwd_and_env_are_applied(t: Transport) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("failed to start"));
 }
 
+/// A server that cannot start is reported at once with its reason, not
+/// after the harness's whole start limit.
+#[test]
+fn harness_reports_a_server_that_exits_before_it_is_ready() {
+    let started = Instant::now();
+    let err = rsh_harness::ServerBuilder::new(&util::binaries())
+        .args(["--shell", "/nonexistent/shell"])
+        .start_limit(Duration::from_secs(600))
+        .start()
+        .expect_err("a server without a shell does not start");
+    let err = format!("{err:#}");
+    assert!(err.contains("exited"), "{err}");
+    assert!(
+        err.contains("/nonexistent/shell"),
+        "the server's reason: {err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(600));
+}
+
 #[test]
 fn socket_and_home_are_private() {
     let server = TestServer::start(Transport::Unix);
@@ -634,14 +655,23 @@ fn socket_and_home_are_private() {
     // Default RSH_HOME is created 0700 by the server.
     let tmp = tempfile::tempdir().expect("tmp");
     let home = tmp.path().join("fresh-home");
+    let ready_path = tmp.path().join("ready");
     let mut child = std::process::Command::new(util::server_bin())
         .env("RSH_HOME", &home)
-        .stderr(Stdio::piped())
+        .arg("--ready-file")
+        .arg(&ready_path)
+        .stderr(Stdio::null())
         .spawn()
         .expect("server");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let line = lines.find(|l| l.as_ref().is_ok_and(|l| l.contains("listening")));
-    assert!(line.is_some());
+    let ready = rsh_harness::wait_for_ready_file(&ready_path, &mut child, WAIT);
+    let ready = ready.unwrap_or_else(|err| panic!("{err:#}"));
+    assert_eq!(
+        ready.endpoints,
+        [rsh_config::Endpoint::Unix(home.join("rsh.sock"))],
+        "the default endpoint"
+    );
+    assert_eq!(ready.pid, child.id());
+    assert_eq!(ready.fingerprint, None, "no TCP, no host key");
     let mode = std::fs::metadata(&home).expect("home").permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
     // A second server on the same socket is refused; the first keeps it.
@@ -655,13 +685,21 @@ fn socket_and_home_are_private() {
     let _ = child.wait();
     // A stale socket (crashed server) is replaced.
     assert!(home.join("rsh.sock").exists());
+    // The killed server's ready file is stale too; the harness waits past it.
+    assert!(ready_path.exists());
     let mut third = std::process::Command::new(util::server_bin())
         .env("RSH_HOME", &home)
-        .stderr(Stdio::piped())
+        .arg("--ready-file")
+        .arg(&ready_path)
+        .stderr(Stdio::null())
         .spawn()
         .expect("third server");
-    let mut lines = BufReader::new(third.stderr.take().expect("stderr")).lines();
-    assert!(lines.any(|l| l.is_ok_and(|l| l.contains("listening"))));
+    let ready = rsh_harness::wait_for_ready_file(&ready_path, &mut third, WAIT);
+    let ready = ready.unwrap_or_else(|err| panic!("{err:#}"));
+    assert_eq!(
+        ready.endpoints,
+        [rsh_config::Endpoint::Unix(home.join("rsh.sock"))]
+    );
     let _ = third.kill();
     let _ = third.wait();
 }

@@ -4,14 +4,12 @@
 //! budget. The flow-control tests speak the protocol directly (rsh-proto's
 //! codec over the Unix socket), as a client written from docs/PROTOCOL.md would.
 
-mod util;
-
+use crate::util::{TestServer, Transport, WAIT};
 use futures::{SinkExt, StreamExt};
 use rsh_proto::{Codec, Exec, ExitStatus, Frame};
 use std::time::{Duration, Instant};
 use tokio::net::UnixStream;
 use tokio_util::codec::Framed;
-use util::{TestServer, Transport, WAIT};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -31,11 +29,11 @@ impl Raw {
             .await
             .expect("connect in time")
             .expect("connect");
-        rsh_proto::io::greet(&mut stream, WAIT)
+        let version = rsh_proto::io::greet(&mut stream, WAIT)
             .await
             .expect("greeting");
         Raw {
-            framed: Framed::new(stream, Codec::new()),
+            framed: Framed::new(stream, Codec::new().with_version(version)),
         }
     }
 
@@ -70,6 +68,9 @@ impl Raw {
             cwd: None,
             env: Vec::new(),
             timeout: None,
+            login_shell: false,
+            user: None,
+            pty: None,
         }))
         .await;
     }

@@ -1,14 +1,12 @@
 //! TCP with TLS and keys: who gets in, which hosts are trusted, and the
 //! pre-auth defences. Against the real binaries on loopback.
 
-mod util;
-
+use crate::util::{self, TestServer, Transport, WAIT};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use util::{TestServer, Transport, WAIT};
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -44,16 +42,13 @@ fn authorized_client_works_on_ipv4_and_ipv6() {
         eprintln!("note: no IPv6 loopback here; the ::1 half of this test was skipped");
         return;
     }
-    let v6 = server
-        .log()
-        .into_iter()
-        .find_map(|line| {
-            line.split("listening endpoint=[::1]:")
-                .nth(1)
-                .map(str::to_owned)
-        })
-        .expect("server listens on ::1");
-    let dest = format!("[::1]:{}", v6.trim());
+    let dest = server
+        .ready
+        .endpoints
+        .iter()
+        .map(ToString::to_string)
+        .find(|endpoint| endpoint.starts_with("[::1]:"))
+        .expect("the ready file names the ::1 endpoint");
     let out = util::run_with_stdin(
         client(server.client_home.path(), &dest).args(["--accept-new", "-c", "echo v6"]),
         b"",

@@ -5,9 +5,8 @@
 //! sleeping, and bounds every wait. Servers bind port 0 or a socket path in a
 //! temporary directory, so the tests can run in parallel.
 //!
-//! Run with `cargo test --test tutorial`.
+//! Run with `cargo test --test tests tutorial::`.
 
-#[path = "tutorial/support.rs"]
 mod support;
 
 use anyhow::{bail, ensure, Context, Result};

@@ -248,7 +248,7 @@ impl Bench {
     pub fn rate(&mut self, server: &RshServer) -> anyhow::Result<()> {
         let p = self.params.clone();
         let unix = server.endpoint(&server.unix_dest())?;
-        let tls = server.endpoint(server.tls_dest()?)?;
+        let tls = server.endpoint(&server.tls_dest()?)?;
         let options = server.connect_options();
         // The floor spawns from a multi-threaded runtime, as the server does;
         // the rsh clients run on the bench's single thread.
@@ -563,7 +563,7 @@ impl Bench {
         let n = self.params.idle_connections;
         let server = RshServer::start(&self.bins, Listen::UnixAndTls)?;
         let pid = server.pid();
-        let tls = server.endpoint(server.tls_dest()?)?;
+        let tls = server.endpoint(&server.tls_dest()?)?;
         let unix = server.endpoint(&server.unix_dest())?;
         let options = server.connect_options();
         let result: anyhow::Result<(u64, u64, u64, usize, usize)> = self.rt.block_on(async {
@@ -632,7 +632,7 @@ impl Bench {
 
         let server = RshServer::start(&self.bins, Listen::UnixAndTls)?;
         let pid = server.pid();
-        let tls = server.endpoint(server.tls_dest()?)?;
+        let tls = server.endpoint(&server.tls_dest()?)?;
         let options = server.connect_options();
         let stall = self.params.stall;
         let result: anyhow::Result<(Vec<f64>, u64)> = self.rt.block_on(async {

@@ -17,13 +17,13 @@ use anyhow::Context;
 use clap::Parser;
 use figures::{Bench, Params};
 use report::Report;
-use rsh::{Binaries, Listen, RshServer};
+use rsh::{Listen, RshServer};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Benchmark rsh against a local spawn, plain loopback TCP and OpenSSH.
 ///
-/// Build first: `cargo build --release -p rsh-bench -p rsh-server -p rsh-client`.
+/// Build first: `cargo build --release -p rsh -p rsh-bench`.
 #[derive(Debug, Parser)]
 #[command(name = "rsh-bench", version)]
 struct Args {
@@ -59,7 +59,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let wanted = |figure: u8| args.only.is_empty() || args.only.contains(&figure);
     let fd_limit = util::raise_fd_limit();
     let machine = util::Machine::probe();
-    let bins = Binaries::locate()?;
+    let bins = rsh::locate()?;
     let mut params = if args.quick {
         Params::quick()
     } else {

@@ -6,7 +6,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use rsh_proto::io::GreetError;
 use rsh_proto::{
-    Codec, CodecError, ErrorKind, Exec, ExitStatus, Frame, Window, CONNECTION_CHANNEL,
+    Codec, CodecError, ErrorKind, Exec, ExitStatus, Frame, PtyRequest, PtySize, Window,
+    CONNECTION_CHANNEL,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -91,6 +92,17 @@ pub enum ClientError {
         /// The limit.
         max: usize,
     },
+    /// The request needs a newer protocol version than the server speaks
+    /// (a pty, a login shell or a user name from a version-1 server).
+    #[error(
+        "the server speaks rsh protocol version {version}, which has no {what}; upgrade rsh-server"
+    )]
+    Unsupported {
+        /// What the request needed.
+        what: &'static str,
+        /// The version the connection speaks.
+        version: u16,
+    },
     /// The command has ended and takes no more stdin.
     #[error("the command has ended; its stdin is closed")]
     StdinClosed,
@@ -126,6 +138,9 @@ pub struct ExecRequest {
     cwd: Option<Vec<u8>>,
     env: Vec<(Vec<u8>, Vec<u8>)>,
     timeout: Option<Duration>,
+    login_shell: bool,
+    user: Option<Vec<u8>>,
+    pty: Option<PtyRequest>,
 }
 
 impl ExecRequest {
@@ -134,6 +149,47 @@ impl ExecRequest {
         ExecRequest {
             command: command.into(),
             ..Self::default()
+        }
+    }
+
+    /// The remote user's login shell instead of a command (needs protocol
+    /// version 2). With [`ExecRequest::pty`] it is a terminal session; without,
+    /// the shell reads its commands from stdin.
+    pub fn login_shell() -> Self {
+        ExecRequest {
+            login_shell: true,
+            ..Self::default()
+        }
+    }
+
+    /// Runs it on a pseudo-terminal of type `term` (the remote `TERM`) and
+    /// this size; its stdout and stderr then arrive as one stream, as
+    /// [`crate::Event::Stdout`]. Needs protocol version 2.
+    pub fn pty(mut self, term: impl Into<Vec<u8>>, size: PtySize) -> Self {
+        self.pty = Some(PtyRequest {
+            term: term.into(),
+            size,
+        });
+        self
+    }
+
+    /// Asks to run as this user; the server refuses any user other than the
+    /// one it runs as ([`ErrorKind::WrongUser`]). Needs protocol version 2.
+    pub fn user(mut self, name: impl Into<Vec<u8>>) -> Self {
+        self.user = Some(name.into());
+        self
+    }
+
+    /// What of this request a version-1 server cannot do, if anything.
+    fn needs_version_2(&self) -> Option<&'static str> {
+        if self.pty.is_some() {
+            Some("terminal sessions (pty)")
+        } else if self.login_shell {
+            Some("login shells")
+        } else if self.user.is_some() {
+            Some("user names (it runs commands as its own user)")
+        } else {
+            None
         }
     }
 
@@ -188,6 +244,8 @@ pub(crate) struct ChannelEntry {
 }
 
 pub(crate) struct Shared {
+    /// The protocol version the greeting negotiated.
+    pub version: u16,
     pub frames: mpsc::Sender<Frame>,
     pub channels: Mutex<HashMap<u32, ChannelEntry>>,
     next_channel: Mutex<u32>,
@@ -287,10 +345,12 @@ impl Client {
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        rsh_proto::io::greet(&mut stream, GREETING_TIMEOUT).await?;
+        let version = rsh_proto::io::greet(&mut stream, GREETING_TIMEOUT).await?;
+        let codec = Codec::new().with_version(version);
         let (read_half, write_half) = tokio::io::split(stream);
         let (frames_tx, frames_rx) = mpsc::channel(OUTGOING_QUEUE);
         let shared = Arc::new(Shared {
+            version,
             frames: frames_tx,
             channels: Mutex::new(HashMap::new()),
             next_channel: Mutex::new(0),
@@ -301,30 +361,48 @@ impl Client {
             let shared = shared.clone();
             async move {
                 let abort = shared.closed.clone();
-                if let Err(err) = rsh_proto::io::write_frames(write_half, frames_rx, abort).await {
+                if let Err(err) =
+                    rsh_proto::io::write_frames(write_half, frames_rx, codec, abort).await
+                {
                     connection_lost(&shared, format!("write failed: {err}"));
                 }
             }
         });
         tokio::spawn(read_frames(
-            FramedRead::new(read_half, Codec::new().with_read_block(READ_BLOCK)),
+            FramedRead::new(read_half, codec.with_read_block(READ_BLOCK)),
             shared.clone(),
         ));
         let open = Arc::new(OpenHandle(shared.closed.clone()));
         Ok(Client { shared, open })
     }
 
+    /// The protocol version the greeting negotiated with the server: the
+    /// highest both speak (1 with a version-1 server).
+    pub fn protocol_version(&self) -> u16 {
+        self.shared.version
+    }
+
     /// Starts a command. Its stdin stays open until
     /// [`StdinWriter::close`] (or [`RemoteCommand::close_stdin`]).
     ///
     /// # Errors
-    /// [`ClientError::ConnectionLost`] if the connection is gone. A refusal
-    /// by the server arrives from [`RemoteCommand::next_event`].
+    /// [`ClientError::ConnectionLost`] if the connection is gone,
+    /// [`ClientError::Unsupported`] if the request needs a newer protocol
+    /// version than the server's. A refusal by the server arrives from
+    /// [`RemoteCommand::next_event`].
     pub async fn exec(
         &self,
         request: impl Into<ExecRequest>,
     ) -> Result<RemoteCommand, ClientError> {
         let request = request.into();
+        if self.shared.version < 2 {
+            if let Some(what) = request.needs_version_2() {
+                return Err(ClientError::Unsupported {
+                    what,
+                    version: self.shared.version,
+                });
+            }
+        }
         // Checked here, not by the codec at send time: an oversized frame
         // there would end the whole connection, not just this request.
         let len = 64
@@ -334,7 +412,9 @@ impl Client {
                 .env
                 .iter()
                 .map(|(k, v)| 8 + k.len() + v.len())
-                .sum::<usize>();
+                .sum::<usize>()
+            + request.user.as_ref().map_or(0, Vec::len)
+            + request.pty.as_ref().map_or(0, |pty| pty.term.len());
         if len > rsh_proto::MAX_FRAME_LEN {
             return Err(ClientError::RequestTooLarge {
                 len,
@@ -377,6 +457,9 @@ impl Client {
             cwd: request.cwd,
             env: request.env,
             timeout: request.timeout,
+            login_shell: request.login_shell,
+            user: request.user,
+            pty: request.pty,
         };
         if self.shared.frames.send(Frame::Exec(exec)).await.is_err() {
             self.shared.channels().remove(&channel);
@@ -489,10 +572,13 @@ fn route(shared: &Shared, frame: Frame) -> Result<(), String> {
             }
             Ok(())
         }
+        // Version 2's extension range: skipped, by the protocol's rule.
+        Frame::Unknown { .. } => Ok(()),
         other @ (Frame::Exec(_)
         | Frame::Stdin { .. }
         | Frame::StdinEnd { .. }
-        | Frame::Signal { .. }) => Err(format!(
+        | Frame::Signal { .. }
+        | Frame::Resize { .. }) => Err(format!(
             "server sent a client-only {:?} frame",
             other.frame_type()
         )),

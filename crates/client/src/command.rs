@@ -2,7 +2,7 @@
 
 use crate::client::{ClientError, OpenHandle, Output, Shared, OUTPUT_WINDOW};
 use bytes::Bytes;
-use rsh_proto::{ErrorKind, ExitStatus, Frame, Window, MAX_DATA_LEN};
+use rsh_proto::{ErrorKind, ExitStatus, Frame, PtySize, Window, MAX_DATA_LEN};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -182,6 +182,24 @@ impl RemoteCommand {
         }
     }
 
+    /// Tells the server the command's terminal has a new size (see
+    /// [`Resizer::send`]).
+    ///
+    /// # Errors
+    /// As [`Resizer::send`].
+    pub async fn resize(&self, size: PtySize) -> Result<(), ClientError> {
+        self.resizer().send(size).await
+    }
+
+    /// A handle to resize the command's pty from another task (a SIGWINCH
+    /// handler).
+    pub fn resizer(&self) -> Resizer {
+        Resizer {
+            channel: self.channel,
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Reads every event to the end and returns the whole output.
     ///
     /// # Errors
@@ -285,6 +303,38 @@ impl Signaller {
             .send(Frame::Signal {
                 channel: self.channel,
                 signal,
+            })
+            .await
+            .map_err(|_| ClientError::ConnectionLost(self.shared.lost_reason()))
+    }
+}
+
+/// Sends terminal size changes for one remote command's pty.
+#[derive(Debug, Clone)]
+pub struct Resizer {
+    channel: u32,
+    shared: Arc<Shared>,
+}
+
+impl Resizer {
+    /// Sets the remote pty's size; the server ignores it for a command
+    /// without a pty, or one that has ended.
+    ///
+    /// # Errors
+    /// [`ClientError::Unsupported`] on a version-1 connection (which has no
+    /// ptys), [`ClientError::ConnectionLost`].
+    pub async fn send(&self, size: PtySize) -> Result<(), ClientError> {
+        if self.shared.version < 2 {
+            return Err(ClientError::Unsupported {
+                what: "terminal sessions (pty)",
+                version: self.shared.version,
+            });
+        }
+        self.shared
+            .frames
+            .send(Frame::Resize {
+                channel: self.channel,
+                size,
             })
             .await
             .map_err(|_| ClientError::ConnectionLost(self.shared.lost_reason()))

@@ -12,14 +12,18 @@
 //! One [`Client`] is one connection; it runs any number of commands at once,
 //! each on its own channel with its own flow-control window, so a command
 //! whose output nobody reads stalls only itself.
+//!
+//! [`cli`] is the `rsh-client` command line; the binary is a thin `main`
+//! over [`cli::main`].
 #![deny(missing_docs)]
 
+pub mod cli;
 mod client;
 mod command;
 mod tls;
 
 pub use client::{Client, ClientError, ExecRequest, Output};
-pub use command::{Event, RemoteCommand, Signaller, StdinWriter};
-pub use rsh_proto::{signal, ErrorKind, ExitStatus, MAX_DATA_LEN as MAX_STDIN_CHUNK};
+pub use command::{Event, RemoteCommand, Resizer, Signaller, StdinWriter};
+pub use rsh_proto::{signal, ErrorKind, ExitStatus, PtySize, MAX_DATA_LEN as MAX_STDIN_CHUNK};
 pub use rsh_tls::Fingerprint;
 pub use tls::{client_identity, default_comment, ConnectOptions, HostKeyPolicy, HostKeyPrompt};

@@ -1,6 +1,10 @@
 //! What rsh's server and client agree on outside the wire format: where
 //! `RSH_HOME` is and what lives in it, and how endpoint addresses are written.
 //!
+//! Modules: [`ssh_config`] reads the client's `$RSH_HOME/config` (ssh_config
+//! syntax) and resolves a destination; [`dest`] parses the client's DEST
+//! argument.
+//!
 //! `RSH_HOME` is to rsh what `~/.ssh` is to ssh: `$RSH_HOME` if set, otherwise
 //! `~/.rsh`, created with mode 0700. It holds the default Unix socket
 //! (`rsh.sock`), the keys and the trust files.
@@ -10,6 +14,12 @@ use std::fmt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+
+pub mod dest;
+pub mod ssh_config;
+
+pub use dest::{reconcile_port, Dest, Target};
+pub use ssh_config::{ClientConfig, ConfigFileError, Overrides, Resolved};
 
 /// Environment variable that overrides the rsh home directory.
 pub const RSH_HOME_ENV: &str = "RSH_HOME";
@@ -37,6 +47,14 @@ pub enum ConfigError {
         addr: String,
         /// What is wrong with it.
         reason: &'static str,
+    },
+    /// `-p` and the port written in DEST differ.
+    #[error("port {flag} from -p disagrees with port {dest} in DEST")]
+    PortConflict {
+        /// The port given with `-p`.
+        flag: u16,
+        /// The port written in DEST.
+        dest: u16,
     },
 }
 
@@ -119,6 +137,12 @@ impl RshHome {
     /// Host keys the client has pinned, `known_hosts`.
     pub fn known_hosts_path(&self) -> PathBuf {
         self.dir.join("known_hosts")
+    }
+
+    /// The client's configuration file, `config` (ssh_config syntax; see
+    /// [`ssh_config`]).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config")
     }
 }
 

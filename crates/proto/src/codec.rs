@@ -2,9 +2,12 @@
 //!
 //! Wire layout of a frame (all integers big-endian):
 //! `len: u32` (bytes that follow) · `type: u8` · `channel: u32` · payload.
+//! The layout of each payload is in `docs/PROTOCOL.md`, section 5.
 
-use crate::frame::{ErrorKind, Exec, ExitStatus, Frame, FrameType};
-use crate::MAX_FRAME_LEN;
+use crate::frame::{
+    ErrorKind, Exec, ExitStatus, Frame, FrameType, PtyRequest, PtySize, EXTENSION_TYPES,
+};
+use crate::{MAX_FRAME_LEN, VERSION};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::time::Duration;
 use tokio_util::codec::{Decoder, Encoder};
@@ -28,9 +31,21 @@ pub enum CodecError {
     /// The length prefix is too small to hold a type and a channel.
     #[error("frame of {0} bytes is shorter than its 5-byte header")]
     FrameTooShort(usize),
-    /// The type byte names no known frame.
+    /// The type byte names no frame of the connection's version (outside the
+    /// extension range, which version 2 skips).
     #[error("unknown frame type 0x{0:02x}")]
     UnknownType(u8),
+    /// The frame (or the Exec's options) does not exist in the version the
+    /// codec speaks, so it cannot be sent.
+    #[error("a {frame:?} frame like this needs protocol version {needs}; the connection speaks version {version}")]
+    NotInVersion {
+        /// The frame's type.
+        frame: FrameType,
+        /// The version it needs.
+        needs: u16,
+        /// The version the codec speaks.
+        version: u16,
+    },
     /// The body does not match its type's layout.
     #[error("malformed {frame:?} frame: {reason}")]
     Malformed {
@@ -44,12 +59,18 @@ pub enum CodecError {
     Io(#[from] std::io::Error),
 }
 
-/// Encodes and decodes [`Frame`]s, refusing any frame body over the limit
-/// before reserving memory for it.
+/// Encodes and decodes [`Frame`]s of one protocol version, refusing any
+/// frame body over the limit before reserving memory for it.
+///
+/// The version decides the Exec layout, which frame types exist, and what an
+/// unknown type does: fatal in version 1; in version 2 a type in
+/// [`EXTENSION_TYPES`] decodes as [`Frame::Unknown`] (to be skipped) and any
+/// other unknown type is fatal.
 #[derive(Debug, Clone, Copy)]
 pub struct Codec {
     max_frame_len: usize,
     read_block: usize,
+    version: u16,
 }
 
 impl Default for Codec {
@@ -57,12 +78,14 @@ impl Default for Codec {
         Codec {
             max_frame_len: MAX_FRAME_LEN,
             read_block: 0,
+            version: VERSION,
         }
     }
 }
 
 impl Codec {
-    /// A codec with the protocol's limit, [`MAX_FRAME_LEN`].
+    /// A codec for the newest version, [`VERSION`], with the protocol's
+    /// limit, [`MAX_FRAME_LEN`].
     pub fn new() -> Self {
         Self::default()
     }
@@ -71,8 +94,20 @@ impl Codec {
     pub fn with_max_frame_len(max_frame_len: usize) -> Self {
         Codec {
             max_frame_len: max_frame_len.min(MAX_FRAME_LEN),
-            read_block: 0,
+            ..Self::default()
         }
+    }
+
+    /// The same codec for protocol `version`, the one the greeting
+    /// negotiated (versions above [`VERSION`] are read as [`VERSION`]).
+    pub fn with_version(mut self, version: u16) -> Self {
+        self.version = version.min(VERSION);
+        self
+    }
+
+    /// The protocol version this codec reads and writes.
+    pub fn version(&self) -> u16 {
+        self.version
     }
 
     /// When the read buffer must grow for a frame, grow it to at least
@@ -155,7 +190,7 @@ impl Decoder for Codec {
         }
         src.advance(LEN_PREFIX);
         let body = src.split_to(len).freeze();
-        parse_body(body).map(Some)
+        parse_body(body, self.version).map(Some)
     }
 }
 
@@ -171,12 +206,24 @@ impl Encoder<&Frame> for Codec {
     type Error = CodecError;
 
     fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
+        let needs = frame.since_version();
+        if needs > self.version {
+            return Err(CodecError::NotInVersion {
+                frame: frame.frame_type(),
+                needs,
+                version: self.version,
+            });
+        }
+        let type_byte = frame.type_byte();
+        if matches!(frame, Frame::Unknown { .. }) && !EXTENSION_TYPES.contains(&type_byte) {
+            return Err(CodecError::UnknownType(type_byte));
+        }
         let start = dst.len();
         dst.reserve(LEN_PREFIX + BODY_HEADER + payload_size_hint(frame));
         dst.put_u32(0); // patched below, once the body length is known
-        dst.put_u8(frame.frame_type() as u8);
+        dst.put_u8(type_byte);
         dst.put_u32(frame.channel());
-        write_payload(frame, dst);
+        write_payload(frame, dst, self.version);
         let len = dst.len() - start - LEN_PREFIX;
         if len > self.max_frame_len {
             dst.truncate(start);
@@ -204,8 +251,11 @@ fn payload_size_hint(frame: &Frame) -> usize {
                     .iter()
                     .map(|(k, v)| 8 + k.len() + v.len())
                     .sum::<usize>()
+                + exec.user.as_ref().map_or(0, Vec::len)
+                + exec.pty.as_ref().map_or(0, |pty| pty.term.len())
         }
         Frame::Error { message, .. } => 2 + message.len(),
+        Frame::Unknown { payload, .. } => payload.len(),
         _ => 16,
     }
 }
@@ -215,7 +265,14 @@ fn put_bytes32(dst: &mut BytesMut, bytes: &[u8]) {
     dst.put_slice(bytes);
 }
 
-fn write_payload(frame: &Frame, dst: &mut BytesMut) {
+fn put_size(dst: &mut BytesMut, size: &PtySize) {
+    dst.put_u16(size.cols);
+    dst.put_u16(size.rows);
+    dst.put_u16(size.pixel_width);
+    dst.put_u16(size.pixel_height);
+}
+
+fn write_payload(frame: &Frame, dst: &mut BytesMut, version: u16) {
     match frame {
         Frame::Exec(exec) => {
             dst.put_u32(exec.window);
@@ -237,7 +294,27 @@ fn write_payload(frame: &Frame, dst: &mut BytesMut) {
                 put_bytes32(dst, key);
                 put_bytes32(dst, value);
             }
+            if version >= 2 {
+                dst.put_u8(u8::from(exec.login_shell));
+                match &exec.user {
+                    None => dst.put_u8(0),
+                    Some(user) => {
+                        dst.put_u8(1);
+                        put_bytes32(dst, user);
+                    }
+                }
+                match &exec.pty {
+                    None => dst.put_u8(0),
+                    Some(pty) => {
+                        dst.put_u8(1);
+                        put_bytes32(dst, &pty.term);
+                        put_size(dst, &pty.size);
+                    }
+                }
+            }
         }
+        Frame::Resize { size, .. } => put_size(dst, size),
+        Frame::Unknown { payload, .. } => dst.put_slice(payload),
         Frame::Stdin { data, .. } | Frame::Stdout { data, .. } | Frame::Stderr { data, .. } => {
             dst.put_slice(data)
         }
@@ -313,6 +390,23 @@ impl Reader {
         Ok(self.buf.get_i32())
     }
 
+    fn flag(&mut self, what: &'static str) -> Result<bool, CodecError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(self.malformed(what)),
+        }
+    }
+
+    fn size(&mut self) -> Result<PtySize, CodecError> {
+        Ok(PtySize {
+            cols: self.u16()?,
+            rows: self.u16()?,
+            pixel_width: self.u16()?,
+            pixel_height: self.u16()?,
+        })
+    }
+
     fn bytes32(&mut self) -> Result<Vec<u8>, CodecError> {
         let len = self.u32()? as usize;
         self.need(len)?;
@@ -337,10 +431,21 @@ impl Reader {
     }
 }
 
-fn parse_body(mut body: Bytes) -> Result<Frame, CodecError> {
+fn parse_body(mut body: Bytes, version: u16) -> Result<Frame, CodecError> {
     let type_byte = body.get_u8();
-    let frame = FrameType::from_byte(type_byte).ok_or(CodecError::UnknownType(type_byte))?;
     let channel = body.get_u32();
+    let known = FrameType::from_byte(type_byte).filter(|t| t.since_version() <= version);
+    let Some(frame) = known else {
+        // From version 2 on, the extension range is skipped, not fatal.
+        if version >= 2 && EXTENSION_TYPES.contains(&type_byte) {
+            return Ok(Frame::Unknown {
+                channel,
+                frame_type: type_byte,
+                payload: body,
+            });
+        }
+        return Err(CodecError::UnknownType(type_byte));
+    };
     let mut r = Reader { frame, buf: body };
     let parsed = match frame {
         FrameType::Exec => {
@@ -360,15 +465,35 @@ fn parse_body(mut body: Bytes) -> Result<Frame, CodecError> {
                 let value = r.bytes32()?;
                 env.push((key, value));
             }
-            Frame::Exec(Exec {
+            let mut exec = Exec {
                 channel,
                 window,
                 command,
                 cwd,
                 env,
                 timeout: (timeout_ms != 0).then(|| Duration::from_millis(timeout_ms)),
-            })
+                ..Exec::default()
+            };
+            if version >= 2 {
+                exec.login_shell = r.flag("mode is neither 0 nor 1")?;
+                if r.flag("user flag is neither 0 nor 1")? {
+                    exec.user = Some(r.bytes32()?);
+                }
+                if r.flag("pty flag is neither 0 nor 1")? {
+                    exec.pty = Some(PtyRequest {
+                        term: r.bytes32()?,
+                        size: r.size()?,
+                    });
+                }
+            }
+            Frame::Exec(exec)
         }
+        FrameType::Resize => Frame::Resize {
+            channel,
+            size: r.size()?,
+        },
+        // Never known to `from_byte`; handled above.
+        FrameType::Extension => return Err(CodecError::UnknownType(type_byte)),
         FrameType::Stdin => Frame::Stdin {
             channel,
             data: r.rest(),

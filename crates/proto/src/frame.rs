@@ -60,6 +60,25 @@ pub enum Frame {
         /// How it ended.
         status: ExitStatus,
     },
+    /// Client → server (version 2): the terminal of the channel's pty changed
+    /// size. Ignored on a channel without a pty, or one that has ended.
+    Resize {
+        /// Channel id.
+        channel: u32,
+        /// The new size.
+        size: PtySize,
+    },
+    /// Either direction (version 2): a frame whose type, in the extension
+    /// range [`EXTENSION_TYPES`], this implementation does not know. A
+    /// receiver skips it; a sender can use it to send such a frame verbatim.
+    Unknown {
+        /// Channel id.
+        channel: u32,
+        /// The type byte, in [`EXTENSION_TYPES`].
+        frame_type: u8,
+        /// The payload, uninterpreted.
+        payload: Bytes,
+    },
     /// Either direction: something went wrong. On a command channel the exec
     /// was refused (no `Exit` follows); on channel 0 the connection is about
     /// to close.
@@ -89,7 +108,50 @@ pub struct Exec {
     pub env: Vec<(Vec<u8>, Vec<u8>)>,
     /// Kill the command's process group after this long; no limit if absent.
     pub timeout: Option<Duration>,
+    /// Version 2: run the user's login shell instead of a command; the
+    /// command must then be empty.
+    pub login_shell: bool,
+    /// Version 2: the user the client wants to run as. The server refuses
+    /// any user other than the one it runs as; absent means "whoever that is".
+    pub user: Option<Vec<u8>>,
+    /// Version 2: run on a pseudo-terminal of this type and size instead of
+    /// pipes (stdout and stderr are then one stream, sent as Stdout).
+    pub pty: Option<PtyRequest>,
 }
+
+impl Exec {
+    /// Whether this request needs version 2 (a login shell, a user or a pty).
+    pub fn needs_version_2(&self) -> bool {
+        self.login_shell || self.user.is_some() || self.pty.is_some()
+    }
+}
+
+/// A request for a pseudo-terminal, as SSH's `pty-req`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PtyRequest {
+    /// The terminal type, set as `TERM` for the command (e.g. `xterm-256color`).
+    pub term: Vec<u8>,
+    /// The terminal's initial size.
+    pub size: PtySize,
+}
+
+/// A terminal's size, as the kernel's `struct winsize` holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PtySize {
+    /// Columns (characters).
+    pub cols: u16,
+    /// Rows (lines).
+    pub rows: u16,
+    /// Width in pixels; 0 if unknown.
+    pub pixel_width: u16,
+    /// Height in pixels; 0 if unknown.
+    pub pixel_height: u16,
+}
+
+/// Frame types a version-2 receiver that does not know them skips instead of
+/// closing the connection: room for optional additions without a new
+/// version. Unknown types below this range stay fatal.
+pub const EXTENSION_TYPES: std::ops::RangeInclusive<u8> = 0x80..=0xff;
 
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +181,11 @@ pub enum ErrorKind {
     ProtocolViolation,
     /// The server failed internally.
     Internal,
+    /// Version 2: the requested user is not the one the server runs as.
+    WrongUser,
+    /// Version 2: the server does not offer what the request asks for
+    /// (e.g. a pty).
+    Unsupported,
     /// A code this version does not know; kept so newer peers stay readable.
     Other(u16),
 }
@@ -133,6 +200,8 @@ impl ErrorKind {
             ErrorKind::ShuttingDown => 4,
             ErrorKind::ProtocolViolation => 5,
             ErrorKind::Internal => 6,
+            ErrorKind::WrongUser => 7,
+            ErrorKind::Unsupported => 8,
             ErrorKind::Other(code) => code,
         }
     }
@@ -146,6 +215,8 @@ impl ErrorKind {
             4 => ErrorKind::ShuttingDown,
             5 => ErrorKind::ProtocolViolation,
             6 => ErrorKind::Internal,
+            7 => ErrorKind::WrongUser,
+            8 => ErrorKind::Unsupported,
             other => ErrorKind::Other(other),
         }
     }
@@ -165,6 +236,8 @@ pub enum FrameType {
     Signal = 0x04,
     /// [`Frame::WindowAdjust`]
     WindowAdjust = 0x05,
+    /// [`Frame::Resize`] (version 2)
+    Resize = 0x06,
     /// [`Frame::Stdout`]
     Stdout = 0x10,
     /// [`Frame::Stderr`]
@@ -173,10 +246,20 @@ pub enum FrameType {
     Exit = 0x12,
     /// [`Frame::Error`]
     Error = 0x13,
+    /// [`Frame::Unknown`]: any type in [`EXTENSION_TYPES`] (version 2).
+    Extension = 0x80,
 }
 
 impl FrameType {
-    /// The type for a type byte, if known.
+    /// The first version that has this frame type.
+    pub fn since_version(self) -> u16 {
+        match self {
+            FrameType::Resize | FrameType::Extension => 2,
+            _ => 1,
+        }
+    }
+
+    /// The type for a type byte, if known (the extension range is not).
     pub fn from_byte(byte: u8) -> Option<Self> {
         Some(match byte {
             0x01 => FrameType::Exec,
@@ -184,6 +267,7 @@ impl FrameType {
             0x03 => FrameType::StdinEnd,
             0x04 => FrameType::Signal,
             0x05 => FrameType::WindowAdjust,
+            0x06 => FrameType::Resize,
             0x10 => FrameType::Stdout,
             0x11 => FrameType::Stderr,
             0x12 => FrameType::Exit,
@@ -202,6 +286,8 @@ impl Frame {
             | Frame::StdinEnd { channel }
             | Frame::Signal { channel, .. }
             | Frame::WindowAdjust { channel, .. }
+            | Frame::Resize { channel, .. }
+            | Frame::Unknown { channel, .. }
             | Frame::Stdout { channel, .. }
             | Frame::Stderr { channel, .. }
             | Frame::Exit { channel, .. }
@@ -221,6 +307,24 @@ impl Frame {
             Frame::Stderr { .. } => FrameType::Stderr,
             Frame::Exit { .. } => FrameType::Exit,
             Frame::Error { .. } => FrameType::Error,
+            Frame::Resize { .. } => FrameType::Resize,
+            Frame::Unknown { .. } => FrameType::Extension,
+        }
+    }
+
+    /// The frame's type byte on the wire.
+    pub fn type_byte(&self) -> u8 {
+        match self {
+            Frame::Unknown { frame_type, .. } => *frame_type,
+            other => other.frame_type() as u8,
+        }
+    }
+
+    /// The first protocol version in which this frame can be sent.
+    pub fn since_version(&self) -> u16 {
+        match self {
+            Frame::Exec(exec) if exec.needs_version_2() => 2,
+            other => other.frame_type().since_version(),
         }
     }
 }

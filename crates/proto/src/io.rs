@@ -28,43 +28,57 @@ pub enum GreetError {
     Io(#[from] std::io::Error),
 }
 
-/// Sends our greeting, then reads and checks the peer's.
+/// Sends our greeting (every version this crate speaks), then reads the
+/// peer's and returns the version both sides now speak: the highest one both
+/// greetings name. Use it for a [`Codec::with_version`].
 ///
-/// Both sides send first, so a version mismatch is seen by both: each learns
-/// the other's version from the greeting it receives.
+/// Both sides send first, so each learns the other's versions from the
+/// greeting it receives, and a mismatch is seen by both.
 ///
 /// # Errors
 /// See [`GreetError`].
-pub async fn greet<S>(stream: &mut S, timeout: Duration) -> Result<(), GreetError>
+pub async fn greet<S>(stream: &mut S, timeout: Duration) -> Result<u16, GreetError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    stream.write_all(&Hello::current().encode()).await?;
+    greet_as(stream, timeout, Hello::current()).await
+}
+
+/// [`greet`] announcing `ours` instead of every version this crate speaks
+/// (a peer pinned to an older version, a test).
+///
+/// # Errors
+/// See [`GreetError`].
+pub async fn greet_as<S>(stream: &mut S, timeout: Duration, ours: Hello) -> Result<u16, GreetError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    stream.write_all(&ours.encode()).await?;
     stream.flush().await?;
     let mut hello = [0u8; HELLO_LEN];
     tokio::time::timeout(timeout, stream.read_exact(&mut hello))
         .await
         .map_err(|_| GreetError::Timeout(timeout))??;
-    Hello::decode(&hello)?.check_version()?;
-    Ok(())
+    Ok(ours.negotiate(Hello::decode(&hello)?)?)
 }
 
-/// Writes queued frames until every sender is gone (then flushes and shuts
-/// the write side down) or `abort` is cancelled. Whatever is queued when the
-/// writer wakes is gathered into one vectored write; large data payloads are
-/// written from their own buffers, never copied.
+/// Writes queued frames with `codec` (of the negotiated version) until every
+/// sender is gone (then flushes and shuts the write side down) or `abort` is
+/// cancelled. Whatever is queued when the writer wakes is gathered into one
+/// vectored write; large data payloads are written from their own buffers,
+/// never copied.
 ///
 /// # Errors
 /// A transport error, or a frame the codec refuses.
 pub async fn write_frames<W>(
     mut write_half: W,
     mut frames: mpsc::Receiver<Frame>,
+    mut codec: Codec,
     abort: CancellationToken,
 ) -> Result<(), CodecError>
 where
     W: AsyncWrite + Unpin,
 {
-    let mut codec = Codec::new();
     let mut batch = Batch::default();
     loop {
         let next = tokio::select! {
@@ -219,6 +233,43 @@ impl ChunkBuffers {
 mod tests {
     use super::*;
     use bytes::BufMut;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Both ends greet at once over an in-memory pipe; returns both results.
+    fn greet_pair(a: Hello, b: Hello) -> (Result<u16, GreetError>, Result<u16, GreetError>) {
+        runtime().block_on(async {
+            let (mut x, mut y) = tokio::io::duplex(64);
+            let limit = Duration::from_secs(5);
+            tokio::join!(greet_as(&mut x, limit, a), greet_as(&mut y, limit, b))
+        })
+    }
+
+    #[test]
+    fn greeting_negotiates_the_same_version_on_both_sides() {
+        let (a, b) = greet_pair(Hello::current(), Hello::current());
+        assert_eq!((a.ok(), b.ok()), (Some(2), Some(2)));
+        let (a, b) = greet_pair(Hello::current(), Hello::only(1));
+        assert_eq!((a.ok(), b.ok()), (Some(1), Some(1)));
+        let (a, b) = greet_pair(Hello::current(), Hello::only(3));
+        assert!(matches!(
+            a,
+            Err(GreetError::Hello(HelloError::VersionMismatch { .. }))
+        ));
+        assert!(b.is_err(), "the other side sees it too");
+    }
+
+    #[test]
+    fn a_version_1_peer_reads_our_greeting_as_version_1() {
+        // What a version-1 peer checks: magic, then bytes 4..6 == 1.
+        let ours = Hello::current().encode();
+        assert_eq!(&ours[..6], b"RSH\0\x00\x01");
+    }
 
     /// One chunk the way a pump cuts it: room, fill, split.
     fn cut(buffers: &mut ChunkBuffers, byte: u8) -> (usize, Bytes) {

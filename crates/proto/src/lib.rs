@@ -8,7 +8,8 @@
 //! The byte-level specification lives in `docs/PROTOCOL.md`; this crate is its
 //! reference implementation.
 //!
-//! - [`Hello`]: the 8-byte greeting each side sends first (magic + version).
+//! - [`Hello`]: the 8-byte greeting each side sends first (magic + the
+//!   versions it speaks); both sides then speak the highest common version.
 //! - [`Frame`]: every message after the greeting.
 //! - [`Codec`]: a [`tokio_util::codec::Decoder`] and [`tokio_util::codec::Encoder`]
 //!   that refuse any frame over [`MAX_FRAME_LEN`] before allocating for it.
@@ -23,8 +24,10 @@ pub mod io;
 mod window;
 
 pub use codec::{Codec, CodecError};
-pub use frame::{signal, ErrorKind, Exec, ExitStatus, Frame, FrameType};
-pub use hello::{Hello, HelloError, HELLO_LEN, MAGIC, VERSION};
+pub use frame::{
+    signal, ErrorKind, Exec, ExitStatus, Frame, FrameType, PtyRequest, PtySize, EXTENSION_TYPES,
+};
+pub use hello::{Hello, HelloError, HELLO_LEN, MAGIC, MIN_VERSION, VERSION};
 pub use window::Window;
 
 /// Largest frame body (everything after the 4-byte length prefix) a peer may

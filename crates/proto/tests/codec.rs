@@ -2,18 +2,33 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
-use rsh_proto::{Codec, CodecError, ErrorKind, Exec, ExitStatus, Frame, MAX_FRAME_LEN};
+use rsh_proto::{
+    Codec, CodecError, ErrorKind, Exec, ExitStatus, Frame, FrameType, PtyRequest, PtySize,
+    MAX_FRAME_LEN,
+};
 use std::time::Duration;
 use tokio_util::codec::{Decoder, Encoder};
 
+/// Encodes with the newest version's codec.
 fn encode(frame: &Frame) -> Vec<u8> {
+    encode_v(frame, rsh_proto::VERSION)
+}
+
+fn encode_v(frame: &Frame, version: u16) -> Vec<u8> {
     let mut buf = BytesMut::new();
-    Codec::new().encode(frame, &mut buf).expect("frame fits");
+    Codec::new()
+        .with_version(version)
+        .encode(frame, &mut buf)
+        .expect("frame fits");
     buf.to_vec()
 }
 
 fn decode_all(bytes: &[u8]) -> Result<Vec<Frame>, CodecError> {
-    let mut codec = Codec::new();
+    decode_all_v(bytes, rsh_proto::VERSION)
+}
+
+fn decode_all_v(bytes: &[u8], version: u16) -> Result<Vec<Frame>, CodecError> {
+    let mut codec = Codec::new().with_version(version);
     let mut buf = BytesMut::from(bytes);
     let mut frames = Vec::new();
     while let Some(frame) = codec.decode(&mut buf)? {
@@ -22,6 +37,8 @@ fn decode_all(bytes: &[u8]) -> Result<Vec<Frame>, CodecError> {
     Ok(frames)
 }
 
+/// Version 1's vectors (docs/PROTOCOL.md section 5). Every frame but Exec
+/// is the same in version 2.
 #[test]
 fn golden_vectors() {
     let cases: Vec<(Frame, &[u8])> = vec![
@@ -33,6 +50,7 @@ fn golden_vectors() {
                 cwd: Some(b"/t".to_vec()),
                 env: vec![(b"A".to_vec(), b"b".to_vec())],
                 timeout: Some(Duration::from_millis(1500)),
+                ..Exec::default()
             }),
             b"\x00\x00\x00\x2c\x01\x00\x00\x00\x01\
               \x00\x01\x00\x00\
@@ -119,9 +137,247 @@ fn golden_vectors() {
         ),
     ];
     for (frame, wire) in cases {
-        assert_eq!(encode(&frame), wire, "encoding {frame:?}");
-        assert_eq!(decode_all(wire).expect("golden decodes"), vec![frame]);
+        assert_eq!(encode_v(&frame, 1), wire, "encoding {frame:?}");
+        assert_eq!(
+            decode_all_v(wire, 1).expect("golden decodes"),
+            vec![frame.clone()]
+        );
+        if !matches!(frame, Frame::Exec(_)) {
+            assert_eq!(
+                encode_v(&frame, 2),
+                wire,
+                "version 2 encodes {frame:?} alike"
+            );
+            assert_eq!(decode_all_v(wire, 2).expect("golden decodes"), vec![frame]);
+        }
     }
+}
+
+/// Version 2's new and changed frames (docs/PROTOCOL.md section 5).
+#[test]
+fn golden_vectors_v2() {
+    let cases: Vec<(Frame, &[u8])> = vec![
+        (
+            // A plain command: the v1 fields, then mode 0, no user, no pty.
+            Frame::Exec(Exec {
+                channel: 1,
+                window: 0x0001_0000,
+                command: b"ls".to_vec(),
+                ..Exec::default()
+            }),
+            b"\x00\x00\x00\x1f\x01\x00\x00\x00\x01\
+              \x00\x01\x00\x00\
+              \x00\x00\x00\x00\x00\x00\x00\x00\
+              \x00\x00\x00\x02ls\
+              \x00\
+              \x00\x00\x00\x00\
+              \x00\
+              \x00\
+              \x00",
+        ),
+        (
+            // The login shell of user "al" on an 80x24 xterm of 800x480 pixels.
+            Frame::Exec(Exec {
+                channel: 2,
+                window: 0x0001_0000,
+                login_shell: true,
+                user: Some(b"al".to_vec()),
+                pty: Some(PtyRequest {
+                    term: b"xterm".to_vec(),
+                    size: PtySize {
+                        cols: 80,
+                        rows: 24,
+                        pixel_width: 800,
+                        pixel_height: 480,
+                    },
+                }),
+                ..Exec::default()
+            }),
+            b"\x00\x00\x00\x34\x01\x00\x00\x00\x02\
+              \x00\x01\x00\x00\
+              \x00\x00\x00\x00\x00\x00\x00\x00\
+              \x00\x00\x00\x00\
+              \x00\
+              \x00\x00\x00\x00\
+              \x01\
+              \x01\x00\x00\x00\x02al\
+              \x01\x00\x00\x00\x05xterm\x00\x50\x00\x18\x03\x20\x01\xe0",
+        ),
+        (
+            Frame::Resize {
+                channel: 2,
+                size: PtySize {
+                    cols: 100,
+                    rows: 30,
+                    pixel_width: 0,
+                    pixel_height: 0,
+                },
+            },
+            b"\x00\x00\x00\x0d\x06\x00\x00\x00\x02\x00\x64\x00\x1e\x00\x00\x00\x00",
+        ),
+        (
+            Frame::Unknown {
+                channel: 0,
+                frame_type: 0x80,
+                payload: Bytes::from_static(b"x"),
+            },
+            b"\x00\x00\x00\x06\x80\x00\x00\x00\x00x",
+        ),
+        (
+            Frame::Error {
+                channel: 1,
+                kind: ErrorKind::WrongUser,
+                message: "no".into(),
+            },
+            b"\x00\x00\x00\x09\x13\x00\x00\x00\x01\x00\x07no",
+        ),
+        (
+            Frame::Error {
+                channel: 1,
+                kind: ErrorKind::Unsupported,
+                message: "no".into(),
+            },
+            b"\x00\x00\x00\x09\x13\x00\x00\x00\x01\x00\x08no",
+        ),
+    ];
+    for (frame, wire) in cases {
+        assert_eq!(encode_v(&frame, 2), wire, "encoding {frame:?}");
+        assert_eq!(decode_all_v(wire, 2).expect("golden decodes"), vec![frame]);
+    }
+}
+
+/// docs/PROTOCOL.md section 11: the reference client's `echo hi` Exec in
+/// both versions, so the worked example cannot drift from the codec.
+#[test]
+fn worked_example_exec_in_both_versions() {
+    let exec = Frame::Exec(Exec {
+        channel: 1,
+        window: 2 * 1024 * 1024,
+        command: b"echo hi".to_vec(),
+        ..Exec::default()
+    });
+    let v1: &[u8] = b"\x00\x00\x00\x21\x01\x00\x00\x00\x01\x00\x20\x00\x00\
+        \x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x07echo hi\x00\x00\x00\x00\x00";
+    let v2: &[u8] = b"\x00\x00\x00\x24\x01\x00\x00\x00\x01\x00\x20\x00\x00\
+        \x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x07echo hi\x00\x00\x00\x00\x00\
+        \x00\x00\x00";
+    assert_eq!(encode_v(&exec, 1), v1);
+    assert_eq!(encode_v(&exec, 2), v2);
+}
+
+#[test]
+fn version_2_frames_do_not_exist_in_version_1() {
+    // A v1 receiver knows neither Resize nor the extension range: fatal, as
+    // any unknown type is in version 1.
+    let resize = b"\x00\x00\x00\x0d\x06\x00\x00\x00\x02\x00\x64\x00\x1e\x00\x00\x00\x00";
+    assert!(matches!(
+        decode_all_v(resize, 1),
+        Err(CodecError::UnknownType(0x06))
+    ));
+    assert!(matches!(
+        decode_all_v(b"\x00\x00\x00\x06\x80\x00\x00\x00\x00x", 1),
+        Err(CodecError::UnknownType(0x80))
+    ));
+    // And a v1 sender cannot send them, nor an Exec with v2 options.
+    let mut codec = Codec::new().with_version(1);
+    let mut buf = BytesMut::new();
+    let v2_exec = Frame::Exec(Exec {
+        channel: 1,
+        user: Some(b"bob".to_vec()),
+        ..Exec::default()
+    });
+    for frame in [
+        v2_exec,
+        Frame::Resize {
+            channel: 1,
+            size: PtySize::default(),
+        },
+    ] {
+        assert!(matches!(
+            codec.encode(&frame, &mut buf),
+            Err(CodecError::NotInVersion {
+                needs: 2,
+                version: 1,
+                ..
+            })
+        ));
+    }
+    assert!(buf.is_empty());
+}
+
+#[test]
+fn version_2_skips_the_extension_range_only() {
+    // An extension frame between two known frames: the receiver gets it as
+    // Unknown (to skip) and goes on.
+    let wire = b"\x00\x00\x00\x05\x03\x00\x00\x00\x02\
+                 \x00\x00\x00\x08\xfe\x00\x00\x00\x02abc\
+                 \x00\x00\x00\x05\x03\x00\x00\x00\x03";
+    let frames = decode_all_v(wire, 2).expect("extension frames are skippable");
+    assert_eq!(frames.len(), 3);
+    assert!(matches!(
+        frames[1],
+        Frame::Unknown {
+            frame_type: 0xfe,
+            ..
+        }
+    ));
+    assert_eq!(frames[2], Frame::StdinEnd { channel: 3 });
+    // Below the range an unknown type is still fatal.
+    assert!(matches!(
+        decode_all_v(b"\x00\x00\x00\x05\x7f\x00\x00\x00\x01", 2),
+        Err(CodecError::UnknownType(0x7f))
+    ));
+    // Nobody can send an "unknown" frame outside the range.
+    let bad = Frame::Unknown {
+        channel: 1,
+        frame_type: 0x07,
+        payload: Bytes::new(),
+    };
+    assert!(matches!(
+        Codec::new().encode(&bad, &mut BytesMut::new()),
+        Err(CodecError::UnknownType(0x07))
+    ));
+    assert_eq!(bad.frame_type(), FrameType::Extension);
+}
+
+#[test]
+fn malformed_version_2_exec_is_refused() {
+    // A v1-layout Exec on a v2 connection ends early.
+    let v1_exec = encode_v(
+        &Frame::Exec(Exec {
+            channel: 1,
+            command: b"ls".to_vec(),
+            ..Exec::default()
+        }),
+        1,
+    );
+    assert!(matches!(
+        decode_all_v(&v1_exec, 2),
+        Err(CodecError::Malformed { .. })
+    ));
+    // Mode 2 does not exist.
+    let mut wire = encode_v(
+        &Frame::Exec(Exec {
+            channel: 1,
+            command: b"ls".to_vec(),
+            ..Exec::default()
+        }),
+        2,
+    );
+    let mode_at = wire.len() - 3;
+    wire[mode_at] = 2;
+    assert!(matches!(
+        decode_all_v(&wire, 2),
+        Err(CodecError::Malformed { .. })
+    ));
+    // A Resize one byte short.
+    assert!(matches!(
+        decode_all_v(
+            b"\x00\x00\x00\x0c\x06\x00\x00\x00\x02\x00\x64\x00\x1e\x00\x00\x00",
+            2
+        ),
+        Err(CodecError::Malformed { .. })
+    ));
 }
 
 #[test]
@@ -193,8 +449,53 @@ fn bytes_strategy(max: usize) -> impl Strategy<Value = Vec<u8>> + Clone {
     proptest::collection::vec(any::<u8>(), 0..max)
 }
 
+fn size_strategy() -> impl Strategy<Value = PtySize> + Clone {
+    (any::<u16>(), any::<u16>(), any::<u16>(), any::<u16>()).prop_map(
+        |(cols, rows, pixel_width, pixel_height)| PtySize {
+            cols,
+            rows,
+            pixel_width,
+            pixel_height,
+        },
+    )
+}
+
+/// Every frame of the newest version, including its new ones.
 fn frame_strategy() -> impl Strategy<Value = Frame> {
-    let exec = (
+    let v2_exec = (
+        v1_exec_strategy(),
+        any::<bool>(),
+        proptest::option::of(bytes_strategy(16)),
+        proptest::option::of((bytes_strategy(16), size_strategy())),
+    )
+        .prop_map(|(exec, login_shell, user, pty)| {
+            let Frame::Exec(mut exec) = exec else {
+                unreachable!("the v1 strategy makes an Exec")
+            };
+            exec.login_shell = login_shell;
+            exec.user = user;
+            exec.pty = pty.map(|(term, size)| PtyRequest { term, size });
+            Frame::Exec(exec)
+        });
+    let resize =
+        (any::<u32>(), size_strategy()).prop_map(|(channel, size)| Frame::Resize { channel, size });
+    let unknown = (any::<u32>(), 0x80u8..=0xff, bytes_strategy(40)).prop_map(
+        |(channel, frame_type, payload)| Frame::Unknown {
+            channel,
+            frame_type,
+            payload: Bytes::from(payload),
+        },
+    );
+    prop_oneof![
+        4 => v1_frame_strategy(),
+        1 => v2_exec,
+        1 => resize,
+        1 => unknown,
+    ]
+}
+
+fn v1_exec_strategy() -> impl Strategy<Value = Frame> {
+    (
         any::<u32>(),
         any::<u32>(),
         bytes_strategy(64),
@@ -210,8 +511,14 @@ fn frame_strategy() -> impl Strategy<Value = Frame> {
                 cwd,
                 env,
                 timeout: timeout.map(Duration::from_millis),
+                ..Exec::default()
             })
-        });
+        })
+}
+
+/// Every frame version 1 has.
+fn v1_frame_strategy() -> impl Strategy<Value = Frame> {
+    let exec = v1_exec_strategy();
     let status = prop_oneof![
         any::<i32>().prop_map(ExitStatus::Code),
         any::<u8>().prop_map(ExitStatus::Signal),
@@ -240,6 +547,24 @@ fn frame_strategy() -> impl Strategy<Value = Frame> {
 }
 
 proptest! {
+    /// Only Exec changed layout: every other version-1 frame is the same
+    /// bytes in version 2.
+    #[test]
+    fn v1_frames_but_exec_are_unchanged_in_v2(frame in v1_frame_strategy()) {
+        if !matches!(frame, Frame::Exec(_)) {
+            prop_assert_eq!(encode_v(&frame, 1), encode_v(&frame, 2));
+        }
+    }
+
+    #[test]
+    fn round_trip_v1(frames in proptest::collection::vec(v1_frame_strategy(), 1..8)) {
+        let mut wire = Vec::new();
+        for frame in &frames {
+            wire.extend_from_slice(&encode_v(frame, 1));
+        }
+        prop_assert_eq!(decode_all_v(&wire, 1).expect("valid stream"), frames);
+    }
+
     #[test]
     fn round_trip(frames in proptest::collection::vec(frame_strategy(), 1..8)) {
         let mut wire = Vec::new();

@@ -9,7 +9,7 @@
 use crate::budget::StdinBudget;
 use crate::command::{self, CommandContext, CommandInputs};
 use crate::reaper::Reaper;
-use crate::ServerConfig;
+use crate::{login, ServerConfig};
 use bytes::Bytes;
 use futures::StreamExt;
 use rsh_proto::io::GreetError;
@@ -63,11 +63,17 @@ pub(crate) async fn serve<S>(mut stream: S, ctx: ServerContext)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    if let Err(err) = rsh_proto::io::greet(&mut stream, ctx.config.handshake_timeout).await {
-        warn!(cause = %err, "handshake failed; closing");
-        return;
-    }
-    debug!("handshake done");
+    // Every frame after the greeting is read and written in the negotiated
+    // version: a version-1 client gets exactly version 1.
+    let version = match rsh_proto::io::greet(&mut stream, ctx.config.handshake_timeout).await {
+        Ok(version) => version,
+        Err(err) => {
+            warn!(cause = %err, "handshake failed; closing");
+            return;
+        }
+    };
+    let codec = Codec::new().with_version(version);
+    debug!(version, "handshake done");
     let (read_half, write_half) = tokio::io::split(stream);
     let (frames_tx, frames_rx) = mpsc::channel(OUTGOING_QUEUE);
     let client_gone = CancellationToken::new();
@@ -76,6 +82,7 @@ where
         write_frames(
             write_half,
             frames_rx,
+            codec,
             client_gone.clone(),
             abort_writer.clone(),
         )
@@ -85,15 +92,14 @@ where
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
         ctx: ctx.clone(),
+        version,
         frames: frames_tx,
         client_gone: client_gone.clone(),
         channels: HashMap::new(),
         done_tx,
         done_rx,
     };
-    let end = conn
-        .read_frames(FramedRead::new(read_half, Codec::new()))
-        .await;
+    let end = conn.read_frames(FramedRead::new(read_half, codec)).await;
     match &end {
         End::ClientClosed => debug!("client closed the connection"),
         End::ShutdownDrained => debug!("shutdown: connection drained"),
@@ -139,6 +145,8 @@ struct Channel {
 /// finds the id free.
 struct Connection {
     ctx: ServerContext,
+    /// The protocol version the greeting negotiated.
+    version: u16,
     frames: mpsc::Sender<Frame>,
     client_gone: CancellationToken,
     channels: HashMap<u32, Channel>,
@@ -285,6 +293,21 @@ impl Connection {
                 warn!(channel, ?kind, %message, "client reported an error");
                 Ok(())
             }
+            Frame::Resize { channel, size } => {
+                // No channel has a pty yet (such requests are refused), and a
+                // resize of a channel without one is ignored.
+                debug!(channel, ?size, "resize of a channel without a pty ignored");
+                Ok(())
+            }
+            Frame::Unknown {
+                channel,
+                frame_type,
+                ..
+            } => {
+                // Version 2's extension range: skipped, by the protocol's rule.
+                debug!(channel, frame_type, "skipping an unknown extension frame");
+                Ok(())
+            }
             other @ (Frame::Stdout { .. } | Frame::Stderr { .. } | Frame::Exit { .. }) => {
                 Err(ConnectionError::Protocol(format!(
                     "client sent a server-only {:?} frame",
@@ -333,6 +356,10 @@ impl Connection {
                 .await;
             return Ok(());
         }
+        if let Err((kind, message)) = login::check(&exec).await {
+            self.refuse(channel, kind, message).await;
+            return Ok(());
+        }
 
         let (stdin_tx, stdin_rx) = mpsc::unbounded_channel();
         let (signals_tx, signals_rx) = mpsc::unbounded_channel();
@@ -371,6 +398,7 @@ impl Connection {
         let span = info_span!(
             "cmd",
             channel,
+            proto = self.version,
             // Debug-quoted: a newline in a command cannot forge a log line.
             command = ?String::from_utf8_lossy(&exec.command),
             pid = tracing::field::Empty,
@@ -383,7 +411,11 @@ impl Connection {
 }
 
 fn validate(exec: &Exec) -> Result<(), &'static str> {
-    if exec.command.iter().all(u8::is_ascii_whitespace) {
+    if exec.login_shell {
+        if !exec.command.is_empty() {
+            return Err("a login shell request carries no command");
+        }
+    } else if exec.command.iter().all(u8::is_ascii_whitespace) {
         return Err("empty command");
     }
     if exec.command.contains(&0) {
@@ -401,6 +433,16 @@ fn validate(exec: &Exec) -> Result<(), &'static str> {
             return Err("environment variable name or value is invalid");
         }
     }
+    if exec
+        .user
+        .as_ref()
+        .is_some_and(|user| user.is_empty() || user.contains(&0))
+    {
+        return Err("user name is empty or contains a NUL byte");
+    }
+    if exec.pty.as_ref().is_some_and(|pty| pty.term.contains(&0)) {
+        return Err("terminal type contains a NUL byte");
+    }
     Ok(())
 }
 
@@ -408,12 +450,13 @@ fn validate(exec: &Exec) -> Result<(), &'static str> {
 async fn write_frames<W>(
     write_half: W,
     frames: mpsc::Receiver<Frame>,
+    codec: Codec,
     client_gone: CancellationToken,
     abort: CancellationToken,
 ) where
     W: AsyncWrite + Unpin,
 {
-    if let Err(err) = rsh_proto::io::write_frames(write_half, frames, abort).await {
+    if let Err(err) = rsh_proto::io::write_frames(write_half, frames, codec, abort).await {
         debug!(cause = %err, "connection write failed");
         client_gone.cancel();
     }

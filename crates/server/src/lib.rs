@@ -6,6 +6,8 @@
 //!   `max_connections` at once (a semaphore permit is taken before `accept`).
 //! - [`connection`]: greets the peer, then reads frames and routes them to the
 //!   connection's commands; one writer task owns the socket's write half.
+//! - `login`: what a version-2 request may ask beyond a command (which
+//!   user, a login shell, a pty), checked before anything runs.
 //! - [`command`]: runs one `sh -c COMMAND` in its own process group and pumps
 //!   its stdin, stdout and stderr under the channel's flow-control windows.
 //! - [`process_group`]: ending a command's whole process group, politely then
@@ -16,20 +18,28 @@
 //! - [`budget`]: the stdin bytes all connections together may have in flight
 //!   to the server; stdin windows are granted out of it.
 //!
+//! - [`ready`]: the `--ready-file` a supervisor waits on (bound endpoints,
+//!   host key fingerprint, pid), with its format.
+//! - [`cli`]: the `rsh-server` command line (the binary is a thin `main`
+//!   over [`cli::main`]).
+//!
 //! Shutdown is a [`tokio_util::sync::CancellationToken`]: cancelling it stops
 //! the accept loops, gives running commands [`ServerConfig::shutdown_grace`] to
 //! finish, then ends them; [`Server::run`] returns once everything is reaped.
 #![deny(missing_docs)]
 
 pub mod budget;
+pub mod cli;
 pub mod command;
 mod config;
 pub mod connection;
 pub mod listener;
+mod login;
 pub mod process_group;
+pub mod ready;
 pub mod reaper;
 mod server;
 
 pub use config::ServerConfig;
 pub use listener::{Listener, ListenerError, TlsSetup};
-pub use server::Server;
+pub use server::{serve_connection, Server};

@@ -3,10 +3,11 @@ use crate::connection::ServerContext;
 use crate::reaper::Reaper;
 use crate::{Listener, ServerConfig};
 use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, info_span, Instrument};
 
 /// A server over already-bound listeners.
 #[derive(Debug)]
@@ -59,4 +60,39 @@ impl Server {
         info!("shutdown complete");
         drop(self.listeners);
     }
+}
+
+/// Serves one already-connected stream as the daemon serves an authenticated
+/// connection: the greeting, then frames, until the peer closes, breaks the
+/// protocol or `shutdown` is cancelled (then running commands get the
+/// shutdown grace, as in [`Server::run`]). Returns once the connection has
+/// ended and every command it started is reaped.
+///
+/// No authentication happens here: the caller has already decided who the
+/// peer is (tests over [`tokio::io::duplex`], an embedding that authenticates
+/// by other means). `peer` names it in the connection's log span.
+pub async fn serve_connection<S>(
+    stream: S,
+    peer: &str,
+    config: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    // Its own reaper and stdin budget: this connection is all it serves.
+    let ctx = ServerContext {
+        stdin_budget: StdinBudget::new(config.stdin_budget),
+        config,
+        shutdown,
+        tracker: TaskTracker::new(),
+        reaper: Reaper::start(),
+    };
+    let tracker = ctx.tracker.clone();
+    let reaper = ctx.reaper.clone();
+    crate::connection::serve(stream, ctx)
+        .instrument(info_span!("conn", peer = %peer))
+        .await;
+    tracker.close();
+    tracker.wait().await;
+    reaper.stop();
 }

@@ -1,9 +1,11 @@
-//! `rsh-server`: the rsh daemon.
+//! `rsh-server`'s command line: the daemon's `main`, kept in the library so
+//! the root package's thin binary (and `cargo install --path .`) can run it.
 
+use crate::ready::ReadyFile;
+use crate::{Listener, Server, ServerConfig, TlsSetup};
 use anyhow::Context;
 use clap::Parser;
 use rsh_config::{Endpoint, RshHome};
-use rsh_server::{Listener, Server, ServerConfig, TlsSetup};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -77,6 +79,30 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 2.0)]
     linger: f64,
 
+    /// Once listening, write the bound endpoints, the host key fingerprint
+    /// and the pid to PATH, for scripts and supervisors.
+    ///
+    /// The file appears atomically (written beside PATH, then renamed) once
+    /// every listener is bound and the server handles signals, and is removed
+    /// when the server exits cleanly; a stale PATH is removed at start. One
+    /// `KEY VALUE` a line; `#` lines are comments; ignore unknown keys:
+    ///
+    ///   pid 4242
+    ///   endpoint unix /home/me/.rsh/rsh.sock
+    ///   endpoint tcp 127.0.0.1:40123
+    ///   fingerprint SHA256:...
+    ///
+    /// One `endpoint` line per --listen, in order, with the real port when 0
+    /// was asked; `fingerprint` (as --fingerprint prints it) only when TCP is
+    /// served.
+    #[arg(
+        long,
+        value_name = "PATH",
+        verbatim_doc_comment,
+        help = "Once listening, write the bound endpoints, the host key fingerprint and the pid to PATH (format: --help)"
+    )]
+    ready_file: Option<PathBuf>,
+
     /// Stdin bytes all clients together may have buffered in the server.
     ///
     /// Counts stdin window granted to clients and bytes received but not yet
@@ -103,7 +129,9 @@ fn positive_seconds(value: f64, name: &str) -> anyhow::Result<Duration> {
     Ok(duration)
 }
 
-fn main() -> ExitCode {
+/// Parses the command line, runs the daemon until a signal stops it, and
+/// returns the process exit code.
+pub fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.verbose);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -198,10 +226,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         home.ensure()?;
         endpoints.push(Endpoint::Unix(home.socket_path()));
     }
+    if let Some(path) = &args.ready_file {
+        remove_ready_file(path).await?;
+    }
+    let mut fingerprint = None;
     let tls = if endpoints.iter().any(|e| matches!(e, Endpoint::Tcp { .. })) {
         let identity = host_key(&home)?;
         let authorized_keys = home.authorized_keys_path();
         info!(fingerprint = %identity.fingerprint(), "host key");
+        fingerprint = Some(identity.fingerprint().to_string());
         if !authorized_keys.exists() {
             tracing::warn!(
                 path = %authorized_keys.display(),
@@ -225,22 +258,62 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         );
     }
 
-    if !rsh_server::process_group::become_subreaper() {
+    if !crate::process_group::become_subreaper() {
         tracing::debug!("not a subreaper: init reaps commands' background processes");
     }
     let shutdown = CancellationToken::new();
-    tokio::spawn(wait_for_signal(shutdown.clone()));
+    // Installed here, not in the spawned task, so that a supervisor told
+    // "ready" can already stop the server with SIGTERM.
+    let signals = install_signal_handlers();
+    tokio::spawn(wait_for_signal(signals, shutdown.clone()));
+    if let Some(path) = &args.ready_file {
+        let ready = ReadyFile {
+            pid: std::process::id(),
+            endpoints: listeners.iter().map(Listener::endpoint).collect(),
+            fingerprint,
+        };
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || ready.write_atomically(&path))
+            .await
+            .context("writing the ready file failed")??;
+    }
     Server::new(config, listeners).run(shutdown).await;
+    if let Some(path) = &args.ready_file {
+        remove_ready_file(path).await?;
+    }
     Ok(())
 }
 
-async fn wait_for_signal(shutdown: CancellationToken) {
+/// Removes a ready file, if there is one.
+async fn remove_ready_file(path: &std::path::Path) -> anyhow::Result<()> {
+    match tokio::fs::remove_file(path).await {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(err).with_context(|| format!("cannot remove the ready file {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+type Signals = (
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+);
+
+fn install_signal_handlers() -> Option<Signals> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
-    ) else {
+    ) {
+        (Ok(term), Ok(int), Ok(hup)) => Some((term, int, hup)),
+        _ => None,
+    }
+}
+
+async fn wait_for_signal(signals: Option<Signals>, shutdown: CancellationToken) {
+    let Some((mut term, mut int, mut hup)) = signals else {
         error!("cannot install signal handlers; stop the server with SIGKILL");
         return;
     };

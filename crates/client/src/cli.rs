@@ -1,12 +1,14 @@
-//! `rsh-client`: run commands on an rsh server, like `ssh HOST CMD`.
+//! `rsh-client`'s command line: run commands on an rsh server, like
+//! `ssh HOST CMD`. The binary's `main`, kept in the library so the root
+//! package's thin binary (and `cargo install --path .`) can run it.
 
-use anyhow::Context;
-use bytes::BufMut;
-use clap::Parser;
-use rsh_client::{
+use crate::{
     client_identity, signal, Client, ClientError, ConnectOptions, Event, ExecRequest, ExitStatus,
     Fingerprint, HostKeyPolicy, RemoteCommand,
 };
+use anyhow::Context;
+use bytes::BufMut;
+use clap::Parser;
 use rsh_config::{Endpoint, RshHome};
 use rsh_proto::io::ChunkBuffers;
 use std::io::{IsTerminal, Write};
@@ -84,7 +86,9 @@ fn parse_env(arg: &str) -> Result<(String, String), String> {
     }
 }
 
-fn main() -> ExitCode {
+/// Parses the command line, runs the client, and returns the process exit
+/// code (the remote command's, or 255 when rsh itself failed).
+pub fn main() -> ExitCode {
     let args = Args::parse();
     // One thread: a client drives one connection; a pool would only add startup cost.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -294,11 +298,8 @@ async fn one_shot(
             // Three 1 MiB blocks cover the 1 MiB window plus the one filling.
             let mut buffers = ChunkBuffers::new(1024 * 1024, 3);
             loop {
-                let buf = buffers.room(rsh_client::MAX_STDIN_CHUNK);
-                match local
-                    .read_buf(&mut buf.limit(rsh_client::MAX_STDIN_CHUNK))
-                    .await
-                {
+                let buf = buffers.room(crate::MAX_STDIN_CHUNK);
+                match local.read_buf(&mut buf.limit(crate::MAX_STDIN_CHUNK)).await {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         let chunk = buf.split().freeze();

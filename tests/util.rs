@@ -1,0 +1,246 @@
+//! Shared test helpers: the real `rsh-server` binary on a temp socket (or,
+//! with TLS, an ephemeral loopback port), and the real `rsh-client` binary,
+//! both found through `CARGO_BIN_EXE_*`. Starting servers is the
+//! `rsh-harness` crate's job (shared with rsh-bench); this adds the tests'
+//! conveniences (panics instead of errors, one body per transport).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Upper bound for any single wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// How the client reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The local Unix socket.
+    Unix,
+    /// TCP on 127.0.0.1 with TLS and keys set up both ways.
+    Tls,
+}
+
+/// The directory holding the binaries Cargo built for these tests.
+pub fn bin_dir() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_rsh-server"))
+        .parent()
+        .expect("a binary lives in a directory")
+}
+
+/// The `rsh-server` binary Cargo built for these tests.
+pub fn server_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rsh-server"))
+}
+
+/// The `rsh-client` binary Cargo built for these tests.
+pub fn client_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rsh-client"))
+}
+
+/// Both binaries, for `rsh_harness`.
+pub fn binaries() -> rsh_harness::Binaries {
+    rsh_harness::Binaries {
+        server: server_bin(),
+        client: client_bin(),
+    }
+}
+
+/// A running `rsh-server` with its own RSH_HOME in a temp dir; killed on
+/// drop. Derefs to [`rsh_harness::Server`] (`home`, `client_home`, `socket`,
+/// `child`, `ready`, ...).
+pub struct TestServer {
+    pub transport: Transport,
+    /// `DEST` as the client takes it.
+    pub dest: String,
+    inner: rsh_harness::Server,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = rsh_harness::Server;
+
+    fn deref(&self) -> &rsh_harness::Server {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for TestServer {
+    fn deref_mut(&mut self) -> &mut rsh_harness::Server {
+        &mut self.inner
+    }
+}
+
+impl TestServer {
+    pub fn start(transport: Transport) -> TestServer {
+        Self::start_with(transport, &[])
+    }
+
+    /// A server for `transport` (its endpoint first), with `extra_args`.
+    pub fn start_with(transport: Transport, extra_args: &[&str]) -> TestServer {
+        let inner = rsh_harness::ServerBuilder::new(&binaries())
+            .unix(transport == Transport::Unix)
+            .tls(transport == Transport::Tls)
+            .args([
+                "--shutdown-grace",
+                "5",
+                "--kill-grace",
+                "0.5",
+                "--linger",
+                "0.3",
+            ])
+            .args(extra_args.iter().copied())
+            .start_limit(WAIT)
+            .start()
+            .unwrap_or_else(|err| panic!("cannot start rsh-server: {err:#}"));
+        let dest = match transport {
+            Transport::Unix => inner.unix_dest(),
+            Transport::Tls => inner.tls_dest(),
+        }
+        .expect("the server listens where asked");
+        TestServer {
+            transport,
+            dest,
+            inner,
+        }
+    }
+
+    /// The endpoint the client connects to.
+    pub fn endpoint(&self) -> rsh_config::Endpoint {
+        self.dest.parse().expect("valid endpoint")
+    }
+
+    /// Blocks until a log line containing `needle` appears (bounded).
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        self.inner
+            .wait_for_log(needle, WAIT)
+            .unwrap_or_else(|err| panic!("{err:#}"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    /// A client command for this server (`rsh-client DEST ARGS...`).
+    pub fn client(&self) -> Command {
+        self.inner.client(&self.dest)
+    }
+
+    /// Runs `rsh-client DEST -c CMD` with `stdin` and returns its output.
+    pub fn run(&self, cmd: &str, stdin: &[u8]) -> std::process::Output {
+        run_with_stdin(self.client().arg("-c").arg(cmd), stdin)
+    }
+
+    /// A library client connected to this server.
+    pub async fn connect(&self) -> rsh_client::Client {
+        rsh_client::Client::connect(&self.endpoint(), &self.connect_options())
+            .await
+            .expect("connect")
+    }
+
+    /// Resident memory of the server process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
+    }
+
+    /// Sends SIGTERM and waits for the exit status (bounded).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.inner
+            .terminate(WAIT)
+            .unwrap_or_else(|err| panic!("server exits after SIGTERM: {err:#}"))
+    }
+}
+
+/// `rsh-client --fingerprint` with RSH_HOME at `home` (creates the key).
+pub fn client_fingerprint(home: &Path) -> String {
+    rsh_harness::client_fingerprint(&client_bin(), home).unwrap_or_else(|err| panic!("{err:#}"))
+}
+
+pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits"));
+    nix::sys::signal::kill(pid, signal).expect("send signal");
+}
+
+/// Waits for a child up to `limit`; `None` if it is still running.
+pub fn wait_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    rsh_harness::wait_child(child, limit).expect("wait for a child")
+}
+
+/// Runs a command feeding `stdin` from a thread, with a bounded wait.
+pub fn run_with_stdin(command: &mut Command, stdin: &[u8]) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn client");
+    let mut pipe = child.stdin.take().expect("piped stdin");
+    let input = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = pipe.write_all(&input);
+    });
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = rx
+        .recv_timeout(WAIT)
+        .expect("client finished in time")
+        .expect("client output");
+    let _ = feeder.join();
+    output
+}
+
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS in /proc status")
+}
+
+/// Pids of live processes in process group `pgid` (from /proc).
+pub fn processes_in_group(pgid: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command name: state ppid pgrp ...
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        if fields.get(2).and_then(|p| p.parse::<u32>().ok()) == Some(pgid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Deterministic pseudo-random bytes (xorshift), fast enough for 50 MB.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
