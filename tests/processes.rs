@@ -391,3 +391,32 @@ fn note_grant(frame: &Frame, credit: &mut [u64]) -> bool {
         _ => false,
     }
 }
+
+// ---------------------------------------------------------------------------
+// The channel table: an id is free as soon as its Exit is seen
+// ---------------------------------------------------------------------------
+
+/// A client may reuse a channel id the moment it reads the Exit (§6): the
+/// server frees the id before it queues the Exit, so the next Exec on the
+/// same id is never taken for an Exec on a running channel.
+#[test]
+fn a_channel_id_is_free_as_soon_as_its_exit_is_seen() {
+    let server = TestServer::start(Transport::Unix);
+    runtime().block_on(async {
+        let mut raw = Raw::connect(&server).await;
+        for round in 0..200 {
+            raw.exec(1, 1024, "true").await;
+            raw.send(Frame::StdinEnd { channel: 1 }).await;
+            loop {
+                match raw.next().await {
+                    Frame::Exit { channel: 1, status } => {
+                        assert_eq!(status, ExitStatus::Code(0), "round {round}");
+                        break;
+                    }
+                    Frame::WindowAdjust { .. } => {}
+                    other => panic!("round {round}: unexpected frame {other:?}"),
+                }
+            }
+        }
+    });
+}
