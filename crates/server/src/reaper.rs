@@ -17,7 +17,9 @@
 //!   orphan and is dropped. Nothing else in the process may wait for its own
 //!   children then, which is why commands are spawned with
 //!   `std::process::Command` (whose `Child` we never wait on) and not with
-//!   `tokio::process`, which reaps its children itself.
+//!   `tokio::process`, which reaps its children itself; and a subreaper
+//!   process runs one reaper (one [`crate::Server`]), or two would take each
+//!   other's statuses.
 //! - **otherwise** (the server as a library inside a test or another program):
 //!   orphans go to init, not to us, and other code in the process may have
 //!   children of its own, so only the registered leaders are reaped, each by its
