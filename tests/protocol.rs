@@ -344,7 +344,6 @@ async fn a_one_byte_window_still_delivers_all_output() {
 /// Stdout and stderr share the output window (§7): the idle stdout must not
 /// hold the credit stderr needs.
 #[tokio::test]
-#[ignore = "defect 5 (issue 9), fixed on another branch"]
 async fn stderr_only_output_with_a_small_window_is_delivered() {
     let mut peer = connect(config()).await;
     peer.send(exec(1, 4096, "head -c 100000 /dev/zero >&2"))

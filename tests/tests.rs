@@ -7,6 +7,7 @@
 mod util;
 
 mod core;
+mod processes;
 mod protocol;
 mod tls;
 mod tutorial;

@@ -103,6 +103,14 @@ struct Args {
     )]
     ready_file: Option<PathBuf>,
 
+    /// Stdin bytes all clients together may have buffered in the server.
+    ///
+    /// Counts stdin window granted to clients and bytes received but not yet
+    /// read by their commands. Under load a command's stdin window is granted
+    /// later or smaller.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    stdin_budget: u64,
+
     /// More logging (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -210,6 +218,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         shutdown_grace: seconds(args.shutdown_grace, "shutdown-grace")?,
         linger: seconds(args.linger, "linger")?.max(Duration::from_millis(10)),
         handshake_timeout: positive_seconds(args.handshake_timeout, "handshake-timeout")?,
+        stdin_budget: args.stdin_budget.max(1),
         ..ServerConfig::default()
     };
     let mut endpoints = args.listen;

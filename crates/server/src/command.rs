@@ -1,29 +1,51 @@
-//! One command: `sh -c COMMAND` in its own process group, its pipes pumped
-//! under the channel's flow-control windows.
+//! One command: spawned, supervised, finished.
 //!
-//! The command is over when its shell has exited and both output pipes are at
-//! end of file. A background process that keeps the pipes open cannot hold the
-//! reply forever: once the shell has exited, output that stays idle for
+//! - **spawn** starts the command and hands back one [`Spawned`] value: its
+//!   process group, where the client's stdin goes, the output streams to
+//!   forward, a slot for a terminal's resize handle, and the leader's exit
+//!   status to come (from the [`crate::reaper`]). A piped `sh -c COMMAND` is
+//!   one way to spawn ([`spawn_piped`]); a pty session is meant to be another,
+//!   feeding the same loop.
+//! - **supervise** pumps stdin and output under the channel's flow-control
+//!   windows, delivers signals, and watches the timeout, the client and the
+//!   server's shutdown, until it knows how the command ended ([`Outcome`]).
+//! - **finish** ends what is left of the group, then reports the end exactly
+//!   once through the channel's [`ChannelEnd`]: the connection's table marks
+//!   the channel free, then the `Exit` frame goes out (unless the client is
+//!   gone).
+//!
+//! The command is over when its shell has exited and every output stream is
+//! at end of file. A background process that keeps the pipes open cannot hold
+//! the reply forever: once the shell has exited, output that stays idle for
 //! [`ServerConfig::linger`] (while the client's window is open) ends the wait.
 //! In every case, whatever is left of the process group afterwards gets
 //! SIGTERM, then SIGKILL: a command leaves nothing behind unless it left its
 //! group on purpose (`setsid`).
+//!
+//! Flow control: an output stream waits until its pipe is readable *before*
+//! it takes credit from the shared output window, and reads at most what it
+//! took; credit is never held while a pipe is idle, so any window from one
+//! byte up works, however the client tops it up. Stdin window is granted out
+//! of the server-wide [`StdinBudget`](crate::budget::StdinBudget).
 
+use crate::budget::StdinBudget;
+use crate::connection::ChannelEnd;
 use crate::process_group;
+use crate::reaper::{LeaderExit, Reaper};
 use crate::ServerConfig;
 use bytes::{BufMut, Bytes};
 use rsh_proto::io::ChunkBuffers;
 use rsh_proto::{Exec, ExitStatus, Frame, Window};
 use std::ffi::OsStr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::CommandExt;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -52,16 +74,86 @@ pub(crate) struct CommandContext {
     /// Cancelled when the server shuts down: end the group after the grace.
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    pub reaper: Reaper,
+    pub stdin_budget: StdinBudget,
 }
 
-/// Why the command loop stopped.
+/// Where the client's stdin goes.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// The write end of the command's stdin pipe.
+    Pipe(pipe::Sender),
+}
+
+impl Input {
+    async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Input::Pipe(pipe) => pipe.write_all(data).await,
+        }
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            Input::Pipe(pipe) => pipe.as_raw_fd(),
+        }
+    }
+}
+
+/// An output stream of the command.
+#[derive(Debug)]
+pub(crate) enum Output {
+    /// The read end of a stdout or stderr pipe.
+    Pipe(pipe::Receiver),
+}
+
+impl Output {
+    async fn readable(&self) -> std::io::Result<()> {
+        match self {
+            Output::Pipe(pipe) => pipe.readable().await,
+        }
+    }
+
+    fn try_read_buf(&self, buf: &mut impl BufMut) -> std::io::Result<usize> {
+        match self {
+            Output::Pipe(pipe) => pipe.try_read_buf(buf),
+        }
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            Output::Pipe(pipe) => pipe.as_raw_fd(),
+        }
+    }
+}
+
+/// Sets a terminal's size (columns, rows).
+pub(crate) type Resize = Box<dyn FnMut(u16, u16) -> std::io::Result<()> + Send>;
+
+/// A started command, however it was started.
+pub(crate) struct Spawned {
+    /// The leader's pid, which is also the process group's id.
+    pub pgid: u32,
+    pub stdin: Input,
+    /// Stdout and stderr for a piped command; a terminal has one stream.
+    pub outputs: Vec<(Stream, Output)>,
+    /// Set by a spawn on a terminal; a piped command has nothing to resize.
+    #[allow(dead_code)]
+    pub resize: Option<Resize>,
+    pub leader: LeaderExit,
+}
+
+/// How supervision ended.
 #[derive(Debug)]
 enum Outcome {
-    Finished(std::process::ExitStatus),
-    Lingered(std::process::ExitStatus),
+    /// The shell exited and the output reached its end.
+    Finished(ExitStatus),
+    /// The shell exited; background processes held the output idle.
+    Lingered(ExitStatus),
     TimedOut,
     ClientGone,
     ShutdownGraceOver,
+    /// The leader's status can never come (the reaper stopped).
+    LeaderLost,
 }
 
 #[derive(Debug, Default)]
@@ -77,106 +169,88 @@ impl Counters {
     }
 }
 
-/// Runs the command to its end and sends its `Exit` frame (unless the client
-/// is gone). Returns once the leader is reaped.
-pub(crate) async fn run(
-    exec: Exec,
-    inputs: CommandInputs,
-    ctx: CommandContext,
-    finished: Arc<AtomicBool>,
-) {
+/// Runs the command to its end and reports it through `end` (an `Exit`
+/// frame unless the client is gone). Returns once the leader is reaped.
+pub(crate) async fn run(exec: Exec, inputs: CommandInputs, ctx: CommandContext, end: ChannelEnd) {
     let started = Instant::now();
-    let channel = exec.channel;
-    let config = ctx.config.clone();
-    let mut child = match spawn(&exec, &config) {
-        Ok(child) => child,
+    let spawned = match spawn_piped(&exec, &ctx.config, &ctx.reaper) {
+        Ok(spawned) => spawned,
         Err(reason) => {
             warn!(%reason, "command failed to start");
-            finished.store(true, Ordering::Release);
-            let _ = ctx
-                .frames
-                .send(Frame::Exit {
-                    channel,
-                    status: ExitStatus::FailedToStart(reason),
-                })
-                .await;
+            end.report(Some(ExitStatus::FailedToStart(reason))).await;
             return;
         }
     };
-    let Some(pgid) = child.id() else {
-        // Cannot happen right after spawn; still, the client gets its exit.
-        warn!("command vanished before it could be tracked");
-        finished.store(true, Ordering::Release);
-        let status = child
-            .wait()
-            .await
-            .map_or(ExitStatus::Signal(rsh_proto::signal::KILL), exit_status);
-        let _ = ctx.frames.send(Frame::Exit { channel, status }).await;
-        return;
-    };
-    tracing::Span::current().record("pid", pgid);
+    tracing::Span::current().record("pid", spawned.pgid);
     debug!("command started");
-
+    let pgid = spawned.pgid;
+    let output_window = inputs.output_window.clone();
     let counters = Counters::default();
-    let (Some(stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        // Cannot happen: all three were configured as pipes.
-        process_group::terminate(pgid, &mut child, config.kill_grace).await;
-        finished.store(true, Ordering::Release);
-        let status = ExitStatus::FailedToStart("internal error: missing pipe".to_owned());
-        let _ = ctx.frames.send(Frame::Exit { channel, status }).await;
-        return;
-    };
+    let (outcome, exited, mut leader) =
+        supervise(spawned, exec.channel, exec.timeout, inputs, &ctx, &counters).await;
+    let status = finish(outcome, exited, pgid, &mut leader, &ctx.config).await;
 
-    // Credit first, then the frame: the client may send as soon as it reads
-    // it. A client that already ended stdin (most one-shot commands) needs
-    // none: one frame and one wake-up fewer per command.
-    if !inputs.stdin.is_closed() {
-        inputs.stdin_credit.grant(u64::from(config.stdin_window));
-        if ctx
-            .frames
-            .send(Frame::WindowAdjust {
-                channel,
-                increment: config.stdin_window,
-            })
-            .await
-            .is_err()
-        {
-            ctx.client_gone.cancel();
+    let bytes_out = counters.output();
+    let bytes_in = counters.stdin.load(Ordering::Relaxed);
+    let duration_ms = started.elapsed().as_millis() as u64;
+    // The reply first; logging and cleanup are off the client's path.
+    end.report(status.clone()).await;
+    match status {
+        Some(status) => {
+            // Let the writer (likely queued on this very thread) put the
+            // exit on the wire before we spend time on the log line.
+            tokio::task::yield_now().await;
+            info!(
+                ?status,
+                duration_ms, bytes_out, bytes_in, "command finished"
+            );
         }
+        None => info!(
+            status = "client gone",
+            duration_ms, bytes_out, bytes_in, "command ended"
+        ),
     }
+    output_window.close();
+    // Leftovers (background jobs): swept in the background if any.
+    if process_group::group_exists(pgid) {
+        let grace = ctx.config.kill_grace;
+        ctx.tracker
+            .spawn(async move { process_group::sweep(pgid, grace).await });
+    }
+}
 
-    let stdin_pump = pump_stdin(
+/// Pumps and watches a started command until it is known how it ended.
+/// Returns the outcome, the leader's status if it has exited, and the
+/// leader's handle (to reap it if it has not).
+async fn supervise(
+    spawned: Spawned,
+    channel: u32,
+    timeout: Option<Duration>,
+    inputs: CommandInputs,
+    ctx: &CommandContext,
+    counters: &Counters,
+) -> (Outcome, Option<ExitStatus>, LeaderExit) {
+    let Spawned {
+        pgid,
         stdin,
-        inputs.stdin,
-        &inputs.stdin_credit,
-        &ctx,
-        channel,
-        &counters,
-    );
-    let output_pump = async {
-        tokio::join!(
-            pump_output(
-                stdout,
-                Stream::Stdout,
-                channel,
-                &inputs.output_window,
-                &ctx,
-                &counters
-            ),
-            pump_output(
-                stderr,
-                Stream::Stderr,
-                channel,
-                &inputs.output_window,
-                &ctx,
-                &counters
-            ),
-        )
-    };
+        outputs,
+        resize: _,
+        mut leader,
+    } = spawned;
+    let CommandInputs {
+        stdin: incoming,
+        mut signals,
+        output_window,
+        stdin_credit,
+    } = inputs;
+    let config = &ctx.config;
+
+    let stdin_pump = pump_stdin(stdin, incoming, &stdin_credit, ctx, channel, counters);
+    let output_pump = futures::future::join_all(outputs.into_iter().map(|(stream, output)| {
+        pump_output(output, stream, channel, &output_window, ctx, counters)
+    }));
     let timeout = async {
-        match exec.timeout {
+        match timeout {
             Some(limit) => tokio::time::sleep(limit).await,
             None => std::future::pending().await,
         }
@@ -186,11 +260,10 @@ pub(crate) async fn run(
         tokio::time::sleep(config.shutdown_grace).await;
     };
     tokio::pin!(stdin_pump, output_pump, timeout, shutdown_grace_over);
-    let mut signals = inputs.signals;
     let mut signals_open = true;
     let mut stdin_done = false;
     let mut output_done = false;
-    let mut exited: Option<std::process::ExitStatus> = None;
+    let mut exited: Option<ExitStatus> = None;
     let mut linger = tokio::time::interval(config.linger);
     let mut output_at_last_tick = 0;
 
@@ -199,12 +272,12 @@ pub(crate) async fn run(
             () = &mut stdin_pump, if !stdin_done => stdin_done = true,
             _ = &mut output_pump, if !output_done => {
                 output_done = true;
-                if let Some(status) = exited {
-                    break Outcome::Finished(status);
+                if let Some(status) = &exited {
+                    break Outcome::Finished(status.clone());
                 }
             }
-            status = child.wait(), if exited.is_none() => match status {
-                Ok(status) => {
+            status = leader.wait(), if exited.is_none() => match status {
+                Some(status) => {
                     if output_done {
                         break Outcome::Finished(status);
                     }
@@ -212,17 +285,14 @@ pub(crate) async fn run(
                     linger.reset();
                     output_at_last_tick = counters.output();
                 }
-                Err(err) => {
-                    warn!(cause = %err, "waiting for the command failed");
-                    break Outcome::ClientGone;
-                }
+                None => break Outcome::LeaderLost,
             },
             _ = linger.tick(), if exited.is_some() && !output_done => {
                 let output = counters.output();
                 // Idle output with an open window: a background process holds the pipes.
-                if output == output_at_last_tick && inputs.output_window.available() > 0 {
-                    if let Some(status) = exited {
-                        break Outcome::Lingered(status);
+                if output == output_at_last_tick && output_window.available() > 0 {
+                    if let Some(status) = &exited {
+                        break Outcome::Lingered(status.clone());
                     }
                 }
                 output_at_last_tick = output;
@@ -238,73 +308,60 @@ pub(crate) async fn run(
             () = &mut shutdown_grace_over => break Outcome::ShutdownGraceOver,
         }
     };
+    (outcome, exited, leader)
+}
 
-    let status = match outcome {
-        Outcome::Finished(status) => Some(exit_status(status)),
+/// Ends the group as the outcome requires and says what to report: the
+/// status for the `Exit` frame, or `None` when the client is gone.
+async fn finish(
+    outcome: Outcome,
+    exited: Option<ExitStatus>,
+    pgid: u32,
+    leader: &mut LeaderExit,
+    config: &ServerConfig,
+) -> Option<ExitStatus> {
+    let grace = config.kill_grace;
+    match outcome {
+        Outcome::Finished(status) => Some(status),
         Outcome::Lingered(status) => {
             debug!("output pipes held open after the shell exited; ending the group");
-            Some(exit_status(status))
+            Some(status)
         }
         Outcome::TimedOut => {
             info!("command timed out; ending its process group");
-            process_group::terminate(pgid, &mut child, config.kill_grace).await;
+            process_group::terminate(pgid, leader, grace).await;
             Some(ExitStatus::TimedOut)
         }
         Outcome::ShutdownGraceOver => {
             info!("server shutting down; ending the command's process group");
-            let ended = process_group::terminate(pgid, &mut child, config.kill_grace).await;
+            let ended = process_group::terminate(pgid, leader, grace).await;
             // The shell's own status if it had exited; else how it was ended.
             Some(
                 exited
                     .or(ended)
-                    .map_or(ExitStatus::Signal(rsh_proto::signal::KILL), exit_status),
+                    .unwrap_or(ExitStatus::Signal(rsh_proto::signal::KILL)),
             )
+        }
+        Outcome::LeaderLost => {
+            warn!("the command's exit status was lost; ending its process group");
+            process_group::terminate(pgid, leader, grace).await;
+            // "Neither a code nor a signal" (PROTOCOL.md §8.1).
+            Some(ExitStatus::Code(-1))
         }
         Outcome::ClientGone => {
             info!("client gone; ending the command's process group");
-            process_group::terminate(pgid, &mut child, config.kill_grace).await;
+            process_group::terminate(pgid, leader, grace).await;
             None
         }
-    };
-    let bytes_out = counters.output();
-    let bytes_in = counters.stdin.load(Ordering::Relaxed);
-    let duration_ms = started.elapsed().as_millis() as u64;
-    // The reply first; logging and cleanup are off the client's path.
-    match &status {
-        Some(status) => {
-            finished.store(true, Ordering::Release);
-            let _ = ctx
-                .frames
-                .send(Frame::Exit {
-                    channel,
-                    status: status.clone(),
-                })
-                .await;
-            // Let the writer (likely queued on this very thread) put the
-            // exit on the wire before we spend time on the log line.
-            tokio::task::yield_now().await;
-            info!(
-                ?status,
-                duration_ms, bytes_out, bytes_in, "command finished"
-            );
-        }
-        None => info!(
-            status = "client gone",
-            duration_ms, bytes_out, bytes_in, "command ended"
-        ),
-    }
-    inputs.output_window.close();
-    // Leftovers (background jobs): swept in the background if any.
-    process_group::reap_group(pgid);
-    if process_group::group_exists(pgid) {
-        let grace = config.kill_grace;
-        ctx.tracker
-            .spawn(async move { process_group::sweep(pgid, grace).await });
     }
 }
 
-fn spawn(exec: &Exec, config: &ServerConfig) -> Result<Child, String> {
-    let mut command = tokio::process::Command::new(&config.shell);
+/// Spawns `SHELL -c COMMAND` in its own process group with its three
+/// standard streams on pipes.
+fn spawn_piped(exec: &Exec, config: &ServerConfig, reaper: &Reaper) -> Result<Spawned, String> {
+    // std's Command, not tokio's: tokio reaps its children itself, and the
+    // reaper must be the only one waiting (see `crate::reaper`).
+    let mut command = std::process::Command::new(&config.shell);
     command
         .arg("-c")
         .arg(OsStr::from_bytes(&exec.command))
@@ -334,14 +391,46 @@ fn spawn(exec: &Exec, config: &ServerConfig) -> Result<Child, String> {
     for (key, value) in &exec.env {
         command.env(OsStr::from_bytes(key), OsStr::from_bytes(value));
     }
-    command.spawn().map_err(|err| match &exec.cwd {
+    let (mut child, leader) = reaper.spawn(&mut command).map_err(|err| match &exec.cwd {
         Some(cwd) => format!(
             "cannot run {} in {}: {err}",
             config.shell.display(),
             String::from_utf8_lossy(cwd)
         ),
         None => format!("cannot run {}: {err}", config.shell.display()),
-    })
+    })?;
+    let pgid = child.id();
+    let pipes = (|| {
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(std::io::Error::other("missing pipe"));
+        };
+        Ok((
+            pipe::Sender::from_owned_fd(OwnedFd::from(stdin))?,
+            pipe::Receiver::from_owned_fd(OwnedFd::from(stdout))?,
+            pipe::Receiver::from_owned_fd(OwnedFd::from(stderr))?,
+        ))
+    })();
+    // The `Child` is never waited on: the reaper has its pid.
+    drop(child);
+    match pipes {
+        Ok((stdin, stdout, stderr)) => Ok(Spawned {
+            pgid,
+            stdin: Input::Pipe(stdin),
+            outputs: vec![
+                (Stream::Stdout, Output::Pipe(stdout)),
+                (Stream::Stderr, Output::Pipe(stderr)),
+            ],
+            resize: None,
+            leader,
+        }),
+        Err(err) => {
+            // Started but unusable: end it (the reaper reaps it).
+            process_group::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+            Err(format!("internal error setting up the pipes: {err}"))
+        }
+    }
 }
 
 /// Size of the recycled blocks output chunks are read into.
@@ -354,24 +443,16 @@ const OUTPUT_BLOCK: usize = 512 * 1024;
 const ENLARGE_PIPE_AFTER: usize = 32 * 1024;
 const PIPE_SIZE: i32 = 1024 * 1024;
 
-fn enlarge_pipe(fd: std::os::fd::RawFd) {
+fn enlarge_pipe(fd: RawFd) {
     #[cfg(target_os = "linux")]
     {
         use nix::fcntl::{fcntl, FcntlArg};
         if let Err(err) = fcntl(fd, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE)) {
-            debug!(cause = %err, "cannot enlarge the output pipe");
+            debug!(cause = %err, "cannot enlarge the pipe");
         }
     }
     #[cfg(not(target_os = "linux"))]
     let _ = fd;
-}
-
-fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => ExitStatus::Code(code),
-        (None, Some(signal)) => ExitStatus::Signal(u8::try_from(signal).unwrap_or(u8::MAX)),
-        (None, None) => ExitStatus::Code(-1),
-    }
 }
 
 fn deliver_signal(pgid: u32, number: u8) {
@@ -384,16 +465,22 @@ fn deliver_signal(pgid: u32, number: u8) {
     }
 }
 
+/// Which data frame an output stream becomes.
 #[derive(Debug, Clone, Copy)]
-enum Stream {
+pub(crate) enum Stream {
     Stdout,
     Stderr,
 }
 
-/// Forwards one output pipe, never reading more than the window allows, so a
-/// client that stops reading stops the command at a full pipe.
+/// Forwards one output stream, never reading more than the window allows,
+/// so a client that stops reading stops the command at a full pipe.
+///
+/// Readiness first, credit second: the stream takes credit only once its
+/// pipe has something to read (or is at its end), and gives back whatever
+/// the read did not use. An idle stream holds no credit, so the other one
+/// can use the whole window.
 async fn pump_output(
-    mut pipe: impl AsyncRead + AsRawFd + Unpin,
+    output: Output,
     stream: Stream,
     channel: u32,
     window: &Window,
@@ -409,13 +496,21 @@ async fn pump_output(
     let mut buffers = ChunkBuffers::new(OUTPUT_BLOCK, 6);
     let mut enlarged = false;
     loop {
+        if let Err(err) = output.readable().await {
+            debug!(cause = %err, ?stream, "waiting for command output failed");
+            return;
+        }
         let Some(credit) = window.reserve(chunk).await else {
             return;
         };
         let buf = buffers.room(credit);
-        let read = pipe.read_buf(&mut buf.limit(credit)).await;
-        let n = match read {
+        let n = match output.try_read_buf(&mut buf.limit(credit)) {
             Ok(n) => n,
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                // Readiness was stale; wait again, holding nothing.
+                window.release(credit as u64);
+                continue;
+            }
             Err(err) => {
                 debug!(cause = %err, ?stream, "reading command output failed");
                 0
@@ -427,7 +522,7 @@ async fn pump_output(
         }
         counter.fetch_add(n as u64, Ordering::Relaxed);
         if !enlarged && n >= ENLARGE_PIPE_AFTER {
-            enlarge_pipe(pipe.as_raw_fd());
+            enlarge_pipe(output.raw_fd());
             enlarged = true;
         }
         let data = buf.split().freeze();
@@ -441,44 +536,67 @@ async fn pump_output(
     }
 }
 
-/// Feeds the command's stdin and gives the client credit back as the command
-/// takes the bytes. A command that does not read stops the client's stdin on
+/// Feeds the command's stdin and keeps the client's stdin window topped up
+/// to `ServerConfig::stdin_window`, out of the server-wide budget: bytes
+/// written to the pipe go back to the budget and are granted again, as the
+/// budget allows. A command that does not read stops the client's stdin on
 /// this channel only. Ends (closing the command's stdin) at the client's
-/// `StdinEnd`.
+/// `StdinEnd`; whatever the channel held of the budget returns then.
 async fn pump_stdin(
-    mut stdin: ChildStdin,
+    mut sink: Input,
     mut incoming: mpsc::UnboundedReceiver<Bytes>,
     credit: &Window,
     ctx: &CommandContext,
     channel: u32,
     counters: &Counters,
 ) {
+    let window = u64::from(ctx.config.stdin_window);
+    let mut lease = ctx.stdin_budget.lease();
     let mut enlarged = false;
-    while let Some(data) = incoming.recv().await {
-        if !enlarged && data.len() >= ENLARGE_PIPE_AFTER {
-            enlarge_pipe(stdin.as_raw_fd());
-            enlarged = true;
-        }
-        if let Err(err) = stdin.write_all(&data).await {
-            // The command closed its stdin: grant no more credit, so the
-            // client stops sending what nobody will read. Its writer gets
-            // `StdinClosed` when the command ends.
-            debug!(cause = %err, "command's stdin closed");
-            break;
-        }
-        counters
-            .stdin
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        let increment = data.len() as u32;
-        credit.grant(u64::from(increment));
-        if ctx
-            .frames
-            .send(Frame::WindowAdjust { channel, increment })
-            .await
-            .is_err()
-        {
-            break;
+    loop {
+        let want = window.saturating_sub(lease.held());
+        tokio::select! {
+            // Data first: a client that already ended stdin (most one-shot
+            // commands) is granted nothing, one frame fewer per command.
+            biased;
+            data = incoming.recv() => {
+                let Some(data) = data else { break };
+                if !enlarged && data.len() >= ENLARGE_PIPE_AFTER {
+                    enlarge_pipe(sink.raw_fd());
+                    enlarged = true;
+                }
+                if let Err(err) = sink.write_all(&data).await {
+                    // The command closed its stdin: grant no more credit, so
+                    // the client stops sending what nobody will read. Its
+                    // writer gets `StdinClosed` when the command ends.
+                    debug!(cause = %err, "command's stdin closed");
+                    break;
+                }
+                counters
+                    .stdin
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                lease.give_back(data.len() as u64);
+            }
+            taken = ctx.stdin_budget.take(want), if want > 0 => {
+                lease.add(taken);
+                // Credit first, then the frame: the client may send as soon
+                // as it reads it.
+                credit.grant(taken);
+                let increment = u32::try_from(taken).unwrap_or(u32::MAX);
+                if ctx
+                    .frames
+                    .send(Frame::WindowAdjust { channel, increment })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
         }
     }
-    drop(stdin);
+    // Dropping the queue and the lease frees what the channel buffered and
+    // returns its share of the budget.
+    drop(incoming);
+    drop(lease);
+    drop(sink);
 }

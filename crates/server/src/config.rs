@@ -18,8 +18,12 @@ pub struct ServerConfig {
     /// held open by a background process) before the rest of the group is
     /// ended and the exit status sent.
     pub linger: Duration,
-    /// Stdin window granted to the client per command, in bytes.
+    /// Stdin window granted to the client per command, in bytes, as the
+    /// stdin budget allows.
     pub stdin_window: u32,
+    /// Stdin bytes all connections together may have in flight to the
+    /// server (granted as window or buffered, not yet written to a pipe).
+    pub stdin_budget: u64,
     /// Largest output chunk read from a pipe and sent in one frame.
     pub chunk_size: usize,
     /// Time a peer has to send its greeting.
@@ -36,6 +40,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(5),
             linger: Duration::from_secs(2),
             stdin_window: 1024 * 1024,
+            stdin_budget: 64 * 1024 * 1024,
             chunk_size: rsh_proto::MAX_DATA_LEN,
             handshake_timeout: Duration::from_secs(10),
         }

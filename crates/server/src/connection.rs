@@ -6,14 +6,15 @@
 //! violation ends the connection with a logged reason; a client that goes
 //! away ends its commands' process groups.
 
+use crate::budget::StdinBudget;
 use crate::command::{self, CommandContext, CommandInputs};
+use crate::reaper::Reaper;
 use crate::{login, ServerConfig};
 use bytes::Bytes;
 use futures::StreamExt;
 use rsh_proto::io::GreetError;
 use rsh_proto::{Codec, CodecError, ErrorKind, Exec, Frame, Window, CONNECTION_CHANNEL};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -52,6 +53,8 @@ pub(crate) struct ServerContext {
     pub config: Arc<ServerConfig>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    pub reaper: Reaper,
+    pub stdin_budget: StdinBudget,
 }
 
 /// Serves one connection to its end. Errors are logged here, in the
@@ -93,7 +96,6 @@ where
         frames: frames_tx,
         client_gone: client_gone.clone(),
         channels: HashMap::new(),
-        next_serial: 0,
         done_tx,
         done_rx,
     };
@@ -129,16 +131,18 @@ enum End {
 
 /// The reading side's view of one running command.
 struct Channel {
-    serial: u64,
     stdin: Option<mpsc::UnboundedSender<Bytes>>,
     signals: mpsc::UnboundedSender<u8>,
     output_window: Arc<Window>,
     stdin_credit: Arc<Window>,
-    /// Set before the command's `Exit` is queued, so the client may reuse the
-    /// id as soon as it sees the exit.
-    finished: Arc<AtomicBool>,
 }
 
+/// The one record of which channels are running: a channel is running while
+/// it is in `channels`. An entry is added by `exec` and removed only when its
+/// command's [`ChannelEnd`] reports on `done_rx`; that report is sent before
+/// the command's `Exit` is queued and drained before every frame is
+/// dispatched, so an `Exec` that reuses an id the client saw exit always
+/// finds the id free.
 struct Connection {
     ctx: ServerContext,
     /// The protocol version the greeting negotiated.
@@ -146,10 +150,47 @@ struct Connection {
     frames: mpsc::Sender<Frame>,
     client_gone: CancellationToken,
     channels: HashMap<u32, Channel>,
-    next_serial: u64,
-    /// Commands report `(channel, serial)` here when they end.
-    done_tx: mpsc::UnboundedSender<(u32, u64)>,
-    done_rx: mpsc::UnboundedReceiver<(u32, u64)>,
+    done_tx: mpsc::UnboundedSender<u32>,
+    done_rx: mpsc::UnboundedReceiver<u32>,
+}
+
+/// A command's way to report its end to the connection, exactly once:
+/// [`ChannelEnd::report`] frees the channel in the connection's table, then
+/// queues the `Exit` frame. Dropped unreported (a task that ended early),
+/// it still frees the channel.
+#[derive(Debug)]
+pub(crate) struct ChannelEnd {
+    channel: u32,
+    frames: mpsc::Sender<Frame>,
+    done: mpsc::UnboundedSender<u32>,
+    reported: bool,
+}
+
+impl ChannelEnd {
+    /// Frees the channel, then sends `Exit` with `status` (none when the
+    /// client is gone).
+    pub(crate) async fn report(mut self, status: Option<rsh_proto::ExitStatus>) {
+        self.reported = true;
+        // Before the Exit: the client may reuse the id once it sees it.
+        let _ = self.done.send(self.channel);
+        if let Some(status) = status {
+            let _ = self
+                .frames
+                .send(Frame::Exit {
+                    channel: self.channel,
+                    status,
+                })
+                .await;
+        }
+    }
+}
+
+impl Drop for ChannelEnd {
+    fn drop(&mut self) {
+        if !self.reported {
+            let _ = self.done.send(self.channel);
+        }
+    }
 }
 
 impl Connection {
@@ -171,21 +212,27 @@ impl Connection {
                     }
                     Some(Err(err)) => return End::Failed(err.into()),
                     Some(Ok(frame)) => {
+                        self.drain_ended();
                         if let Err(err) = self.dispatch(frame, shutting_down).await {
                             return End::Failed(err);
                         }
                     }
                 },
-                Some((channel, serial)) = self.done_rx.recv() => {
-                    if self.channels.get(&channel).is_some_and(|c| c.serial == serial) {
-                        self.channels.remove(&channel);
-                    }
+                Some(channel) = self.done_rx.recv() => {
+                    self.channels.remove(&channel);
                 }
                 () = self.ctx.shutdown.cancelled(), if !shutting_down => {
                     shutting_down = true;
                 }
                 () = self.client_gone.cancelled() => return End::ClientClosed,
             }
+        }
+    }
+
+    /// Frees the channels whose commands have reported their end.
+    fn drain_ended(&mut self) {
+        while let Ok(channel) = self.done_rx.try_recv() {
+            self.channels.remove(&channel);
         }
     }
 
@@ -287,21 +334,12 @@ impl Connection {
                 "exec on channel 0, which is reserved".into(),
             ));
         }
-        if self
-            .channels
-            .get(&channel)
-            .is_some_and(|existing| !existing.finished.load(Ordering::Acquire))
-        {
+        if self.channels.contains_key(&channel) {
             return Err(ConnectionError::Protocol(format!(
                 "exec on channel {channel}, which is still running a command"
             )));
         }
-        let running = self
-            .channels
-            .values()
-            .filter(|c| !c.finished.load(Ordering::Acquire))
-            .count();
-        if running >= self.ctx.config.max_channels_per_connection {
+        if self.channels.len() >= self.ctx.config.max_channels_per_connection {
             self.refuse(
                 channel,
                 ErrorKind::TooManyChannels,
@@ -327,18 +365,13 @@ impl Connection {
         let (signals_tx, signals_rx) = mpsc::unbounded_channel();
         let output_window = Arc::new(Window::new(u64::from(exec.window)));
         let stdin_credit = Arc::new(Window::new(0));
-        let finished = Arc::new(AtomicBool::new(false));
-        self.next_serial += 1;
-        let serial = self.next_serial;
         self.channels.insert(
             channel,
             Channel {
-                serial,
                 stdin: Some(stdin_tx),
                 signals: signals_tx,
                 output_window: output_window.clone(),
                 stdin_credit: stdin_credit.clone(),
-                finished: finished.clone(),
             },
         );
         let inputs = CommandInputs {
@@ -353,8 +386,15 @@ impl Connection {
             client_gone: self.client_gone.clone(),
             shutdown: self.ctx.shutdown.clone(),
             tracker: self.ctx.tracker.clone(),
+            reaper: self.ctx.reaper.clone(),
+            stdin_budget: self.ctx.stdin_budget.clone(),
         };
-        let done = self.done_tx.clone();
+        let end = ChannelEnd {
+            channel,
+            frames: self.frames.clone(),
+            done: self.done_tx.clone(),
+            reported: false,
+        };
         let span = info_span!(
             "cmd",
             channel,
@@ -363,13 +403,9 @@ impl Connection {
             command = ?String::from_utf8_lossy(&exec.command),
             pid = tracing::field::Empty,
         );
-        self.ctx.tracker.spawn(
-            async move {
-                command::run(exec, inputs, command_ctx, finished).await;
-                let _ = done.send((channel, serial));
-            }
-            .instrument(span),
-        );
+        self.ctx
+            .tracker
+            .spawn(command::run(exec, inputs, command_ctx, end).instrument(span));
         Ok(())
     }
 }

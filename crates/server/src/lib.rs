@@ -11,11 +11,15 @@
 //! - [`command`]: runs one `sh -c COMMAND` in its own process group and pumps
 //!   its stdin, stdout and stderr under the channel's flow-control windows.
 //! - [`process_group`]: ending a command's whole process group, politely then
-//!   firmly, and reaping it.
+//!   firmly.
+//! - [`reaper`]: the one place children are waited for: every child of the
+//!   daemon (a subreaper), adopted orphans included, each status handed to the
+//!   command waiting for that pid.
+//! - [`budget`]: the stdin bytes all connections together may have in flight
+//!   to the server; stdin windows are granted out of it.
 //! - [`pty`]: a login shell or a command on a new pseudo-terminal, in its own
 //!   session (not wired to the connection yet); [`session`] ends and reaps a
 //!   whole session when its terminal is hung up.
-//!
 //! - [`ready`]: the `--ready-file` a supervisor waits on (bound endpoints,
 //!   host key fingerprint, pid), with its format.
 //! - [`cli`]: the `rsh-server` command line (the binary is a thin `main`
@@ -26,6 +30,7 @@
 //! finish, then ends them; [`Server::run`] returns once everything is reaped.
 #![deny(missing_docs)]
 
+pub mod budget;
 pub mod cli;
 pub mod command;
 mod config;
@@ -35,6 +40,7 @@ mod login;
 pub mod process_group;
 pub mod pty;
 pub mod ready;
+pub mod reaper;
 mod server;
 pub mod session;
 

@@ -1,4 +1,6 @@
+use crate::budget::StdinBudget;
 use crate::connection::ServerContext;
+use crate::reaper::Reaper;
 use crate::{Listener, ServerConfig};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -12,15 +14,22 @@ use tracing::{info, info_span, Instrument};
 pub struct Server {
     config: Arc<ServerConfig>,
     listeners: Vec<Listener>,
+    stdin_budget: StdinBudget,
 }
 
 impl Server {
     /// A server that will accept on `listeners`.
     pub fn new(config: ServerConfig, listeners: Vec<Listener>) -> Self {
         Server {
+            stdin_budget: StdinBudget::new(config.stdin_budget),
             config: Arc::new(config),
             listeners,
         }
+    }
+
+    /// The server-wide stdin budget, to watch how much of it is in use.
+    pub fn stdin_budget(&self) -> StdinBudget {
+        self.stdin_budget.clone()
     }
 
     /// Serves until `shutdown` is cancelled, then lets running commands
@@ -31,6 +40,8 @@ impl Server {
             config: self.config.clone(),
             shutdown: shutdown.clone(),
             tracker: TaskTracker::new(),
+            reaper: Reaper::start(),
+            stdin_budget: self.stdin_budget.clone(),
         };
         let limit = Arc::new(Semaphore::new(self.config.max_connections));
         for listener in &self.listeners {
@@ -45,6 +56,7 @@ impl Server {
         info!("shutting down: no longer accepting");
         ctx.tracker.close();
         ctx.tracker.wait().await;
+        ctx.reaper.stop();
         info!("shutdown complete");
         drop(self.listeners);
     }
@@ -67,15 +79,20 @@ pub async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    // Its own reaper and stdin budget: this connection is all it serves.
     let ctx = ServerContext {
+        stdin_budget: StdinBudget::new(config.stdin_budget),
         config,
         shutdown,
         tracker: TaskTracker::new(),
+        reaper: Reaper::start(),
     };
     let tracker = ctx.tracker.clone();
+    let reaper = ctx.reaper.clone();
     crate::connection::serve(stream, ctx)
         .instrument(info_span!("conn", peer = %peer))
         .await;
     tracker.close();
     tracker.wait().await;
+    reaper.stop();
 }
