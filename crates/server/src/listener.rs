@@ -127,10 +127,7 @@ impl TlsSetup {
     /// per-source and overall budgets allow.
     fn closed(&self, reason: &'static str, peer: IpAddr, message: &str) {
         if self.note(reason, peer) {
-            info!(
-                reason,
-                "{message} (more are counted in the pre-auth summary)"
-            );
+            info!(reason, "{message} (more like it are counted, not logged)");
         }
     }
 
@@ -478,7 +475,7 @@ async fn authenticate(
         Ok(Err((err, tcp))) => {
             drop(place);
             if tls.note(reason::HANDSHAKE_FAILED, peer) {
-                warn!(cause = %err, "TLS handshake failed; closing (more are counted in the pre-auth summary)");
+                warn!(cause = %err, "TLS handshake failed; closing (more like it are counted, not logged)");
             }
             linger_for_alert(tcp).await;
             return None;
