@@ -413,7 +413,9 @@ async fn authenticate(
                     return None;
                 }
                 Ok(Ok(0)) | Ok(Err(_)) => {
-                    tls.closed(reason::CLOSED_EARLY, peer, "closed before the TLS handshake");
+                    // Port scanners and health checks: counted, never a line.
+                    tls.tally().count(reason::CLOSED_EARLY, peer);
+                    debug!("closed before the TLS handshake");
                     return None;
                 }
                 Ok(Ok(_)) => {}
@@ -475,7 +477,7 @@ async fn authenticate(
         Ok(Err((err, tcp))) => {
             drop(place);
             if tls.note(reason::HANDSHAKE_FAILED, peer) {
-                warn!(cause = %err, "TLS handshake failed; closing (more like it are counted, not logged)");
+                warn!(reason = reason::HANDSHAKE_FAILED, cause = %err, "TLS handshake failed; closing (more like it are counted, not logged)");
             }
             linger_for_alert(tcp).await;
             return None;

@@ -98,31 +98,39 @@ impl Tally {
     /// (the first from its source in this interval, within the overall
     /// budget).
     pub fn record(&mut self, reason: &'static str, source: IpAddr, now: Instant) -> bool {
+        let Some(entry) = self.count_event(reason, source) else {
+            return false;
+        };
+        if entry.logged {
+            return false;
+        }
+        if self.individual.check(now).is_some() {
+            if let Some(entry) = self.sources.get_mut(&source) {
+                entry.logged = true;
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Counts one event that is never logged on its own line (and so does
+    /// not use up its source's line).
+    pub fn count(&mut self, reason: &'static str, source: IpAddr) {
+        self.count_event(reason, source);
+    }
+
+    fn count_event(&mut self, reason: &'static str, source: IpAddr) -> Option<Source> {
         match self.reasons.iter_mut().find(|(name, _)| *name == reason) {
             Some((_, count)) => *count += 1,
             None => self.reasons.push((reason, 1)),
         }
-        let entry = if self.sources.len() < MAX_SOURCES || self.sources.contains_key(&source) {
-            Some(self.sources.entry(source).or_default())
-        } else {
+        if self.sources.len() >= MAX_SOURCES && !self.sources.contains_key(&source) {
             self.unattributed += 1;
-            None
-        };
-        match entry {
-            Some(entry) if !entry.logged => {
-                entry.events += 1;
-                if self.individual.check(now).is_some() {
-                    entry.logged = true;
-                    return true;
-                }
-                false
-            }
-            Some(entry) => {
-                entry.events += 1;
-                false
-            }
-            None => false,
+            return None;
         }
+        let entry = self.sources.entry(source).or_default();
+        entry.events += 1;
+        Some(*entry)
     }
 
     /// The summary of the interval, if anything happened, and a fresh
@@ -233,6 +241,11 @@ mod tests {
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(tally.record("silent", ip(0), Instant::now()));
         assert!(!tally.record("silent", ip(0), Instant::now()));
+        // Quiet events count without using up a source's line.
+        tally.count("closed", ip(1));
+        assert!(tally.record("silent", ip(1), Instant::now()));
+        let summary = tally.take_summary(1).expect("a summary");
+        assert_eq!(summary.counts, "silent=3 closed=1");
     }
 
     #[tokio::test(start_paused = true)]
