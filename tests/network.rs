@@ -207,10 +207,10 @@ fn half_sent_frame_is_closed_and_others_are_served() {
     assert_eq!(out.stdout, b"after\n", "{}", stderr(&out));
 }
 
-/// Keepalive timers on established loopback sockets to `port`, from
-/// /proc/net/tcp: (server side, client side), `true` where the keepalive
-/// timer (timer 2) is armed.
-fn keepalive_timers(port: u16) -> Vec<(bool, bool)> {
+/// Timers of established loopback sockets to `port`, from /proc/net/tcp:
+/// (server side, timer), where timer 2 is the keepalive timer, 0 none, 1
+/// retransmission (data in flight).
+fn socket_timers(port: u16) -> Vec<(bool, u8)> {
     let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
     let port_of = |addr: &str| {
         addr.rsplit(':')
@@ -226,16 +226,33 @@ fn keepalive_timers(port: u16) -> Vec<(bool, bool)> {
             if state != "01" {
                 return None;
             }
-            let armed = timer.starts_with("02:");
+            let timer = timer
+                .split(':')
+                .next()
+                .and_then(|t| u8::from_str_radix(t, 16).ok())?;
             if port_of(local) == Some(port) {
-                Some((true, armed))
+                Some((true, timer))
             } else if port_of(remote) == Some(port) {
-                Some((false, armed))
+                Some((false, timer))
             } else {
                 None
             }
         })
         .collect()
+}
+
+/// The settled timers (no data in flight) of both ends of the one
+/// connection to `port`; bounded wait.
+fn settled_timers(port: u16) -> Vec<(bool, u8)> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let sockets = socket_timers(port);
+        let settled = sockets.len() == 2 && sockets.iter().all(|(_, timer)| *timer != 1);
+        if settled || Instant::now() >= deadline {
+            return sockets;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn port_of(dest: &str) -> u16 {
@@ -260,13 +277,14 @@ fn tcp_keepalive_on_both_ends() {
             let client = server.connect().await;
             let out = client.run("echo up").await.expect("run");
             assert_eq!(out.stdout, b"up\n");
-            let sockets = keepalive_timers(port);
-            assert!(
-                sockets.contains(&(true, server_side)),
-                "server side, keepalive {server_side}: {sockets:?}"
+            let mut sockets = settled_timers(port);
+            sockets.sort_unstable();
+            let server_timer = if server_side { 2 } else { 0 };
+            assert_eq!(
+                sockets,
+                vec![(false, 2), (true, server_timer)],
+                "(server side?, timer) with the server's keepalive {server_side}"
             );
-            assert!(sockets.contains(&(false, true)), "client side: {sockets:?}");
-            assert!(!sockets.contains(&(true, !server_side)), "{sockets:?}");
         });
     }
 }
