@@ -26,6 +26,10 @@ pub struct Params {
     pub in_bytes: u64,
     pub throughput_runs: usize,
     pub clients: usize,
+    /// Figure 4's attackers: connections trickling a ClientHello at one
+    /// byte a second, and connections that stay silent.
+    pub tricklers: usize,
+    pub silent_attackers: usize,
     pub idle_connections: usize,
     pub stall: Duration,
     /// Output sizes for figure 6, with runs each.
@@ -43,6 +47,8 @@ impl Params {
             in_bytes: 500_000_000,
             throughput_runs: 5,
             clients: 1000,
+            tricklers: 500,
+            silent_attackers: 2000,
             idle_connections: 1000,
             stall: Duration::from_secs(5),
             growth: vec![
@@ -64,6 +70,8 @@ impl Params {
             in_bytes: 50_000_000,
             throughput_runs: 3,
             clients: 200,
+            tricklers: 100,
+            silent_attackers: 400,
             idle_connections: 200,
             stall: Duration::from_secs(2),
             growth: vec![(1_000_000, 5), (10_000_000, 3), (100_000_000, 3)],
@@ -536,7 +544,8 @@ impl Bench {
         Ok(())
     }
 
-    /// Figure 4: many clients at once, each a new process and connection.
+    /// Figure 4: many clients at once, each a new process and connection;
+    /// then released at the same instant; then the same under attack.
     pub fn crowd(&mut self, server: &RshServer) -> anyhow::Result<()> {
         let n = self.params.clients;
         let tls = server.tls_dest()?.to_owned();
@@ -544,6 +553,32 @@ impl Bench {
             .rt
             .block_on(crowd(n, || server.tokio_client(&tls, "echo hi")));
         push_crowd(&mut self.rows, "rsh tls", n, &rsh, true);
+        let synced = self
+            .rt
+            .block_on(crowd(n, || released(&server.client(&tls, "echo hi"))));
+        push_crowd(
+            &mut self.rows,
+            "rsh tls, released at once",
+            n,
+            &synced,
+            true,
+        );
+        let (tricklers, silent) = (self.params.tricklers, self.params.silent_attackers);
+        let attacked = self.rt.block_on(async {
+            let attack = Attack::start(&tls, tricklers, silent).await;
+            let result = crowd(n, || released(&server.client(&tls, "echo hi"))).await;
+            attack.stop().await;
+            result
+        });
+        push_crowd(
+            &mut self.rows,
+            &format!(
+                "rsh tls, released at once, {tricklers} trickling + {silent} silent attackers"
+            ),
+            n,
+            &attacked,
+            true,
+        );
         match &self.sshd {
             Some(sshd) => {
                 std::thread::sleep(Duration::from_secs(1));
@@ -963,10 +998,106 @@ struct CrowdResult {
     errors: Vec<String>,
 }
 
-/// Starts `n` client processes at once and waits for all of them.
+/// `command` behind `sh -c 'read _ && exec ...'`: it starts only when a
+/// line arrives on its stdin, so a crowd of them can be released at once.
+fn released(command: &Command) -> tokio::process::Command {
+    let mut wrapper = tokio::process::Command::new("/bin/sh");
+    wrapper
+        .arg("-c")
+        .arg(r#"read _ && exec "$0" "$@" </dev/null"#)
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapper.env(key, value),
+            None => wrapper.env_remove(key),
+        };
+    }
+    wrapper
+}
+
+/// Hostile connections held open while a crowd runs: `tricklers` send a TLS
+/// ClientHello header and then one byte a second, `silent` send nothing;
+/// each reconnects when the server closes it, as a flood would.
+struct Attack {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// How long one attacker waits before reconnecting after a failure.
+const ATTACK_RETRY: Duration = Duration::from_millis(50);
+
+impl Attack {
+    async fn start(dest: &str, tricklers: usize, silent: usize) -> Attack {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let connected = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::with_capacity(tricklers + silent);
+        for i in 0..tricklers + silent {
+            let dest = dest.to_owned();
+            let mut stopped = stopped.clone();
+            let connected = connected.clone();
+            let trickle = i < tricklers;
+            tasks.push(tokio::spawn(async move {
+                let mut first = true;
+                tokio::select! {
+                    () = attacker(&dest, trickle, &connected, &mut first) => {}
+                    _ = stopped.wait_for(|stop| *stop) => {}
+                }
+            }));
+        }
+        // Until every attacker holds a connection (bounded).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while connected.load(Ordering::Relaxed) < tricklers + silent && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Attack { stop, tasks }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        futures::future::join_all(self.tasks).await;
+    }
+}
+
+/// One attacker: connects, trickles or stays silent, reconnects when closed.
+async fn attacker(dest: &str, trickle: bool, connected: &AtomicUsize, first: &mut bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A ClientHello's record header announcing 512 bytes, then filler.
+    const HELLO: &[u8] = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+    loop {
+        let Ok(mut tcp) = tokio::net::TcpStream::connect(dest).await else {
+            tokio::time::sleep(ATTACK_RETRY).await;
+            continue;
+        };
+        if std::mem::take(first) {
+            connected.fetch_add(1, Ordering::Relaxed);
+        }
+        if trickle {
+            let mut sent = 0;
+            loop {
+                let byte = HELLO.get(sent).copied().unwrap_or(0);
+                if tcp.write_all(&[byte]).await.is_err() {
+                    break;
+                }
+                sent += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        } else {
+            // Returns when the server closes it.
+            let mut sink = [0u8; 64];
+            while matches!(tcp.read(&mut sink).await, Ok(1..)) {}
+        }
+        tokio::time::sleep(ATTACK_RETRY).await;
+    }
+}
+
+/// Starts `n` client processes at once and waits for all of them. Those
+/// waiting for a line on stdin (see [`released`]) get it once all are
+/// spawned.
 async fn crowd(n: usize, make: impl Fn() -> tokio::process::Command) -> CrowdResult {
     let started = Instant::now();
     let mut waits = Vec::with_capacity(n);
+    let mut gates = Vec::new();
     let mut failed = 0;
     let mut errors: Vec<String> = Vec::new();
     let note = |errors: &mut Vec<String>, err: String| {
@@ -976,18 +1107,32 @@ async fn crowd(n: usize, make: impl Fn() -> tokio::process::Command) -> CrowdRes
     };
     for _ in 0..n {
         let mut command = make();
+        let gated = command.as_std().get_program() == "/bin/sh";
         command
-            .stdin(Stdio::null())
+            .stdin(if gated { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         match command.spawn() {
-            Ok(child) => waits.push(tokio::time::timeout(CROWD_LIMIT, child.wait_with_output())),
+            Ok(mut child) => {
+                gates.extend(child.stdin.take());
+                waits.push(tokio::time::timeout(CROWD_LIMIT, child.wait_with_output()));
+            }
             Err(err) => {
                 failed += 1;
                 note(&mut errors, format!("spawn: {err}"));
             }
         }
+    }
+    // Released together (timed from here): one line to each stdin.
+    let started = if gates.is_empty() {
+        started
+    } else {
+        Instant::now()
+    };
+    for mut gate in gates {
+        use tokio::io::AsyncWriteExt;
+        let _ = gate.write_all(b"go\n").await;
     }
     for result in futures::future::join_all(waits).await {
         match result {

@@ -126,6 +126,15 @@ impl From<GreetError> for ClientError {
             {
                 return ClientError::NotAuthorized { key: String::new() };
             }
+            // Over TLS 1.3 our side of the handshake ends before the server
+            // has checked our key (or given up on us): a server that drops us
+            // then is seen here.
+            if crate::tls::closed_by_peer(io) {
+                return ClientError::Greeting(format!(
+                    "connection failed during the greeting: {}",
+                    crate::tls::CLOSED_BEFORE_AUTH
+                ));
+            }
         }
         ClientError::Greeting(err.to_string())
     }

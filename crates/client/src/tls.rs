@@ -44,15 +44,21 @@ pub struct ConnectOptions {
     pub host_keys: HostKeyPolicy,
     /// Limit for the TCP connect and the TLS handshake.
     pub connect_timeout: Duration,
+    /// TCP keepalive: probes start after this long without traffic (then
+    /// every 5 s; 3 unanswered end the connection), so a server that
+    /// vanished without closing is noticed. `None`: off.
+    pub keepalive: Option<Duration>,
 }
 
 impl ConnectOptions {
-    /// Strict host key checking, 10 s connect timeout.
+    /// Strict host key checking, 10 s connect timeout, keepalive after
+    /// 15 s idle.
     pub fn new(home: RshHome) -> Self {
         ConnectOptions {
             home,
             host_keys: HostKeyPolicy::Strict,
             connect_timeout: Duration::from_secs(10),
+            keepalive: Some(Duration::from_secs(15)),
         }
     }
 }
@@ -82,6 +88,33 @@ pub fn client_identity(home: &RshHome) -> Result<Identity, ClientError> {
     let path = home.identity_path();
     Identity::load_or_create(&path, &default_comment())
         .map_err(|err| ClientError::Keys(format!("{}: {err}", path.display())))
+}
+
+/// Why a handshake that the server cut short failed, as the user sees it.
+pub(crate) const CLOSED_BEFORE_AUTH: &str =
+    "the server closed the connection before authentication (it may be busy, or refusing this client)";
+
+/// Whether an I/O error means the peer closed or reset the connection.
+pub(crate) fn closed_by_peer(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        err.kind(),
+        ErrorKind::UnexpectedEof
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+    )
+}
+
+/// Keepalive probes after `idle` without traffic, every 5 s, 3 at most.
+fn set_keepalive(tcp: &TcpStream, idle: Duration) -> nix::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let idle = u32::try_from(idle.as_secs().max(1)).unwrap_or(u32::MAX);
+    setsockopt(tcp, sockopt::KeepAlive, &true)?;
+    setsockopt(tcp, sockopt::TcpKeepIdle, &idle)?;
+    setsockopt(tcp, sockopt::TcpKeepInterval, &idle.min(5))?;
+    setsockopt(tcp, sockopt::TcpKeepCount, &3)?;
+    Ok(())
 }
 
 pub(crate) async fn connect_tls(
@@ -125,6 +158,11 @@ async fn attempt(host: &str, port: u16, options: &ConnectOptions) -> Result<Atte
             .await
             .map_err(|err| connect_err(err.to_string()))?;
         let _ = tcp.set_nodelay(true);
+        if let Some(idle) = options.keepalive {
+            if let Err(err) = set_keepalive(&tcp, idle) {
+                tracing::debug!(cause = %err, "cannot enable TCP keepalive");
+            }
+        }
         // Server names are not checked (keys are pinned), but rustls wants one.
         let name =
             ServerName::try_from("rsh.invalid").map_err(|err| ClientError::Tls(err.to_string()))?;
@@ -138,6 +176,9 @@ async fn attempt(host: &str, port: u16, options: &ConnectOptions) -> Result<Atte
                     presented: seen.to_string(),
                     known_hosts: known_hosts_path.display().to_string(),
                 },
+                // A server that drops us before authentication (busy, or
+                // its pre-auth limits) just closes: say so, not "eof".
+                _ if closed_by_peer(&err) => connect_err(CLOSED_BEFORE_AUTH.to_owned()),
                 _ => ClientError::Tls(format!("TLS handshake with {host_port} failed: {err}")),
             })
     };

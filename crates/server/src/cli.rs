@@ -2,7 +2,7 @@
 //! the root package's thin binary (and `cargo install --path .`) can run it.
 
 use crate::ready::ReadyFile;
-use crate::{Listener, Server, ServerConfig, TlsSetup};
+use crate::{Listener, PreAuthLimits, Server, ServerConfig, TlsSetup};
 use anyhow::Context;
 use clap::Parser;
 use rsh_config::{Endpoint, RshHome};
@@ -44,15 +44,35 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     handshake_timeout: f64,
 
-    /// TLS handshakes in progress at once (like sshd's MaxStartups); beyond
-    /// this the oldest is dropped. Silent connections do not count.
+    /// TLS handshakes in progress at once (like sshd's MaxStartups); more
+    /// wait in line for a place. A handshake that has stalled (no progress
+    /// for 2 s) gives its place up to one that waits; honest ones are never
+    /// pushed out. Silent connections do not count.
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_startups: usize,
 
-    /// TCP connections that have not sent a byte yet; beyond this the oldest
-    /// is dropped, so a flood of silent connections cannot lock users out.
+    /// TCP connections that have not sent a byte yet; beyond this the one
+    /// silent longest is dropped, so a flood of silent connections cannot
+    /// lock users out.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     max_silent: usize,
+
+    /// TCP connections waiting in line for a handshake place; beyond this a
+    /// newcomer is turned away.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    max_queued: usize,
+
+    /// Seconds without traffic before TCP keepalive probes start on a
+    /// client connection (then every 5 s; 3 unanswered close it), so a
+    /// client that vanished without closing is noticed. 0 turns it off.
+    #[arg(long, value_name = "SECS", default_value_t = 15.0)]
+    keepalive: f64,
+
+    /// Seconds a frame may stay half-received: once its first byte has
+    /// arrived, the rest must follow within this, or the connection is
+    /// closed.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    frame_timeout: f64,
 
     /// Shell that runs each command as `SHELL -c COMMAND`.
     #[arg(long, value_name = "PATH", default_value = "/bin/sh")]
@@ -219,6 +239,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         linger: seconds(args.linger, "linger")?.max(Duration::from_millis(10)),
         handshake_timeout: positive_seconds(args.handshake_timeout, "handshake-timeout")?,
         stdin_budget: args.stdin_budget.max(1),
+        keepalive: Some(seconds(args.keepalive, "keepalive")?).filter(|idle| !idle.is_zero()),
+        frame_timeout: positive_seconds(args.frame_timeout, "frame-timeout")?,
         ..ServerConfig::default()
     };
     let mut endpoints = args.listen;
@@ -241,12 +263,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 "no authorized_keys yet: no TCP client can log in until keys are added"
             );
         }
-        Some(TlsSetup::new(
-            &identity,
-            authorized_keys,
-            args.max_startups,
-            args.max_silent,
-        )?)
+        let limits = PreAuthLimits {
+            max_startups: args.max_startups,
+            max_silent: args.max_silent,
+            max_queued: args.max_queued,
+            ..PreAuthLimits::default()
+        };
+        Some(TlsSetup::new(&identity, authorized_keys, &limits)?)
     } else {
         None
     };

@@ -28,6 +28,12 @@ pub struct ServerConfig {
     pub chunk_size: usize,
     /// Time a peer has to send its greeting.
     pub handshake_timeout: Duration,
+    /// TCP keepalive: probes start after this long without traffic (`None`:
+    /// off), so a peer that vanished without closing is noticed.
+    pub keepalive: Option<Duration>,
+    /// Once the first byte of a frame has arrived, how long the rest may
+    /// take; a connection left with half a frame longer is closed.
+    pub frame_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +49,8 @@ impl Default for ServerConfig {
             stdin_budget: 64 * 1024 * 1024,
             chunk_size: rsh_proto::MAX_DATA_LEN,
             handshake_timeout: Duration::from_secs(10),
+            keepalive: Some(Duration::from_secs(15)),
+            frame_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -8,6 +8,8 @@
 
 use crate::budget::StdinBudget;
 use crate::command::{self, CommandContext, CommandInputs};
+use crate::frame_deadline::{BoundedFrames, ReadError};
+use crate::log_limit::LogLimiter;
 use crate::reaper::Reaper;
 use crate::{login, ServerConfig};
 use bytes::Bytes;
@@ -29,6 +31,10 @@ const OUTGOING_QUEUE: usize = 64;
 /// How long queued frames (an error, exits) may take to reach a client
 /// whose connection is ending.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
+/// Refusals logged per connection per interval; the rest are counted and
+/// reported with the next line that gets through.
+const REFUSALS_LOGGED: u32 = 5;
+const REFUSALS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +48,9 @@ pub enum ConnectionError {
     /// The peer broke a protocol rule.
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// The peer started a frame and did not finish it in time.
+    #[error("a frame stayed half-received for more than {0:?}")]
+    HalfFrame(Duration),
     /// The transport failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -98,8 +107,13 @@ where
         channels: HashMap::new(),
         done_tx,
         done_rx,
+        refusals: LogLimiter::new(REFUSALS_INTERVAL, REFUSALS_LOGGED),
     };
-    let end = conn.read_frames(FramedRead::new(read_half, codec)).await;
+    let frames = BoundedFrames::new(
+        FramedRead::new(read_half, codec),
+        ctx.config.frame_timeout,
+    );
+    let end = conn.read_frames(frames).await;
     match &end {
         End::ClientClosed => debug!("client closed the connection"),
         End::ShutdownDrained => debug!("shutdown: connection drained"),
@@ -152,6 +166,9 @@ struct Connection {
     channels: HashMap<u32, Channel>,
     done_tx: mpsc::UnboundedSender<u32>,
     done_rx: mpsc::UnboundedReceiver<u32>,
+    /// Keeps a client that sends refused requests in a loop from writing a
+    /// log line for each.
+    refusals: LogLimiter,
 }
 
 /// A command's way to report its end to the connection, exactly once:
@@ -194,7 +211,7 @@ impl Drop for ChannelEnd {
 }
 
 impl Connection {
-    async fn read_frames<R>(&mut self, mut frames: FramedRead<R, Codec>) -> End
+    async fn read_frames<R>(&mut self, mut frames: BoundedFrames<R>) -> End
     where
         R: AsyncRead + Unpin,
     {
@@ -206,11 +223,14 @@ impl Connection {
             tokio::select! {
                 frame = frames.next() => match frame {
                     None => return End::ClientClosed,
-                    Some(Err(CodecError::Io(err))) => {
+                    Some(Err(ReadError::Codec(CodecError::Io(err)))) => {
                         debug!(cause = %err, "connection read failed");
                         return End::ClientClosed;
                     }
-                    Some(Err(err)) => return End::Failed(err.into()),
+                    Some(Err(ReadError::Codec(err))) => return End::Failed(err.into()),
+                    Some(Err(ReadError::HalfFrame(limit))) => {
+                        return End::Failed(ConnectionError::HalfFrame(limit))
+                    }
                     Some(Ok(frame)) => {
                         self.drain_ended();
                         if let Err(err) = self.dispatch(frame, shutting_down).await {
@@ -236,8 +256,18 @@ impl Connection {
         }
     }
 
-    async fn refuse(&self, channel: u32, kind: ErrorKind, message: String) {
-        info!(channel, ?kind, %message, "refusing command");
+    async fn refuse(&mut self, channel: u32, kind: ErrorKind, message: String) {
+        match self.refusals.check(tokio::time::Instant::now()) {
+            Some(0) => info!(channel, ?kind, %message, "refusing command"),
+            Some(suppressed) => info!(
+                channel,
+                ?kind,
+                %message,
+                suppressed,
+                "refusing command ({suppressed} more refusals on this connection were not logged)"
+            ),
+            None => debug!(channel, ?kind, %message, "refusing command"),
+        }
         let _ = self
             .frames
             .send(Frame::Error {

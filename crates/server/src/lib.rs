@@ -4,6 +4,9 @@
 //! - [`listener`]: binds the endpoints (a Unix socket guarded by file mode and
 //!   peer credentials) and accepts connections, one task each, at most
 //!   `max_connections` at once (a semaphore permit is taken before `accept`).
+//! - [`preauth`]: what an unauthenticated TCP peer may hold (silent pool,
+//!   a fair line for handshake places, dropping only stalled handshakes);
+//!   [`log_limit`] keeps strangers and noisy clients from flooding the log.
 //! - [`connection`]: greets the peer, then reads frames and routes them to the
 //!   connection's commands; one writer task owns the socket's write half.
 //! - `login`: what a version-2 request may ask beyond a command (which
@@ -35,8 +38,11 @@ pub mod cli;
 pub mod command;
 mod config;
 pub mod connection;
+mod frame_deadline;
 pub mod listener;
+pub mod log_limit;
 mod login;
+pub mod preauth;
 pub mod process_group;
 pub mod pty;
 pub mod ready;
@@ -46,4 +52,5 @@ pub mod session;
 
 pub use config::ServerConfig;
 pub use listener::{Listener, ListenerError, TlsSetup};
+pub use preauth::PreAuthLimits;
 pub use server::{serve_connection, Server};

@@ -6,18 +6,23 @@
 //!
 //! A TCP endpoint speaks only TLS 1.3 with both ends authenticated by pinned
 //! keys (see `rsh-tls`). Before authentication a connection is cheap and
-//! bounded: it first waits, holding no TLS state, for its first byte (at
-//! most `max_silent` do, oldest dropped first); then it joins at most
-//! `max_startups` handshakes in progress (like sshd's MaxStartups; again the
-//! oldest is dropped for a newcomer); the whole pre-auth phase must finish
-//! within the handshake timeout. A real client speaks at once and finishes
-//! its handshake in milliseconds, so floods of silent or stalled connections
-//! recycle themselves instead of taking the places authorized clients need.
+//! bounded (see [`crate::preauth`]): it first waits, holding no TLS state,
+//! for its first byte (at most `max_silent` do, the one silent longest is
+//! dropped first); then it waits in line, still holding no TLS state, for
+//! one of `max_startups` handshake places (like sshd's MaxStartups); a
+//! handshake gives its place up early only if it has stalled while others
+//! wait. The whole pre-auth phase must finish within the handshake timeout.
+//! So a burst of real clients queues instead of failing, and floods of
+//! silent or trickling connections recycle themselves instead of taking the
+//! places authorized clients need. What is closed before authentication is
+//! logged as one summary line per interval, not a line per connection.
 //! Only after login does a connection take one of `max_connections`.
 
 use crate::connection::{self, ServerContext};
+use crate::log_limit::Tally;
+use crate::preauth::{HandshakeSlots, NoPlace, PreAuthLimits, Progress, Watched};
 use rsh_config::Endpoint;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,8 +73,9 @@ pub enum Listener {
 pub struct TlsSetup {
     acceptor: tokio_rustls::TlsAcceptor,
     authorized_keys: PathBuf,
-    handshakes: Arc<EvictingPool>,
+    handshakes: Arc<HandshakeSlots>,
     silent: Arc<EvictingPool>,
+    closed: Arc<std::sync::Mutex<Tally>>,
 }
 
 impl std::fmt::Debug for TlsSetup {
@@ -82,28 +88,70 @@ impl std::fmt::Debug for TlsSetup {
 
 impl TlsSetup {
     /// TLS with `host_key` as the server's identity, admitting the client
-    /// keys listed in `authorized_keys` (re-read on every handshake), with at
-    /// most `max_startups` handshakes in progress and `max_silent`
-    /// connections waiting for their first byte (beyond either, the oldest is
-    /// dropped).
+    /// keys listed in `authorized_keys` (re-read on every handshake), with
+    /// unauthenticated connections bounded by `limits`.
     ///
     /// # Errors
     /// If rustls refuses the key.
     pub fn new(
         host_key: &rsh_tls::Identity,
         authorized_keys: PathBuf,
-        max_startups: usize,
-        max_silent: usize,
+        limits: &PreAuthLimits,
     ) -> Result<Self, rsh_tls::Error> {
         let config = rsh_tls::server_config(host_key, authorized_keys.clone())?;
         Ok(TlsSetup {
             acceptor: tokio_rustls::TlsAcceptor::from(config),
             authorized_keys,
-            handshakes: Arc::new(EvictingPool::new(max_startups)),
-            silent: Arc::new(EvictingPool::new(max_silent)),
+            handshakes: Arc::new(HandshakeSlots::new(limits)),
+            silent: Arc::new(EvictingPool::new(limits.max_silent)),
+            closed: Arc::new(std::sync::Mutex::new(Tally::new(
+                SUMMARY_INTERVAL,
+                INDIVIDUAL_LINES,
+            ))),
         })
     }
+
+    fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.closed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts a pre-auth close; `true` if it may also get its own line.
+    fn note(&self, reason: &'static str, peer: IpAddr) -> bool {
+        self.tally()
+            .record(reason, peer, tokio::time::Instant::now())
+    }
+
+    /// Counts a pre-auth close, logging it on its own line only while the
+    /// per-source and overall budgets allow.
+    fn closed(&self, reason: &'static str, peer: IpAddr, message: &str) {
+        if self.note(reason, peer) {
+            info!(reason, "{message} (more like it are counted, not logged)");
+        }
+    }
+
+    /// Logs what was closed before authentication since the last summary.
+    fn log_summary(&self) {
+        let summary = self.tally().take_summary(SUMMARY_TOP_SOURCES);
+        if let Some(summary) = summary {
+            info!(
+                closed = summary.total,
+                reasons = %summary.counts,
+                sources = summary.distinct_sources,
+                top_sources = %summary.top_sources,
+                "pre-auth summary: connections closed before authentication in the last {SUMMARY_INTERVAL:?}"
+            );
+        }
+    }
 }
+
+/// How often the pre-auth summary is logged.
+const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+/// Pre-auth closes logged on their own line per interval (one per source).
+const INDIVIDUAL_LINES: u32 = 10;
+/// Sources named in the pre-auth summary.
+const SUMMARY_TOP_SOURCES: usize = 5;
 
 /// A listening TCP socket whose connections must pass TLS authentication.
 #[derive(Debug)]
@@ -249,10 +297,17 @@ impl TlsListener {
     /// the handshake slots instead; the permit is taken after login.
     async fn accept_loop(&self, ctx: ServerContext, limit: Arc<Semaphore>) {
         let mut backoff = Duration::from_millis(10);
+        ctx.tracker
+            .spawn(summarize_preauth(self.tls.clone(), ctx.shutdown.clone()));
         while let Some((_, (tcp, addr))) =
             next_connection(&ctx, None, &mut backoff, || self.listener.accept()).await
         {
             let _ = tcp.set_nodelay(true);
+            if let Some(idle) = ctx.config.keepalive {
+                if let Err(err) = set_keepalive(&tcp, idle) {
+                    debug!(cause = %err, "cannot enable TCP keepalive");
+                }
+            }
             let span = info_span!("conn", peer = %addr, user = tracing::field::Empty);
             let ctx = ctx.clone();
             let tls = self.tls.clone();
@@ -261,7 +316,7 @@ impl TlsListener {
                 async move {
                     let shutdown = ctx.shutdown.clone();
                     let authenticated = tokio::select! {
-                        authenticated = authenticate(tcp, &tls, ctx.config.handshake_timeout) => authenticated,
+                        authenticated = authenticate(tcp, addr.ip(), &tls, ctx.config.handshake_timeout) => authenticated,
                         () = shutdown.cancelled() => None,
                     };
                     let Some((stream, user)) = authenticated else {
@@ -285,65 +340,152 @@ impl TlsListener {
     }
 }
 
-/// The pre-auth phase of a TCP connection: first byte, handshake slot, TLS
-/// handshake with the client's key checked against authorized_keys. Returns
-/// the stream and who it is, or `None` (logged) if it did not get in.
+/// Why a connection was closed before authentication; counted in the
+/// pre-auth summary.
+mod reason {
+    pub const SILENT_TIMEOUT: &str = "silent_timeout";
+    pub const SILENT_EVICTED: &str = "silent_evicted";
+    pub const CLOSED_EARLY: &str = "closed_by_peer";
+    pub const QUEUE_FULL: &str = "queue_full";
+    pub const STALLED: &str = "stalled";
+    pub const HANDSHAKE_TIMEOUT: &str = "handshake_timeout";
+    pub const HANDSHAKE_FAILED: &str = "handshake_failed";
+}
+
+/// Logs the pre-auth summary every interval, and once more at shutdown.
+async fn summarize_preauth(tls: TlsSetup, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(SUMMARY_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => tls.log_summary(),
+            () = shutdown.cancelled() => break,
+        }
+    }
+    tls.log_summary();
+}
+
+/// Keepalive probes after `idle` without traffic, then every
+/// [`KEEPALIVE_INTERVAL`]; the connection fails after
+/// [`KEEPALIVE_PROBES`] unanswered ones. A peer that vanished without FIN
+/// or RST (host gone, network cut) is then noticed and its commands ended.
+pub(crate) fn set_keepalive(tcp: &TcpStream, idle: Duration) -> nix::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let secs = |d: Duration| u32::try_from(d.as_secs().max(1)).unwrap_or(u32::MAX);
+    setsockopt(tcp, sockopt::KeepAlive, &true)?;
+    setsockopt(tcp, sockopt::TcpKeepIdle, &secs(idle))?;
+    setsockopt(
+        tcp,
+        sockopt::TcpKeepInterval,
+        &secs(KEEPALIVE_INTERVAL.min(idle)),
+    )?;
+    setsockopt(tcp, sockopt::TcpKeepCount, &KEEPALIVE_PROBES)?;
+    Ok(())
+}
+
+/// Between unanswered keepalive probes.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Unanswered keepalive probes before the connection fails.
+pub const KEEPALIVE_PROBES: u32 = 3;
+
+/// The pre-auth phase of a TCP connection: first byte, a place in line for
+/// a handshake slot, TLS handshake with the client's key checked against
+/// authorized_keys. Returns the stream and who it is, or `None` (counted
+/// in the pre-auth summary) if it did not get in.
 async fn authenticate(
     tcp: TcpStream,
+    peer: IpAddr,
     tls: &TlsSetup,
     timeout: Duration,
-) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, String)> {
+) -> Option<(tokio_rustls::server::TlsStream<Watched<TcpStream>>, String)> {
     let deadline = tokio::time::Instant::now() + timeout;
     // Holding no TLS state while the peer is silent. (`peek` waits for a
     // byte; `readable` may wake spuriously on a fresh socket.) When the pool
-    // of silent connections is full, the oldest is dropped for the newest.
+    // of silent connections is full, the one silent longest is dropped: a
+    // real client speaks in its first round trip.
     {
         let seat = tls.silent.enter();
         let mut first = [0u8; 1];
         tokio::select! {
             first_byte = tokio::time::timeout_at(deadline, tcp.peek(&mut first)) => match first_byte {
                 Err(_) => {
-                    info!(?timeout, "no TLS handshake started in time; closing");
+                    tls.closed(reason::SILENT_TIMEOUT, peer, "no TLS handshake started in time; closing");
                     return None;
                 }
                 Ok(Ok(0)) | Ok(Err(_)) => {
+                    // Port scanners and health checks: counted, never a line.
+                    tls.tally().count(reason::CLOSED_EARLY, peer);
                     debug!("closed before the TLS handshake");
                     return None;
                 }
                 Ok(Ok(_)) => {}
             },
             () = seat.evicted() => {
-                info!("too many silent connections; closing the oldest");
+                tls.closed(reason::SILENT_EVICTED, peer, "too many silent connections; closing the one silent longest");
                 return None;
             }
         }
     }
-    // At most `max_startups` handshakes hold TLS state at once; a newcomer
-    // beyond that drops the oldest. A real handshake takes milliseconds, so
-    // only stalled ones (slowloris) grow old enough to be dropped.
-    let seat = tls.handshakes.enter();
-    let handshake = tls.acceptor.accept(tcp).into_fallible();
+    let progress = Progress::new(tokio::time::Instant::now());
+    // In line (FIFO) for one of `max_startups` handshake places, holding no
+    // TLS state: under a burst everyone waits a little, nobody is pushed out.
+    let place = match tokio::time::timeout_at(deadline, tls.handshakes.acquire()).await {
+        Err(_) => {
+            tls.closed(
+                reason::HANDSHAKE_TIMEOUT,
+                peer,
+                "no handshake place free in time; closing",
+            );
+            return None;
+        }
+        Ok(Err(NoPlace::QueueFull)) => {
+            tls.closed(
+                reason::QUEUE_FULL,
+                peer,
+                "too many connections waiting for a handshake place; closing the newcomer",
+            );
+            return None;
+        }
+        Ok(Ok(place)) => place,
+    };
+    let handshake = tls
+        .acceptor
+        .accept(Watched::new(tcp, progress.clone()))
+        .into_fallible();
+    // A place is given up early only by a handshake that has shown it is
+    // stalled (a record left half-sent, or no answer to our flight, for a
+    // while), and only while someone waits for it.
     let outcome = tokio::select! {
+        // The handshake first: it reads what the peer sent while it waited
+        // in line, so a whole ClientHello counts before the stall check.
+        biased;
         outcome = tokio::time::timeout_at(deadline, handshake) => outcome,
-        () = seat.evicted() => {
-            info!("too many TLS handshakes in progress; closing the oldest");
+        () = tls.handshakes.stalled(&progress) => {
+            tls.closed(reason::STALLED, peer, "TLS handshake stalled while others wait; closing");
             return None;
         }
     };
     let mut stream = match outcome {
         Err(_) => {
-            info!(?timeout, "TLS handshake did not finish in time; closing");
+            tls.closed(
+                reason::HANDSHAKE_TIMEOUT,
+                peer,
+                "TLS handshake did not finish in time; closing",
+            );
             return None;
         }
-        Ok(Err((err, mut tcp))) => {
-            warn!(cause = %err, "TLS handshake failed; closing");
-            drop(seat);
-            linger_for_alert(&mut tcp).await;
+        Ok(Err((err, tcp))) => {
+            drop(place);
+            if tls.note(reason::HANDSHAKE_FAILED, peer) {
+                warn!(reason = reason::HANDSHAKE_FAILED, cause = %err, "TLS handshake failed; closing (more like it are counted, not logged)");
+            }
+            linger_for_alert(tcp).await;
             return None;
         }
         Ok(Ok(stream)) => stream,
     };
-    drop(seat);
+    drop(place);
+    stream.get_mut().0.retire();
     // rustls's default 64 KiB of buffered records splits each 256 KiB
     // output chunk into several writes.
     stream.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
@@ -370,10 +512,10 @@ async fn authenticate(
     Some((stream, user))
 }
 
-/// Pre-auth connections in one stage (silent, or handshaking), oldest
-/// first. A flood recycles itself: each newcomer beyond the cap evicts the
-/// oldest, so a client that gets through the stage quickly (every real one)
-/// always gets its turn.
+/// Connections that have not sent a byte yet, oldest first. A flood of
+/// them recycles itself: each newcomer beyond the cap evicts the one silent
+/// longest, so a client that speaks at once (every real one) always gets
+/// its turn.
 #[derive(Debug)]
 struct EvictingPool {
     cap: usize,
@@ -445,7 +587,7 @@ impl Drop for Seat<'_> {
 
 /// Lets a refused peer read the alert we sent: closing with its bytes unread
 /// would reset the connection and lose the alert.
-async fn linger_for_alert(tcp: &mut TcpStream) {
+async fn linger_for_alert<S: tokio::io::AsyncRead + Unpin>(mut tcp: S) {
     let _ = tokio::time::timeout(ALERT_LINGER, async {
         let mut sink = [0u8; 4096];
         // Bounded by the timeout; ends at the peer's close.

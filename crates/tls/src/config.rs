@@ -69,6 +69,7 @@ pub fn server_config(
         path: authorized_keys_path,
         algorithms: provider.signature_verification_algorithms,
         last_warned: Mutex::new(None),
+        refusals: Mutex::new(RefusalLog::default()),
     });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -142,6 +143,43 @@ struct AuthorizedKeysVerifier {
     /// The file contents whose malformed lines were last logged, so each
     /// version of the file is complained about once.
     last_warned: Mutex<Option<String>>,
+    /// Refused keys logged in the current window, and refusals not logged:
+    /// a stranger reconnecting in a loop must not write a line each time.
+    refusals: Mutex<RefusalLog>,
+}
+
+/// At most [`REFUSALS_LOGGED`] refused keys are logged per
+/// [`REFUSALS_WINDOW`]; the next line logged says how many were not.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    window_start: Option<std::time::Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+const REFUSALS_LOGGED: u32 = 10;
+const REFUSALS_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl RefusalLog {
+    /// `Some(suppressed so far)` if this refusal may be logged.
+    fn check(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let fresh = match self.window_start {
+            None => true,
+            Some(start) => now.duration_since(start) >= REFUSALS_WINDOW,
+        };
+        if fresh {
+            self.window_start = Some(now);
+            self.logged = 0;
+        }
+        if self.logged < REFUSALS_LOGGED {
+            self.logged += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
 }
 
 impl AuthorizedKeysVerifier {
@@ -194,7 +232,20 @@ impl ClientCertVerifier for AuthorizedKeysVerifier {
                 Ok(ClientCertVerified::assertion())
             }
             None => {
-                tracing::warn!(%fingerprint, "client key not in authorized_keys");
+                let allowed = self
+                    .refusals
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .check();
+                match allowed {
+                    Some(0) => tracing::warn!(%fingerprint, "client key not in authorized_keys"),
+                    Some(suppressed) => tracing::warn!(
+                        %fingerprint,
+                        suppressed,
+                        "client key not in authorized_keys ({suppressed} more refusals were not logged)"
+                    ),
+                    None => tracing::debug!(%fingerprint, "client key not in authorized_keys"),
+                }
                 // Sent to the client as the access_denied alert.
                 Err(rustls::Error::InvalidCertificate(
                     CertificateError::ApplicationVerificationFailure,
