@@ -255,6 +255,7 @@ impl Stamp {
 pub(crate) struct TrustFile {
     file: File,
     pub(crate) stamp: Stamp,
+    mode: u32,
     path: PathBuf,
 }
 
@@ -303,12 +304,18 @@ pub(crate) fn open_regular(
     }
     Ok(Some(TrustFile {
         stamp: Stamp::of(&meta),
+        mode: meta.mode() & 0o7777,
         file,
         path: path.to_owned(),
     }))
 }
 
 impl TrustFile {
+    /// The permission bits of the file opened.
+    pub(crate) fn mode(&self) -> u32 {
+        self.mode
+    }
+
     /// The contents, at most [`MAX_TRUST_FILE_LEN`] bytes.
     pub(crate) fn read_bytes(self) -> Result<Vec<u8>, Error> {
         let mut bytes = Vec::new();
