@@ -187,7 +187,10 @@ fn trust_is_checked_again_for_every_connection() {
         std::fs::remove_file(&keys).expect("rm link");
         std::fs::copy(&target, &keys).expect("copy back");
     }
-    assert!(!marker.exists(), "nothing ran on an untrusted authorized_keys");
+    assert!(
+        !marker.exists(),
+        "nothing ran on an untrusted authorized_keys"
+    );
     let out = server.run("echo trusted again", b"");
     assert_eq!(out.stdout, b"trusted again\n", "{}", stderr(&out));
 }

@@ -51,9 +51,8 @@ impl Identity {
     /// the caller's check ([`crate::trust::check_trusted_path`]): the server
     /// makes it, a client need not.
     pub fn load(path: &Path) -> Result<Identity, Error> {
-        let file = open_regular(path, None)?.ok_or_else(|| {
-            Error::io(path, std::io::Error::from(ErrorKind::NotFound))
-        })?;
+        let file = open_regular(path, None)?
+            .ok_or_else(|| Error::io(path, std::io::Error::from(ErrorKind::NotFound)))?;
         // Check the permissions of the file we actually read.
         let mode = file.mode();
         if mode & 0o077 != 0 {
