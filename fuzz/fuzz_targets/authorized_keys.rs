@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
     let (keys, warnings) = AuthorizedKeys::parse(&text);
     let lines = text.lines().count();
     for w in &warnings {
-        assert!(w.line >= 1 && w.line <= lines, "warning for line {}", w.line);
+        assert!(
+            w.line >= 1 && w.line <= lines,
+            "warning for line {}",
+            w.line
+        );
     }
     let mut serialized = String::new();
     for key in keys.keys() {
