@@ -3,14 +3,12 @@
 //! that strangers and noisy clients cannot flood, keepalive, and frames
 //! left half-sent. Against the real binaries on loopback or a temp socket.
 
-mod util;
-
+use crate::util::{TestServer, Transport, WAIT};
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use util::{TestServer, Transport, WAIT};
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -93,8 +91,8 @@ fn client_dropped_before_authentication_is_told_so() {
         let _ = tcp.shutdown(std::net::Shutdown::Both);
     });
     let home = tempfile::tempdir().expect("tmp");
-    let out = util::run_with_stdin(
-        Command::new(util::client_bin())
+    let out = crate::util::run_with_stdin(
+        Command::new(crate::util::client_bin())
             .env("RSH_HOME", home.path())
             .args([&dest, "-c", "true"]),
         b"",
@@ -168,6 +166,9 @@ fn refused_requests_do_not_flood_the_log() {
             cwd: None,
             env: Vec::new(),
             timeout: None,
+            login_shell: false,
+            user: None,
+            pty: None,
         };
         codec
             .encode(rsh_proto::Frame::Exec(exec), &mut batch)

@@ -7,8 +7,10 @@
 mod util;
 
 mod core;
+mod network;
 mod processes;
 mod protocol;
 mod tls;
+mod trust;
 mod tutorial;
 mod v2;

@@ -469,7 +469,7 @@ fn authorized_keys_writable_by_others_is_not_trusted() {
     let out = server.run("echo should not run", b"");
     assert_eq!(out.status.code(), Some(255));
     assert!(out.stdout.is_empty());
-    server.wait_for_log("too open");
+    server.wait_for_log("writable by group/others (mode 0666)");
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     assert_eq!(
         server.run("echo trusted again", b"").stdout,

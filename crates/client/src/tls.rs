@@ -146,8 +146,9 @@ async fn attempt(host: &str, port: u16, options: &ConnectOptions) -> Result<Atte
     let known_hosts_path = options.home.known_hosts_path();
     let known = KnownHosts::load(&known_hosts_path)
         .map_err(|err| ClientError::Keys(format!("{}: {err}", known_hosts_path.display())))?;
-    let pinned = known.lookup(&host_port);
-    let (config, presented) = rsh_tls::client_config(&identity, pinned)
+    // Every key listed for the host counts (ssh does the same).
+    let pinned = known.fingerprints(&host_port);
+    let (config, presented) = rsh_tls::client_config(&identity, pinned.iter().copied())
         .map_err(|err| ClientError::Tls(err.to_string()))?;
     let connect_err = |reason: String| ClientError::Connect {
         endpoint: host_port.clone(),
@@ -169,13 +170,19 @@ async fn attempt(host: &str, port: u16, options: &ConnectOptions) -> Result<Atte
         tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
-            .map_err(|err| match (pinned, presented.get()) {
-                (Some(expected), Some(seen)) if expected != seen => ClientError::HostKeyChanged {
-                    host_port: host_port.clone(),
-                    expected: expected.to_string(),
-                    presented: seen.to_string(),
-                    known_hosts: known_hosts_path.display().to_string(),
-                },
+            .map_err(|err| match presented.get() {
+                Some(seen) if !pinned.is_empty() && !pinned.contains(&seen) => {
+                    ClientError::HostKeyChanged {
+                        host_port: host_port.clone(),
+                        expected: pinned
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(" or "),
+                        presented: seen.to_string(),
+                        known_hosts: known_hosts_path.display().to_string(),
+                    }
+                }
                 // A server that drops us before authentication (busy, or
                 // its pre-auth limits) just closes: say so, not "eof".
                 _ if closed_by_peer(&err) => connect_err(CLOSED_BEFORE_AUTH.to_owned()),
@@ -189,7 +196,7 @@ async fn attempt(host: &str, port: u16, options: &ConnectOptions) -> Result<Atte
     // into several writes.
     stream.get_mut().1.set_buffer_limit(Some(1024 * 1024));
 
-    if pinned.is_none() {
+    if pinned.is_empty() {
         let seen = rsh_tls::peer_fingerprint(stream.get_ref().1)
             .map_err(|err| ClientError::Tls(err.to_string()))?;
         let asked = match &options.host_keys {

@@ -7,11 +7,13 @@
 //!
 //! `RSH_HOME` is to rsh what `~/.ssh` is to ssh: `$RSH_HOME` if set, otherwise
 //! `~/.rsh`, created with mode 0700. It holds the default Unix socket
-//! (`rsh.sock`), the keys and the trust files.
+//! (`rsh.sock`), the keys and the trust files. The server uses the keys only
+//! if the directory and every one above it are safe from other users (see
+//! `rsh_tls::trust`, which checks it, as sshd's StrictModes does).
 #![deny(missing_docs)]
 
 use std::fmt;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -100,13 +102,6 @@ impl RshHome {
                 source,
             })?;
         Ok(self)
-    }
-
-    /// Whether group or others can write the directory (a warning sign).
-    pub fn is_loosely_protected(&self) -> bool {
-        std::fs::metadata(&self.dir)
-            .map(|m| m.permissions().mode() & 0o022 != 0)
-            .unwrap_or(false)
     }
 
     /// The directory itself.
@@ -233,6 +228,7 @@ impl FromStr for Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn ep(s: &str) -> Endpoint {
         s.parse().expect("valid address")

@@ -8,9 +8,10 @@ use clap::Parser;
 use rsh_config::{Endpoint, RshHome};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 /// Run commands for rsh clients and stream their output back.
 ///
@@ -24,7 +25,11 @@ use tracing::{error, info};
 /// client keys listed in authorized_keys (re-read on every connection).
 ///
 /// Files live in RSH_HOME (default ~/.rsh, created with mode 0700): rsh.sock,
-/// host_key, authorized_keys. SIGINT, SIGTERM or SIGHUP stops accepting, gives
+/// host_key, authorized_keys. Like sshd's StrictModes, the keys are used only
+/// if they, RSH_HOME and every directory above it are owned by this user or
+/// root and not writable by group or others (a sticky directory such as /tmp
+/// is fine above RSH_HOME); otherwise the server refuses to start, or, if the
+/// file changes later, refuses the connection and logs why. SIGINT, SIGTERM or SIGHUP stops accepting, gives
 /// running commands the shutdown grace, ends the rest, removes the socket and
 /// exits 0.
 #[derive(Debug, Parser)]
@@ -161,7 +166,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args)) {
+    let outcome = runtime.block_on(serve(args));
+    // A trust-file read stuck in the kernel (a hung NFS mount) holds a
+    // blocking-pool thread; do not wait for it to exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("rsh-server: {err:#}");
@@ -185,16 +194,49 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-/// The host key, created on first use.
+fn own_uid() -> u32 {
+    rsh_tls::trust::effective_uid()
+}
+
+/// The host key, created on first use. Served over TCP, it must be
+/// trusted: it and RSH_HOME safe from other users (see `rsh_tls::trust`).
 fn host_key(home: &RshHome) -> anyhow::Result<rsh_tls::Identity> {
     home.ensure()?;
+    let path = home.host_key_path();
+    rsh_tls::trust::check_trusted_dir(home.dir(), own_uid())
+        .with_context(|| format!("cannot use {} for keys", home.dir().display()))?;
     let hostname = nix::unistd::gethostname()
         .ok()
         .and_then(|name| name.into_string().ok())
         .unwrap_or_else(|| "localhost".to_owned());
-    let path = home.host_key_path();
-    rsh_tls::Identity::load_or_create(&path, &format!("rsh-server@{hostname}"))
-        .with_context(|| format!("cannot load the host key {}", path.display()))
+    let identity = rsh_tls::Identity::load_or_create(&path, &format!("rsh-server@{hostname}"))
+        .with_context(|| format!("cannot load the host key {}", path.display()))?;
+    rsh_tls::trust::check_trusted_path(&path, own_uid())
+        .with_context(|| format!("cannot use the host key {}", path.display()))?;
+    Ok(identity)
+}
+
+/// authorized_keys, read once now so that an untrusted file stops the
+/// server at start; it is read again (off the runtime) for every handshake.
+async fn authorized_keys(home: &RshHome) -> anyhow::Result<Arc<rsh_tls::AuthorizedKeysFile>> {
+    let path = home.authorized_keys_path();
+    let keys = rsh_tls::AuthorizedKeysFile::new(path.clone());
+    let loaded = {
+        let keys = keys.clone();
+        tokio::task::spawn_blocking(move || keys.load_blocking()).await?
+    };
+    match loaded {
+        Ok(set) if set.is_empty() => tracing::warn!(
+            path = %path.display(),
+            "no keys in authorized_keys yet: no TCP client can log in until keys are added"
+        ),
+        Ok(set) => debug!(keys = set.len(), "authorized_keys read"),
+        Err(err) => {
+            return Err(anyhow::anyhow!("{err}"))
+                .with_context(|| format!("cannot use {}", path.display()))
+        }
+    }
+    Ok(keys)
 }
 
 fn is_executable(path: &std::path::Path) -> bool {
@@ -224,12 +266,6 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     if !is_executable(&args.shell) {
         anyhow::bail!("--shell {}: not an executable file", args.shell.display());
     }
-    if home.is_loosely_protected() {
-        tracing::warn!(
-            path = %home.dir().display(),
-            "RSH_HOME is writable by group or others; anyone who can write it can replace its keys"
-        );
-    }
     let config = ServerConfig {
         shell: args.shell,
         max_connections: args.max_connections.max(1),
@@ -247,6 +283,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     if endpoints.is_empty() {
         home.ensure()?;
         endpoints.push(Endpoint::Unix(home.socket_path()));
+        // The socket is safe anyway (mode 0600, peer credentials checked),
+        // but a home others can write is worth knowing about.
+        if let Err(err) = rsh_tls::trust::check_trusted_dir(home.dir(), own_uid()) {
+            tracing::warn!(cause = %err, "RSH_HOME is not safe for keys");
+        }
     }
     if let Some(path) = &args.ready_file {
         remove_ready_file(path).await?;
@@ -254,15 +295,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let mut fingerprint = None;
     let tls = if endpoints.iter().any(|e| matches!(e, Endpoint::Tcp { .. })) {
         let identity = host_key(&home)?;
-        let authorized_keys = home.authorized_keys_path();
         info!(fingerprint = %identity.fingerprint(), "host key");
         fingerprint = Some(identity.fingerprint().to_string());
-        if !authorized_keys.exists() {
-            tracing::warn!(
-                path = %authorized_keys.display(),
-                "no authorized_keys yet: no TCP client can log in until keys are added"
-            );
-        }
+        let authorized_keys = authorized_keys(&home).await?;
         let limits = PreAuthLimits {
             max_startups: args.max_startups,
             max_silent: args.max_silent,

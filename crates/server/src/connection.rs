@@ -109,10 +109,7 @@ where
         done_rx,
         refusals: LogLimiter::new(REFUSALS_INTERVAL, REFUSALS_LOGGED),
     };
-    let frames = BoundedFrames::new(
-        FramedRead::new(read_half, codec),
-        ctx.config.frame_timeout,
-    );
+    let frames = BoundedFrames::new(FramedRead::new(read_half, codec), ctx.config.frame_timeout);
     let end = conn.read_frames(frames).await;
     match &end {
         End::ClientClosed => debug!("client closed the connection"),

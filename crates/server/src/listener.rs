@@ -72,7 +72,7 @@ pub enum Listener {
 #[derive(Clone)]
 pub struct TlsSetup {
     acceptor: tokio_rustls::TlsAcceptor,
-    authorized_keys: PathBuf,
+    authorized_keys: Arc<rsh_tls::AuthorizedKeysFile>,
     handshakes: Arc<HandshakeSlots>,
     silent: Arc<EvictingPool>,
     closed: Arc<std::sync::Mutex<Tally>>,
@@ -81,21 +81,22 @@ pub struct TlsSetup {
 impl std::fmt::Debug for TlsSetup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsSetup")
-            .field("authorized_keys", &self.authorized_keys)
+            .field("authorized_keys", &self.authorized_keys.path())
             .finish_non_exhaustive()
     }
 }
 
 impl TlsSetup {
     /// TLS with `host_key` as the server's identity, admitting the client
-    /// keys listed in `authorized_keys` (re-read on every handshake), with
+    /// keys listed in `authorized_keys` (re-read off the runtime before every
+    /// handshake, and trusted only as `rsh_tls::trust` allows), with
     /// unauthenticated connections bounded by `limits`.
     ///
     /// # Errors
     /// If rustls refuses the key.
     pub fn new(
         host_key: &rsh_tls::Identity,
-        authorized_keys: PathBuf,
+        authorized_keys: Arc<rsh_tls::AuthorizedKeysFile>,
         limits: &PreAuthLimits,
     ) -> Result<Self, rsh_tls::Error> {
         let config = rsh_tls::server_config(host_key, authorized_keys.clone())?;
@@ -448,6 +449,20 @@ async fn authenticate(
         }
         Ok(Ok(place)) => place,
     };
+    // The verifier only looks at the latest read of authorized_keys: read it
+    // now, off the runtime (a FIFO or a hung NFS mount must not stall a
+    // worker). An unusable file still goes to the handshake, whose verifier
+    // refuses the key with `access_denied` and logs why.
+    if tokio::time::timeout_at(deadline, tls.authorized_keys.refresh())
+        .await
+        .is_err()
+    {
+        warn!(
+            path = %tls.authorized_keys.path().display(),
+            "reading authorized_keys did not finish in time; closing"
+        );
+        return None;
+    }
     let handshake = tls
         .acceptor
         .accept(Watched::new(tcp, progress.clone()))
@@ -500,9 +515,12 @@ async fn authenticate(
             return None;
         }
     };
-    let comment = rsh_tls::AuthorizedKeys::load(&tls.authorized_keys)
-        .ok()
-        .and_then(|(keys, _)| keys.lookup(&fingerprint).map(|key| key.comment.clone()))
+    // The read the verifier just used: no file access here.
+    let comment = tls
+        .authorized_keys
+        .current()
+        .and_then(|keys| keys.ok())
+        .and_then(|keys| keys.lookup(&fingerprint).map(|key| key.comment.clone()))
         .unwrap_or_default();
     let user = if comment.is_empty() {
         fingerprint.to_string()

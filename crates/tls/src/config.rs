@@ -1,6 +1,5 @@
 //! rustls configs that authenticate both ends by pinned key fingerprints.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -15,8 +14,7 @@ use rustls::{
 };
 
 use crate::identity::provider;
-use crate::lines::{read_optional, refuse_if_writable_by_others};
-use crate::{AuthorizedKeys, Error, Fingerprint, Identity};
+use crate::{AuthorizedKeysFile, Error, Fingerprint, Identity};
 
 /// The ALPN protocol both ends ask for.
 pub const ALPN_PROTOCOL: &[u8] = b"rsh/1";
@@ -53,22 +51,24 @@ impl ServerKeySlot {
 
 /// A server config for `identity`: TLS 1.3 only, no session resumption,
 /// ALPN [`ALPN_PROTOCOL`], and a client certificate required whose key must
-/// be listed in the authorized_keys file at `authorized_keys_path`.
+/// be listed in the `authorized_keys` file.
 ///
-/// That file is read again on every handshake, so adding or removing a line
-/// takes effect for the next connection. A missing file lets nobody in.
+/// The verifier never touches the disk (it runs on the async runtime, inside
+/// the handshake): it uses the latest read of the file. Call
+/// [`AuthorizedKeysFile::refresh`] before each handshake so that adding or
+/// removing a line takes effect for the next connection. A missing file, a
+/// file never read, or one that is not trusted lets nobody in.
 /// An unknown client key makes the handshake fail with
 /// `invalid peer certificate: ApplicationVerificationFailure` on the server
 /// side and the `access_denied` alert sent to the client.
 pub fn server_config(
     identity: &Identity,
-    authorized_keys_path: PathBuf,
+    authorized_keys: Arc<AuthorizedKeysFile>,
 ) -> Result<Arc<ServerConfig>, Error> {
     let provider = provider();
     let verifier = Arc::new(AuthorizedKeysVerifier {
-        path: authorized_keys_path,
+        keys: authorized_keys,
         algorithms: provider.signature_verification_algorithms,
-        last_warned: Mutex::new(None),
         refusals: Mutex::new(RefusalLog::default()),
     });
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -88,18 +88,20 @@ pub fn server_config(
 /// A client config presenting `identity`: TLS 1.3 only, no session
 /// resumption, no SNI, ALPN [`ALPN_PROTOCOL`]. Server names are not checked;
 /// the server's key fingerprint is recorded in the returned
-/// [`ServerKeySlot`], and if `pinned` is given any other key is refused
-/// with [`Error::ServerKeyMismatch`] (wrapped in a rustls
-/// `CertificateError::Other`). With `pinned` = `None` every server key is
+/// [`ServerKeySlot`]. If `pinned` names keys (an `Option` or all the
+/// known_hosts entries for the host), a server key that is any of them is
+/// accepted, as ssh does, and any other is refused with
+/// [`Error::ServerKeyMismatch`] (wrapped in a rustls
+/// `CertificateError::Other`). With nothing pinned every server key is
 /// accepted: check the slot after the handshake, before sending anything.
 pub fn client_config(
     identity: &Identity,
-    pinned: Option<Fingerprint>,
+    pinned: impl IntoIterator<Item = Fingerprint>,
 ) -> Result<(Arc<ClientConfig>, ServerKeySlot), Error> {
     let provider = provider();
     let slot = ServerKeySlot::default();
     let verifier = Arc::new(PinnedServerVerifier {
-        pinned,
+        pinned: pinned.into_iter().collect(),
         slot: slot.clone(),
         algorithms: provider.signature_verification_algorithms,
     });
@@ -138,11 +140,8 @@ fn fingerprint_for_tls(cert: &CertificateDer<'_>) -> Result<Fingerprint, rustls:
 /// Accepts client keys listed in an authorized_keys file.
 #[derive(Debug)]
 struct AuthorizedKeysVerifier {
-    path: PathBuf,
+    keys: Arc<AuthorizedKeysFile>,
     algorithms: WebPkiSupportedAlgorithms,
-    /// The file contents whose malformed lines were last logged, so each
-    /// version of the file is complained about once.
-    last_warned: Mutex<Option<String>>,
     /// Refused keys logged in the current window, and refusals not logged:
     /// a stranger reconnecting in a loop must not write a line each time.
     refusals: Mutex<RefusalLog>,
@@ -182,34 +181,6 @@ impl RefusalLog {
     }
 }
 
-impl AuthorizedKeysVerifier {
-    fn authorized_keys(&self) -> Result<AuthorizedKeys, Error> {
-        refuse_if_writable_by_others(&self.path)?;
-        let Some(text) = read_optional(&self.path)? else {
-            return Ok(AuthorizedKeys::default());
-        };
-        let (keys, warnings) = AuthorizedKeys::parse(&text);
-        if !warnings.is_empty() {
-            let mut last = self
-                .last_warned
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if last.as_deref() != Some(text.as_str()) {
-                for w in &warnings {
-                    tracing::warn!(
-                        line = w.line,
-                        reason = %w.message,
-                        path = %self.path.display(),
-                        "skipping malformed authorized_keys line"
-                    );
-                }
-                *last = Some(text);
-            }
-        }
-        Ok(keys)
-    }
-}
-
 impl ClientCertVerifier for AuthorizedKeysVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
@@ -222,10 +193,22 @@ impl ClientCertVerifier for AuthorizedKeysVerifier {
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let fingerprint = fingerprint_for_tls(end_entity)?;
-        let keys = self.authorized_keys().map_err(|e| {
-            tracing::error!(error = %e, "cannot read authorized_keys; refusing client");
-            rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
-        })?;
+        let refuse =
+            || rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure);
+        let keys = match self.keys.current() {
+            Some(Ok(keys)) => keys,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot use authorized_keys; refusing client");
+                return Err(refuse());
+            }
+            None => {
+                tracing::error!(
+                    path = %self.keys.path().display(),
+                    "authorized_keys was never read; refusing client"
+                );
+                return Err(refuse());
+            }
+        };
         match keys.lookup(&fingerprint) {
             Some(key) => {
                 tracing::debug!(%fingerprint, comment = %key.comment, "client key authorized");
@@ -278,10 +261,11 @@ impl ClientCertVerifier for AuthorizedKeysVerifier {
     }
 }
 
-/// Accepts the server key pinned for the host, or any key on first contact.
+/// Accepts any of the server keys pinned for the host, or any key on first
+/// contact.
 #[derive(Debug)]
 struct PinnedServerVerifier {
-    pinned: Option<Fingerprint>,
+    pinned: Vec<Fingerprint>,
     slot: ServerKeySlot,
     algorithms: WebPkiSupportedAlgorithms,
 }
@@ -297,14 +281,15 @@ impl ServerCertVerifier for PinnedServerVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let presented = fingerprint_for_tls(end_entity)?;
         self.slot.set(presented);
-        match self.pinned {
-            Some(expected) if expected != presented => Err(rustls::Error::InvalidCertificate(
-                CertificateError::Other(OtherError(Arc::new(Error::ServerKeyMismatch {
-                    expected,
+        if self.pinned.is_empty() || self.pinned.contains(&presented) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                OtherError(Arc::new(Error::ServerKeyMismatch {
+                    expected: self.pinned.clone(),
                     presented,
-                }))),
-            )),
-            _ => Ok(ServerCertVerified::assertion()),
+                })),
+            )))
         }
     }
 

@@ -31,17 +31,19 @@ pub enum Error {
         mode: u32,
     },
 
-    /// A trust file others may write: anyone who can write it can let
-    /// themselves in, so it is not trusted (like sshd's StrictModes).
-    #[error(
-        "permissions {mode:04o} for '{path}' are too open: group or others may write it, \
-         so its keys are not trusted (chmod go-w '{path}')"
-    )]
-    WritableByOthers {
+    /// A trust file, or a directory on its path, that someone other than
+    /// the server's user or root could change (like sshd's StrictModes):
+    /// whoever can write it can let themselves in, so it is not trusted.
+    #[error("{0}: refusing to trust it")]
+    Untrusted(#[from] crate::trust::UntrustedPath),
+
+    /// A trust file larger than rsh reads.
+    #[error("{path}: larger than {max} bytes; not read")]
+    TooLarge {
         /// The file.
         path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
+        /// The limit.
+        max: u64,
     },
 
     /// A key file that does not hold a usable key and matching certificate.
@@ -69,11 +71,14 @@ pub enum Error {
     #[error("bad host:port {0:?}: expected host:port, with IPv6 addresses as [addr]:port")]
     BadHostPort(String),
 
-    /// The server presented another key than the one pinned for it.
-    #[error("server key mismatch: expected {expected}, server presented {presented}")]
+    /// The server presented none of the keys pinned for it.
+    #[error(
+        "server key mismatch: expected {}, server presented {presented}",
+        crate::known_hosts::one_of(expected)
+    )]
     ServerKeyMismatch {
-        /// The pinned fingerprint.
-        expected: Fingerprint,
+        /// The pinned fingerprints (known_hosts may list several).
+        expected: Vec<Fingerprint>,
         /// The fingerprint the server presented.
         presented: Fingerprint,
     },

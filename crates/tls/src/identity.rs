@@ -1,9 +1,9 @@
 //! A key pair and its self-signed certificate, kept in one PEM file.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::OpenOptions;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 
+use crate::trust::open_regular;
 use crate::{Error, Fingerprint};
 
 /// The header line of the identity file that carries the comment.
@@ -44,23 +45,23 @@ impl Identity {
     }
 
     /// Loads the identity kept at `path`.
+    ///
+    /// Anything but a regular file (a FIFO...) is refused without blocking.
+    /// Whether the file and its directories are safe from other users is
+    /// the caller's check ([`crate::trust::check_trusted_path`]): the server
+    /// makes it, a client need not.
     pub fn load(path: &Path) -> Result<Identity, Error> {
-        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file = open_regular(path, None)?
+            .ok_or_else(|| Error::io(path, std::io::Error::from(ErrorKind::NotFound)))?;
         // Check the permissions of the file we actually read.
-        let mode = file
-            .metadata()
-            .map_err(|e| Error::io(path, e))?
-            .permissions()
-            .mode();
+        let mode = file.mode();
         if mode & 0o077 != 0 {
             return Err(Error::UnprotectedKeyFile {
                 path: path.to_owned(),
                 mode: mode & 0o7777,
             });
         }
-        let mut text = Vec::new();
-        file.read_to_end(&mut text)
-            .map_err(|e| Error::io(path, e))?;
+        let text = file.read_bytes()?;
         Identity::from_pem(&text).map_err(|reason| Error::MalformedKey {
             path: path.to_owned(),
             reason,
@@ -258,6 +259,7 @@ fn pem_block(label: &str, der: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn created_with_mode_0600_and_reloads() {

@@ -6,7 +6,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::authorized_keys::truncate;
-use crate::lines::{content_lines, read_optional};
+use crate::lines::content_lines;
+use crate::trust::open_regular;
 use crate::{Error, Fingerprint, LineWarning};
 
 /// One known_hosts entry.
@@ -26,6 +27,27 @@ pub struct KnownHost {
 pub struct KnownHosts {
     hosts: Vec<KnownHost>,
     warnings: Vec<LineWarning>,
+}
+
+/// Whether a server key is the one known for its host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostKeyStatus {
+    /// One of the entries for the host lists this key.
+    Known,
+    /// The host has no entry: first contact.
+    Unknown,
+    /// The host has entries and none lists this key: refuse (the host key
+    /// changed, or someone is in the middle).
+    Changed {
+        /// The keys known for the host.
+        expected: Vec<Fingerprint>,
+    },
+}
+
+/// `a`, or `a or b`, for messages about pinned keys.
+pub(crate) fn one_of(fingerprints: &[Fingerprint]) -> String {
+    let all: Vec<String> = fingerprints.iter().map(ToString::to_string).collect();
+    all.join(" or ")
 }
 
 /// The known_hosts spelling of a host and port: `host:port`, or
@@ -64,9 +86,11 @@ fn normalize_host_port(s: &str) -> Option<String> {
 impl KnownHosts {
     /// Reads the file at `path`; a missing file is an empty set. Malformed
     /// lines are skipped and listed by [`KnownHosts::warnings`].
+    /// Anything but a regular file (a FIFO...) is refused, and at most
+    /// [`crate::trust::MAX_TRUST_FILE_LEN`] bytes are read.
     pub fn load(path: &Path) -> Result<KnownHosts, Error> {
-        match read_optional(path)? {
-            Some(text) => Ok(KnownHosts::parse(&text)),
+        match open_regular(path, None)? {
+            Some(file) => Ok(KnownHosts::parse(&file.read_text()?)),
             None => Ok(KnownHosts::default()),
         }
     }
@@ -103,14 +127,31 @@ impl KnownHosts {
         known
     }
 
-    /// The recorded fingerprint of `host_port` (see [`host_port`] for the
-    /// spelling), the first one if the file lists several.
-    pub fn lookup(&self, host_port: &str) -> Option<Fingerprint> {
+    /// Every fingerprint recorded for `host_port` (see [`host_port`] for
+    /// the spelling), in file order, without repeats. A host may be listed
+    /// more than once (its old and new key during a key change): a server
+    /// presenting any of them is the host, as for ssh.
+    pub fn fingerprints(&self, host_port: &str) -> Vec<Fingerprint> {
         let wanted = host_port.to_ascii_lowercase();
-        self.hosts
-            .iter()
-            .find(|h| h.host_port == wanted)
-            .map(|h| h.fingerprint)
+        let mut found = Vec::new();
+        for h in self.hosts.iter().filter(|h| h.host_port == wanted) {
+            if !found.contains(&h.fingerprint) {
+                found.push(h.fingerprint);
+            }
+        }
+        found
+    }
+
+    /// What known_hosts says about `presented` as the key of `host_port`.
+    pub fn check(&self, host_port: &str, presented: &Fingerprint) -> HostKeyStatus {
+        let known = self.fingerprints(host_port);
+        if known.is_empty() {
+            HostKeyStatus::Unknown
+        } else if known.contains(presented) {
+            HostKeyStatus::Known
+        } else {
+            HostKeyStatus::Changed { expected: known }
+        }
     }
 
     /// All entries, in file order.
@@ -161,6 +202,40 @@ mod tests {
 
     use super::*;
 
+    fn first(known: &KnownHosts, host_port: &str) -> Option<Fingerprint> {
+        known.fingerprints(host_port).first().copied()
+    }
+
+    #[test]
+    fn any_entry_for_the_host_matches() {
+        let old = Fingerprint::of_spki_der(b"old");
+        let new = Fingerprint::of_spki_der(b"new");
+        let other = Fingerprint::of_spki_der(b"other");
+        let text = format!("h:1 {old}\nelsewhere:1 {other}\nH:1 {new}\nh:1 {old}\n");
+        let known = KnownHosts::parse(&text);
+        assert_eq!(known.fingerprints("h:1"), vec![old, new]);
+        assert_eq!(known.check("h:1", &old), HostKeyStatus::Known);
+        // The second entry counts too (it used to be ignored).
+        assert_eq!(known.check("h:1", &new), HostKeyStatus::Known);
+        assert_eq!(
+            known.check("h:1", &other),
+            HostKeyStatus::Changed {
+                expected: vec![old, new]
+            }
+        );
+        assert_eq!(known.check("h:2", &old), HostKeyStatus::Unknown);
+        assert_eq!(one_of(&[old, new]), format!("{old} or {new}"));
+    }
+
+    #[test]
+    fn load_refuses_a_fifo() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("known_hosts");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        assert!(KnownHosts::load(&path).is_err());
+    }
+
     #[test]
     fn host_port_spelling() {
         assert_eq!(host_port("Example.COM", 22), "example.com:22");
@@ -189,13 +264,13 @@ mod tests {
 
         let known = KnownHosts::load(&path).expect("load");
         assert!(known.warnings().is_empty());
-        assert_eq!(known.lookup("server.example:7022"), Some(a));
-        assert_eq!(known.lookup("SERVER.example:7022"), Some(a));
-        assert_eq!(known.lookup("server.example:22"), None);
-        assert_eq!(known.lookup("[::1]:7022"), Some(b));
-        assert_eq!(known.lookup(&host_port("::1", 7022)), Some(b));
-        assert_eq!(known.lookup("[fe80::2]:22"), Some(c));
-        assert_eq!(known.lookup("::1:7022"), None);
+        assert_eq!(first(&known, "server.example:7022"), Some(a));
+        assert_eq!(first(&known, "SERVER.example:7022"), Some(a));
+        assert_eq!(first(&known, "server.example:22"), None);
+        assert_eq!(first(&known, "[::1]:7022"), Some(b));
+        assert_eq!(first(&known, &host_port("::1", 7022)), Some(b));
+        assert_eq!(first(&known, "[fe80::2]:22"), Some(c));
+        assert_eq!(first(&known, "::1:7022"), None);
 
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(
@@ -239,8 +314,8 @@ mod tests {
         std::fs::write(&path, format!("# hosts\nh1:1 {a}")).expect("write");
         KnownHosts::append(&path, "h2:2", &b).expect("append");
         let known = KnownHosts::load(&path).expect("load");
-        assert_eq!(known.lookup("h1:1"), Some(a));
-        assert_eq!(known.lookup("h2:2"), Some(b));
+        assert_eq!(first(&known, "h1:1"), Some(a));
+        assert_eq!(first(&known, "h2:2"), Some(b));
     }
 
     #[test]
@@ -250,8 +325,8 @@ mod tests {
             "# comment\n\nh1:1 {a} trailing comment\nh2 {a}\nh3:3 nope\nh4:4\n  [::1]:9 {a}\n"
         );
         let known = KnownHosts::parse(&text);
-        assert_eq!(known.lookup("h1:1"), Some(a));
-        assert_eq!(known.lookup("[::1]:9"), Some(a));
+        assert_eq!(first(&known, "h1:1"), Some(a));
+        assert_eq!(first(&known, "[::1]:9"), Some(a));
         assert_eq!(known.hosts().len(), 2);
         let lines: Vec<usize> = known.warnings().iter().map(|w| w.line).collect();
         assert_eq!(lines, vec![4, 5, 6]);

@@ -7,8 +7,10 @@
 //! like `ssh-keygen -l` shows key fingerprints.
 //!
 //! * The server accepts a client only if the client's fingerprint is listed
-//!   in its [`AuthorizedKeys`] file, which it re-reads on every handshake
-//!   (see [`server_config`]).
+//!   in its [`AuthorizedKeys`] file, which it re-reads, off the async
+//!   runtime, for every handshake ([`AuthorizedKeysFile`], [`server_config`]),
+//!   and trusts only if nobody but the server's user or root can change it
+//!   ([`trust`], like sshd's StrictModes).
 //! * The client pins the server's fingerprint found in its [`KnownHosts`]
 //!   file, or, on first contact, records the presented fingerprint in a
 //!   [`ServerKeySlot`] so that the caller can ask the user and remember it
@@ -27,8 +29,9 @@ mod fingerprint;
 mod identity;
 mod known_hosts;
 mod lines;
+pub mod trust;
 
-pub use authorized_keys::{AuthorizedKey, AuthorizedKeys};
+pub use authorized_keys::{AuthorizedKey, AuthorizedKeys, AuthorizedKeysFile, LoadedKeys};
 pub use config::{
     client_config, peer_fingerprint, peer_fingerprint_of_certs, server_config, ServerKeySlot,
     ALPN_PROTOCOL,
@@ -36,7 +39,7 @@ pub use config::{
 pub use error::Error;
 pub use fingerprint::Fingerprint;
 pub use identity::Identity;
-pub use known_hosts::{host_port, KnownHost, KnownHosts};
+pub use known_hosts::{host_port, HostKeyStatus, KnownHost, KnownHosts};
 pub use lines::LineWarning;
 
 /// The rustls version this crate builds its configs with, re-exported so

@@ -10,7 +10,7 @@ use rsh_tls::rustls::client::danger::{
 };
 use rsh_tls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rsh_tls::rustls::{self, ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
-use rsh_tls::{client_config, peer_fingerprint, server_config, Fingerprint, Identity};
+use rsh_tls::{client_config, peer_fingerprint, AuthorizedKeysFile, Fingerprint, Identity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
 
@@ -19,8 +19,29 @@ type Handshakes = (
     io::Result<client::TlsStream<DuplexStream>>,
 );
 
+/// A server config and the authorized_keys file it checks, refreshed (off
+/// the runtime) before each handshake, as the server does.
+#[derive(Clone)]
+struct Server {
+    config: Arc<ServerConfig>,
+    keys: Arc<AuthorizedKeysFile>,
+}
+
+fn server_config(
+    id: &Identity,
+    authorized_keys: std::path::PathBuf,
+) -> Result<Server, rsh_tls::Error> {
+    let keys = AuthorizedKeysFile::new(authorized_keys);
+    Ok(Server {
+        config: rsh_tls::server_config(id, keys.clone())?,
+        keys,
+    })
+}
+
 /// Runs both ends of a handshake over a duplex pipe.
-async fn handshake(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> Handshakes {
+async fn handshake(server: Server, client: Arc<ClientConfig>) -> Handshakes {
+    let _ = server.keys.refresh().await;
+    let server = server.config;
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
     let acceptor = TlsAcceptor::from(server);
     let connector = TlsConnector::from(client);
@@ -326,4 +347,27 @@ fn identity_file_round_trip_gives_same_fingerprint() {
     assert_eq!(b.comment(), "me@host");
     let shown: Fingerprint = a.fingerprint().to_string().parse().expect("parse");
     assert_eq!(shown, a.fingerprint());
+}
+
+/// A host listed with its old and its new key (known_hosts during a key
+/// change): the server presenting either is accepted, as ssh does.
+#[tokio::test]
+async fn any_pinned_key_is_accepted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ak = dir.path().join("authorized_keys");
+    let server_id = identity("server");
+    let client_id = identity("client");
+    authorize(&ak, &client_id);
+    let server_cfg = server_config(&server_id, ak).expect("server config");
+    let old = identity("old server key").fingerprint();
+    let (client_cfg, _) =
+        client_config(&client_id, [old, server_id.fingerprint()]).expect("client config");
+    let (s, c) = handshake(server_cfg.clone(), client_cfg).await;
+    s.expect("server handshake");
+    c.expect("client handshake");
+    let other = identity("another").fingerprint();
+    let (client_cfg, _) = client_config(&client_id, [old, other]).expect("client config");
+    let (_, c) = handshake(server_cfg, client_cfg).await;
+    let msg = client_error(c).await.to_string();
+    assert!(msg.contains("ServerKeyMismatch"), "client error: {msg}");
 }

@@ -10,17 +10,38 @@ use std::time::Duration;
 
 use rsh_tls::rustls::pki_types::ServerName;
 use rsh_tls::rustls::{ClientConfig, ServerConfig};
-use rsh_tls::{client_config, server_config, Identity};
+use rsh_tls::{client_config, AuthorizedKeysFile, Identity};
 use tokio::io::{AsyncReadExt, DuplexStream};
 use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
 
+/// A server config and the authorized_keys file it checks, refreshed (off
+/// the runtime) before each handshake, as the server does.
+#[derive(Clone)]
+struct Server {
+    config: Arc<ServerConfig>,
+    keys: Arc<AuthorizedKeysFile>,
+}
+
+fn server_config(
+    id: &Identity,
+    authorized_keys: std::path::PathBuf,
+) -> Result<Server, rsh_tls::Error> {
+    let keys = AuthorizedKeysFile::new(authorized_keys);
+    Ok(Server {
+        config: rsh_tls::server_config(id, keys.clone())?,
+        keys,
+    })
+}
+
 async fn handshake(
-    server: Arc<ServerConfig>,
+    server: Server,
     client: Arc<ClientConfig>,
 ) -> (
     io::Result<server::TlsStream<DuplexStream>>,
     io::Result<client::TlsStream<DuplexStream>>,
 ) {
+    let _ = server.keys.refresh().await;
+    let server = server.config;
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
     let name = ServerName::try_from("ignored.invalid").expect("server name");
     let both = async {
