@@ -2,7 +2,7 @@ use crate::connection::ServerContext;
 use crate::{Listener, ServerConfig};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, info_span, Instrument};
@@ -12,6 +12,7 @@ use tracing::{info, info_span, Instrument};
 pub struct Server {
     config: Arc<ServerConfig>,
     listeners: Vec<Listener>,
+    updates: Option<watch::Receiver<Arc<ServerConfig>>>,
 }
 
 impl Server {
@@ -20,7 +21,17 @@ impl Server {
         Server {
             config: Arc::new(config),
             listeners,
+            updates: None,
         }
+    }
+
+    /// Settings to follow while running (a reload on SIGHUP): each new
+    /// connection takes the latest value; running connections and their
+    /// commands keep the settings they started with. `max_connections` is
+    /// sized once, at [`Server::run`].
+    pub fn with_updates(mut self, updates: watch::Receiver<Arc<ServerConfig>>) -> Self {
+        self.updates = Some(updates);
+        self
     }
 
     /// Serves until `shutdown` is cancelled, then lets running commands
@@ -31,6 +42,7 @@ impl Server {
             config: self.config.clone(),
             shutdown: shutdown.clone(),
             tracker: TaskTracker::new(),
+            updates: self.updates.clone(),
         };
         let limit = Arc::new(Semaphore::new(self.config.max_connections));
         for listener in &self.listeners {
@@ -71,6 +83,7 @@ pub async fn serve_connection<S>(
         config,
         shutdown,
         tracker: TaskTracker::new(),
+        updates: None,
     };
     let tracker = ctx.tracker.clone();
     crate::connection::serve(stream, ctx)
