@@ -8,6 +8,7 @@ mod util;
 
 mod core;
 mod protocol;
+mod service;
 mod tls;
 mod tutorial;
 mod v2;
