@@ -10,6 +10,13 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+/// Writes a config file private to its owner (the server refuses one that
+/// others can write, whatever the umask).
+fn write_config(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write config");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
 /// A shell that says it ran, then runs the command with /bin/sh: a reload
 /// that switches to it is visible in the next command's output.
 fn marking_shell(dir: &Path) -> std::path::PathBuf {
@@ -42,11 +49,10 @@ fn sighup_reloads_without_dropping_a_running_command() {
     assert_eq!(line, "started\n");
 
     let shell = marking_shell(server.home.path());
-    std::fs::write(
-        server.home.path().join("rsh-server.toml"),
-        format!("shell = \"{}\"\n", shell.display()),
-    )
-    .expect("write config");
+    write_config(
+        &server.home.path().join("rsh-server.toml"),
+        &format!("shell = \"{}\"\n", shell.display()),
+    );
     util::signal(server.pid(), Signal::SIGHUP);
     server.wait_for_log("reloaded");
 
@@ -75,11 +81,10 @@ fn sighup_reloads_without_dropping_a_running_command() {
 #[test]
 fn a_bad_config_file_on_reload_keeps_the_running_settings() {
     let server = TestServer::start(Transport::Unix);
-    std::fs::write(
-        server.home.path().join("rsh-server.toml"),
+    write_config(
+        &server.home.path().join("rsh-server.toml"),
         "max-commands = \"lots\"\n",
-    )
-    .expect("write config");
+    );
     util::signal(server.pid(), Signal::SIGHUP);
     let line = server.wait_for_log("reload refused");
     assert!(line.contains("rsh-server.toml:1"), "{line}");
@@ -102,11 +107,10 @@ fn check_config(home: &Path, args: &[&str]) -> std::process::Output {
 fn check_config_prints_effective_settings_and_names_bad_lines() {
     let tmp = tempfile::tempdir().expect("tmp");
     let home = tmp.path();
-    std::fs::write(
-        home.join("rsh-server.toml"),
+    write_config(
+        &home.join("rsh-server.toml"),
         "# a comment\nmax-commands = 7\nkill-grace = 3\nlisten = [\"unix:/tmp/x.sock\"]\n",
-    )
-    .expect("write config");
+    );
     let out = check_config(home, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -130,11 +134,10 @@ fn check_config_prints_effective_settings_and_names_bad_lines() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("max-commands = 9\n"));
 
     // A misspelt key: refused, with file and line.
-    std::fs::write(
-        home.join("rsh-server.toml"),
+    write_config(
+        &home.join("rsh-server.toml"),
         "shell = \"/bin/sh\"\nmax-comands = 3\n",
-    )
-    .expect("write config");
+    );
     let out = check_config(home, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -142,11 +145,10 @@ fn check_config_prints_effective_settings_and_names_bad_lines() {
     assert!(stderr.contains("max-comands"), "{stderr}");
 
     // A valid file with a bad value.
-    std::fs::write(
-        home.join("rsh-server.toml"),
+    write_config(
+        &home.join("rsh-server.toml"),
         "shell = \"/nonexistent/sh\"\n",
-    )
-    .expect("write config");
+    );
     let out = check_config(home, &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/sh"));

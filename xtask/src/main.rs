@@ -65,3 +65,34 @@ fn dist(out: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every long option of both binaries is in its man page and its bash
+    /// completion: generated, so nothing can be forgotten.
+    #[test]
+    fn man_pages_and_completions_cover_every_option() {
+        let out = std::env::temp_dir().join(format!("rsh-xtask-test-{}", std::process::id()));
+        dist(&out).expect("dist");
+        for command in commands() {
+            let name = command.get_name().to_owned();
+            let page = std::fs::read_to_string(out.join("man").join(format!("{name}.1")))
+                .expect("man page");
+            let bash =
+                std::fs::read_to_string(out.join("completions").join(format!("{name}.bash")))
+                    .expect("bash completion");
+            for long in command.get_arguments().filter_map(clap::Arg::get_long) {
+                // roff escapes hyphens.
+                let roff = format!("\\-\\-{}", long.replace('-', "\\-"));
+                assert!(page.contains(&roff), "{name}.1 lacks --{long}");
+                assert!(
+                    bash.contains(&format!("--{long}")),
+                    "{name}.bash lacks --{long}"
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&out);
+    }
+}

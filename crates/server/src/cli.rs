@@ -180,7 +180,7 @@ pub fn main() -> ExitCode {
     if args.check_config {
         return check_config(&source, &args);
     }
-    logging::init(args.log_format, &log_level(&args, &source));
+    logging::init(args.log_format, &log_level(&args));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -407,7 +407,7 @@ impl Args {
 }
 
 /// The default log filter: -v wins, then the file's log-level, then info.
-fn log_level(args: &Args, _source: &ConfigSource) -> String {
+fn log_level(args: &Args) -> String {
     match args.verbose {
         0 => args
             .file_log_level
@@ -480,7 +480,7 @@ fn check_config(source: &ConfigSource, args: &Args) -> ExitCode {
         println!("ready-file = {}", path(ready_file));
     }
     println!("log-format = {}", quote(args.log_format.name()));
-    println!("log-level = {}", quote(&log_level(args, source)));
+    println!("log-level = {}", quote(&log_level(args)));
     ExitCode::SUCCESS
 }
 

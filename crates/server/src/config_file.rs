@@ -80,7 +80,8 @@ struct RawFile {
 /// Why a config file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigFileError {
-    /// The file exists (or was named with --config) but cannot be read.
+    /// The file exists (or was named with --config) but cannot be read, or
+    /// is writable by group or others.
     #[error("{}: {source}", path.display())]
     Io {
         /// The file.
@@ -109,7 +110,25 @@ impl FileConfig {
     /// # Errors
     /// [`ConfigFileError`] naming the file and, for bad content, the line.
     pub fn load(path: &Path, required: bool) -> Result<Option<FileConfig>, ConfigFileError> {
-        match std::fs::read_to_string(path) {
+        let file = std::fs::File::open(path).and_then(|mut file| {
+            use std::io::Read;
+            use std::os::unix::fs::PermissionsExt;
+            // The file names the shell every command runs under: whoever can
+            // write it runs commands as this user, as with authorized_keys.
+            let mode = file.metadata()?.permissions().mode() & 0o7777;
+            if mode & 0o022 != 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "writable by group or others (mode {mode:04o}); refusing it (chmod go-w)"
+                    ),
+                ));
+            }
+            let mut text = String::new();
+            file.read_to_string(&mut text)?;
+            Ok(text)
+        });
+        match file {
             Ok(text) => FileConfig::parse(&text, path).map(Some),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound && !required => Ok(None),
             Err(source) => Err(ConfigFileError::Io {
@@ -235,6 +254,29 @@ mod tests {
             err.to_string().starts_with("rsh-server.toml:3: listen: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_file_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(&path, "max-commands = 2\n").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).expect("chmod");
+        let err = FileConfig::load(&path, false).expect_err("group-writable");
+        assert!(
+            err.to_string().contains("writable by group or others"),
+            "{err}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let config = FileConfig::load(&path, false)
+            .expect("fine")
+            .expect("present");
+        assert_eq!(config.max_commands, Some(2));
+        assert!(FileConfig::load(&dir.path().join("none"), false)
+            .expect("missing is fine")
+            .is_none());
+        assert!(FileConfig::load(&dir.path().join("none"), true).is_err());
     }
 
     #[test]
