@@ -33,8 +33,8 @@ fi
 echo "== package: cargo xtask dist (man pages, completions)"
 cargo xtask dist >/dev/null
 echo "== package: cargo deb"
-# Line tables are of no use in the package and slow the build down.
-CARGO_PROFILE_RELEASE_DEBUG=0 cargo deb --locked
+# The release profile's line tables are stripped from the packaged binaries.
+cargo deb --locked
 deb=$(ls -t target/debian/rsh_*.deb | head -n 1)
 dpkg-deb --contents "$deb"
 

@@ -494,18 +494,23 @@ async fn reload(
     updates: &tokio::sync::watch::Sender<std::sync::Arc<ServerConfig>>,
 ) {
     let path = source.path.clone();
-    let loaded = tokio::task::spawn_blocking(move || source.load())
-        .await
-        .map_err(anyhow::Error::from)
-        .and_then(|loaded| loaded);
-    let args = match loaded.and_then(|args| Ok((server_config(&args)?, args))) {
-        Ok((config, args)) if is_executable(&config.shell) => {
+    // Reading the file and checking the shell touch the file system: off
+    // the runtime's threads.
+    let loaded = tokio::task::spawn_blocking(move || {
+        let args = source.load()?;
+        let config = server_config(&args)?;
+        if !is_executable(&config.shell) {
+            anyhow::bail!("shell {}: not an executable file", config.shell.display());
+        }
+        Ok((config, args))
+    })
+    .await
+    .map_err(anyhow::Error::from)
+    .and_then(|loaded| loaded);
+    let args = match loaded {
+        Ok((config, args)) => {
             updates.send_replace(std::sync::Arc::new(config));
             args
-        }
-        Ok((config, _)) => {
-            error!(shell = %config.shell.display(), "reload refused: the shell is not an executable file; settings unchanged");
-            return;
         }
         Err(err) => {
             error!(
@@ -515,6 +520,7 @@ async fn reload(
             return;
         }
     };
+    info!(config = %path.display(), "reloaded");
     let restart_only = [
         ("listen", args.listen != running.listen),
         (
@@ -543,7 +549,7 @@ async fn reload(
             for warning in warnings {
                 tracing::warn!(line = warning.line, reason = %warning.message, "authorized_keys: line skipped");
             }
-            info!(config = %path.display(), authorized_keys = keys.len(), "reloaded");
+            info!(keys = keys.len(), "authorized_keys checked");
         }
         Ok(Err(err)) => {
             error!(cause = %err, "authorized_keys cannot be used; TCP logins will fail")
