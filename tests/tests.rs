@@ -10,6 +10,7 @@ mod core;
 mod network;
 mod processes;
 mod protocol;
+mod service;
 mod tls;
 mod trust;
 mod tutorial;

@@ -509,3 +509,9 @@ async fn script(client: &Client, template: &Template) -> Result<ExitCode, Failur
     }
     Ok(last)
 }
+
+/// The `rsh-client` command line as clap builds it, for man pages and
+/// shell completions (`cargo xtask dist`).
+pub fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
+}

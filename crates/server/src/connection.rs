@@ -57,13 +57,35 @@ pub enum ConnectionError {
 }
 
 /// What the server shares with every connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct ServerContext {
     pub config: Arc<ServerConfig>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     pub reaper: Reaper,
     pub stdin_budget: StdinBudget,
+    /// Settings reloaded on SIGHUP (see `Server::with_updates`).
+    pub updates: Option<tokio::sync::watch::Receiver<Arc<ServerConfig>>>,
+}
+
+impl Clone for ServerContext {
+    /// The accept loops clone the context for each new connection; taking
+    /// the latest reloaded settings here is what makes a reload apply to new
+    /// connections while running ones keep the settings they started with.
+    fn clone(&self) -> Self {
+        let config = match &self.updates {
+            Some(updates) => updates.borrow().clone(),
+            None => self.config.clone(),
+        };
+        ServerContext {
+            config,
+            shutdown: self.shutdown.clone(),
+            tracker: self.tracker.clone(),
+            reaper: self.reaper.clone(),
+            stdin_budget: self.stdin_budget.clone(),
+            updates: self.updates.clone(),
+        }
+    }
 }
 
 /// Serves one connection to its end. Errors are logged here, in the

@@ -25,6 +25,10 @@
 //!   whole session when its terminal is hung up.
 //! - [`ready`]: the `--ready-file` a supervisor waits on (bound endpoints,
 //!   host key fingerprint, pid), with its format.
+//! - [`config_file`]: `$RSH_HOME/rsh-server.toml`, the command line's
+//!   settings in a file; [`reload`]: SIGHUP re-reads it, SIGTERM/SIGINT stop;
+//!   [`notify`]: readiness for systemd (`Type=notify`); [`logging`]: text
+//!   for terminals and the journal, or JSON.
 //! - [`cli`]: the `rsh-server` command line (the binary is a thin `main`
 //!   over [`cli::main`]).
 //!
@@ -37,16 +41,20 @@ pub mod budget;
 pub mod cli;
 pub mod command;
 mod config;
+pub mod config_file;
 pub mod connection;
 mod frame_deadline;
 pub mod listener;
 pub mod log_limit;
+pub mod logging;
 mod login;
+pub mod notify;
 pub mod preauth;
 pub mod process_group;
 pub mod pty;
 pub mod ready;
 pub mod reaper;
+pub mod reload;
 mod server;
 pub mod session;
 

@@ -4,7 +4,7 @@ use crate::reaper::Reaper;
 use crate::{Listener, ServerConfig};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, info_span, Instrument};
@@ -15,6 +15,7 @@ pub struct Server {
     config: Arc<ServerConfig>,
     listeners: Vec<Listener>,
     stdin_budget: StdinBudget,
+    updates: Option<watch::Receiver<Arc<ServerConfig>>>,
 }
 
 impl Server {
@@ -24,12 +25,22 @@ impl Server {
             stdin_budget: StdinBudget::new(config.stdin_budget),
             config: Arc::new(config),
             listeners,
+            updates: None,
         }
     }
 
     /// The server-wide stdin budget, to watch how much of it is in use.
     pub fn stdin_budget(&self) -> StdinBudget {
         self.stdin_budget.clone()
+    }
+
+    /// Settings to follow while running (a reload on SIGHUP): each new
+    /// connection takes the latest value; running connections and their
+    /// commands keep the settings they started with. `max_connections` is
+    /// sized once, at [`Server::run`].
+    pub fn with_updates(mut self, updates: watch::Receiver<Arc<ServerConfig>>) -> Self {
+        self.updates = Some(updates);
+        self
     }
 
     /// Serves until `shutdown` is cancelled, then lets running commands
@@ -42,6 +53,7 @@ impl Server {
             tracker: TaskTracker::new(),
             reaper: Reaper::start(),
             stdin_budget: self.stdin_budget.clone(),
+            updates: self.updates.clone(),
         };
         let limit = Arc::new(Semaphore::new(self.config.max_connections));
         for listener in &self.listeners {
@@ -86,6 +98,7 @@ pub async fn serve_connection<S>(
         shutdown,
         tracker: TaskTracker::new(),
         reaper: Reaper::start(),
+        updates: None,
     };
     let tracker = ctx.tracker.clone();
     let reaper = ctx.reaper.clone();
