@@ -514,7 +514,7 @@ async fn script_mode_runs_each_line(t: Transport) {
 
 async fn timeout_kills_the_group(t: Transport) {
     let server = TestServer::start(t);
-    let out = run_args(&server, &["-t", "0.3", "-c", "sleep 30"]);
+    let out = run_args(&server, &["--timeout", "0.3", "-c", "sleep 30"]);
     assert_eq!(code(&out), 124);
     assert!(String::from_utf8_lossy(&out.stderr).contains("timed out"));
     let client = server.connect().await;
@@ -597,9 +597,9 @@ async fn cwd_and_env_are_applied(t: Transport) {
     let out = run_args(
         &server,
         &[
-            "-C",
+            "--cwd",
             dir.to_str().expect("utf-8 path"),
-            "-e",
+            "--env",
             "GREETING=hi there",
             "-c",
             "pwd; echo \"$GREETING\"",
@@ -610,7 +610,7 @@ async fn cwd_and_env_are_applied(t: Transport) {
         format!("{}\nhi there\n", dir.display())
     );
     // Like ssh, a relative directory is taken from the home directory.
-    let out = run_args(&server, &["-C", "work dir", "-c", "pwd"]);
+    let out = run_args(&server, &["--cwd", "work dir", "-c", "pwd"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!("{}\n", dir.display())
@@ -620,7 +620,7 @@ async fn cwd_and_env_are_applied(t: Transport) {
         String::from_utf8_lossy(&out.stdout),
         format!("{}\n", server.home.path().display())
     );
-    let out = run_args(&server, &["-C", "/nonexistent/dir", "-c", "true"]);
+    let out = run_args(&server, &["--cwd", "/nonexistent/dir", "-c", "true"]);
     assert_eq!(code(&out), 255);
     assert!(String::from_utf8_lossy(&out.stderr).contains("failed to start"));
 }

@@ -29,4 +29,7 @@ pub use client::{Client, ClientError, ExecRequest, Output};
 pub use command::{Event, RemoteCommand, Resizer, Signaller, StdinWriter};
 pub use rsh_proto::{signal, ErrorKind, ExitStatus, PtySize, MAX_DATA_LEN as MAX_STDIN_CHUNK};
 pub use rsh_tls::Fingerprint;
-pub use tls::{client_identity, default_comment, ConnectOptions, HostKeyPolicy, HostKeyPrompt};
+pub use tls::{
+    client_identity, default_comment, identity_at, AddressFamily, ConnectOptions, HostKeyNotice,
+    HostKeyPolicy, HostKeyPrompt,
+};
