@@ -1,7 +1,9 @@
 //! Connecting over TCP: TLS 1.3, our key presented, the server's key checked
-//! against `known_hosts` the way ssh checks host keys.
+//! against `known_hosts` the way ssh checks host keys. It hands back an
+//! authenticated stream and the server's key; speaking rsh over it is the
+//! caller's ([`crate::Client`]).
 
-use crate::client::{Client, ClientError};
+use crate::ClientError;
 use rsh_config::RshHome;
 use rsh_tls::rustls::pki_types::ServerName;
 use rsh_tls::{Fingerprint, Identity, KnownHosts};
@@ -9,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 /// Asked about an unknown host: gets `host:port` and its key, says yes or no.
 pub type HostKeyPrompt = Arc<dyn Fn(&str, &Fingerprint) -> bool + Send + Sync>;
@@ -195,30 +198,39 @@ async fn tcp_connect(host: &str, port: u16, family: AddressFamily) -> std::io::R
     }))
 }
 
-pub(crate) async fn connect_tls(
-    host: &str,
-    port: u16,
-    options: &ConnectOptions,
-) -> Result<Client, ClientError> {
-    match attempt(host, port, options).await? {
-        Attempt::Connected(client) => Ok(client),
-        // The user took their time comparing fingerprints; the server's
-        // greeting timer has not waited. Connect again, now pinned.
-        Attempt::HostKeyRecorded => match attempt(host, port, options).await? {
-            Attempt::Connected(client) => Ok(client),
-            Attempt::HostKeyRecorded => Err(ClientError::Tls(
-                "the host key just recorded was not recognised".to_owned(),
-            )),
-        },
-    }
+/// A TLS connection whose both ends are authenticated at the TLS layer,
+/// ready for the rsh greeting.
+pub(crate) struct Authenticated {
+    /// The TLS stream.
+    pub stream: TlsStream<TcpStream>,
+    /// The server's key, as pinned in known_hosts.
+    pub server_key: Fingerprint,
+    /// Our key as an authorized_keys line: a server that refuses it does so
+    /// during the greeting, and the error then tells the user what to add.
+    pub client_key_line: String,
 }
 
-enum Attempt {
-    Connected(Client),
+/// How one handshake ended.
+pub(crate) enum Handshake {
+    /// Connected to a server with a known (or just accepted) key.
+    Authenticated(Box<Authenticated>),
+    /// The user was asked about an unknown key, said yes, and it was
+    /// recorded; connect again (the server's greeting timer has not waited).
     HostKeyRecorded,
 }
 
-async fn attempt(host: &str, port: u16, options: &ConnectOptions) -> Result<Attempt, ClientError> {
+/// Connects to `host:port` over TCP and runs the TLS handshake: our key
+/// presented, the server's checked against known_hosts (an unknown one is
+/// handled by `options.host_keys`).
+///
+/// # Errors
+/// [`ClientError::Connect`], [`ClientError::Tls`], [`ClientError::Keys`] and
+/// the host key errors.
+pub(crate) async fn handshake(
+    host: &str,
+    port: u16,
+    options: &ConnectOptions,
+) -> Result<Handshake, ClientError> {
     let host_port = rsh_tls::host_port(host, port);
     let identity = identity_at(&options.home, &options.identity_path())?;
     let known_hosts_path = options.home.known_hosts_path();
@@ -295,15 +307,15 @@ async fn attempt(host: &str, port: u16, options: &ConnectOptions) -> Result<Atte
             notice(&host_port, &seen);
         }
         if asked {
-            return Ok(Attempt::HostKeyRecorded);
+            return Ok(Handshake::HostKeyRecorded);
         }
     }
 
-    let client = Client::over(stream).await.map_err(|err| match err {
-        ClientError::NotAuthorized { .. } => ClientError::NotAuthorized {
-            key: identity.authorized_keys_line(),
-        },
-        other => other,
-    })?;
-    Ok(Attempt::Connected(client))
+    let server_key = rsh_tls::peer_fingerprint(stream.get_ref().1)
+        .map_err(|err| ClientError::Tls(err.to_string()))?;
+    Ok(Handshake::Authenticated(Box::new(Authenticated {
+        stream,
+        server_key,
+        client_key_line: identity.authorized_keys_line(),
+    })))
 }
