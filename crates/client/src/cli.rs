@@ -11,7 +11,8 @@
 
 use crate::{
     client_identity, identity_at, signal, AddressFamily, Client, ClientError, ConnectOptions,
-    Event, ExecRequest, ExitStatus, Fingerprint, HostKeyPolicy, RemoteCommand,
+    ErrorKind, Event, ExecRequest, ExitStatus, Fingerprint, HostKeyPolicy, RemoteCommand,
+    StdinWriter,
 };
 use anyhow::Context;
 use bytes::BufMut;
@@ -44,15 +45,18 @@ const NO_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// `rsh-client DEST COMMAND...` runs one command like `ssh HOST CMD`: the
 /// words after DEST are joined with spaces and run by the remote shell;
 /// remote stdout to stdout, stderr to stderr, byte for byte; local stdin is
-/// forwarded; Ctrl-C sends SIGINT to the remote command (a third Ctrl-C
+/// forwarded (typed lines too, when it is a terminal; end them with Ctrl-D);
+/// Ctrl-C sends SIGINT to the remote command (a third Ctrl-C
 /// disconnects, which ends it); the exit code is the remote one (128+N if it
 /// died of signal N, 124 if it timed out, 255 if rsh itself failed, with the
 /// reason on one line). `-c COMMAND` is the same as one command word.
 ///
-/// Without a command, on a terminal: an interactive prompt, each line run
-/// remotely; `exit` or Ctrl-D quits. Without a command, stdin not a
-/// terminal: each line of stdin is a command, run in turn; the exit code is
-/// the last command's.
+/// Without a command, on a terminal: a terminal session with the remote
+/// user's login shell on a pty, as `ssh HOST` (escapes after a newline: `~.`
+/// disconnects, `~^Z` suspends, `~?` lists them; see -e). -t asks for a pty
+/// for a command too (-tt even when stdin is not a terminal), -T never.
+/// Without a command, stdin not a terminal: one remote shell reads stdin as
+/// its script, so `cd`, variables and `exit` carry from line to line.
 ///
 /// DEST is [USER@]HOST[:PORT], [USER@][IPV6][:PORT], unix:PATH, or a Host
 /// alias of the config file ($RSH_HOME/config, ssh_config syntax: HostName,
@@ -520,15 +524,38 @@ async fn run(args: Args) -> ExitCode {
         Err(err) => return fail(&err.to_string()),
     };
     tracing::info!(version = client.protocol_version(), "connected");
-    let result = match &command {
-        Some(command) => {
-            enlarge_pipes();
-            let forward_stdin =
-                !args.null_stdin && !std::io::stdin().is_terminal() && !stdin_is_dev_null();
-            one_shot(&client, template.with(command), forward_stdin).await
+    let stdin_tty = std::io::stdin().is_terminal();
+    // As ssh: a pty by default only for a login shell on a terminal; -t asks
+    // for one (if stdin is a terminal), -tt insists, -T never.
+    let want_pty = !args.no_tty && (args.tty > 0 || command.is_none());
+    let pty = want_pty && (stdin_tty || args.tty > 1);
+    if args.tty == 1 && !args.no_tty && !stdin_tty && !args.quiet {
+        eprintln!("Pseudo-terminal will not be allocated because stdin is not a terminal.");
+    }
+    let stdin = if args.null_stdin || stdin_is_dev_null() {
+        LocalInput::Closed
+    } else {
+        LocalInput::Open
+    };
+    let result = if pty {
+        let request = match &command {
+            Some(command) => ExecRequest::new(command.as_str()),
+            None => ExecRequest::login_shell(),
+        };
+        let escape = if stdin_tty {
+            args.escape.map_or(Some(b'~'), |escape| escape.0)
+        } else {
+            // Escapes are for a person at a keyboard, not for piped bytes.
+            None
+        };
+        let host = plan.resolved.host.clone();
+        terminal_session(&client, template.apply(request), escape, &host, args.quiet).await
+    } else {
+        enlarge_pipes();
+        match &command {
+            Some(command) => one_shot(&client, template.with(command), stdin).await,
+            None => remote_shell(&client, &template, stdin).await,
         }
-        None if std::io::stdin().is_terminal() => interactive(&client, &template).await,
-        None => script(&client, &template).await,
     };
     match result {
         Ok(code) => code,
@@ -634,61 +661,295 @@ fn exit_code(status: &ExitStatus) -> ExitCode {
     }
 }
 
+/// Whether the remote command gets our stdin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LocalInput {
+    /// Forwarded until its end (typed lines too when it is a terminal).
+    Open,
+    /// `-n` or /dev/null: the remote stdin ends at once.
+    Closed,
+}
+
+/// Our stdin as an async reader: a terminal through its own non-blocking
+/// file (no thread left blocked on it when we exit), else tokio's stdin.
+fn local_reader() -> Box<dyn tokio::io::AsyncRead + Unpin + Send> {
+    if std::io::stdin().is_terminal() {
+        if let Ok(tty) = crate::terminal::Tty::open(std::io::stdin()) {
+            return Box::new(tty);
+        }
+    }
+    Box::new(tokio::io::stdin())
+}
+
+/// Feeds `local` (after `first`, a chunk already read) to the remote stdin,
+/// then ends it.
+async fn forward_stdin(
+    mut local: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+    stdin: StdinWriter,
+    first: Option<bytes::Bytes>,
+) {
+    if let Some(first) = first {
+        if stdin.write(first).await.is_err() {
+            return;
+        }
+    }
+    // Three 1 MiB blocks cover the 1 MiB window plus the one filling.
+    let mut buffers = ChunkBuffers::new(1024 * 1024, 3);
+    loop {
+        let buf = buffers.room(crate::MAX_STDIN_CHUNK);
+        match local.read_buf(&mut buf.limit(crate::MAX_STDIN_CHUNK)).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let chunk = buf.split().freeze();
+                if stdin.write(chunk).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = stdin.close().await;
+}
+
 async fn one_shot(
     client: &Client,
     request: ExecRequest,
-    forward_stdin: bool,
+    input: LocalInput,
 ) -> Result<ExitCode, Failure> {
     let command = client.exec(request).await?;
-    let forwarder = if forward_stdin {
-        let stdin = command.stdin();
-        Some(tokio::spawn(async move {
-            let mut local = tokio::io::stdin();
-            // Three 1 MiB blocks cover the 1 MiB window plus the one filling.
-            let mut buffers = ChunkBuffers::new(1024 * 1024, 3);
-            loop {
-                let buf = buffers.room(crate::MAX_STDIN_CHUNK);
-                match local.read_buf(&mut buf.limit(crate::MAX_STDIN_CHUNK)).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let chunk = buf.split().freeze();
-                        if stdin.write(chunk).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-            let _ = stdin.close().await;
-        }))
-    } else {
-        command.close_stdin().await?;
-        None
+    let forwarder = match input {
+        LocalInput::Open => Some(tokio::spawn(forward_stdin(
+            local_reader(),
+            command.stdin(),
+            None,
+        ))),
+        LocalInput::Closed => {
+            command.close_stdin().await?;
+            None
+        }
     };
-    let status = stream_output(command).await;
+    let status = stream_output(command, Vec::new()).await;
     if let Some(forwarder) = forwarder {
         forwarder.abort();
     }
     Ok(exit_code(&status?))
 }
 
+/// `rsh-client DEST < script`: one remote shell reads the whole script, so
+/// `cd`, variables and `exit` carry through it, as with ssh. The login shell
+/// (protocol version 2), or `sh` from a server that cannot start one.
+async fn remote_shell(
+    client: &Client,
+    template: &Template,
+    input: LocalInput,
+) -> Result<ExitCode, Failure> {
+    let fallback = || template.with("exec sh");
+    let mut command = match client
+        .exec(template.apply(ExecRequest::login_shell()))
+        .await
+    {
+        Ok(command) => command,
+        Err(ClientError::Unsupported { .. }) => return one_shot(client, fallback(), input).await,
+        Err(err) => return Err(err.into()),
+    };
+    let mut local = local_reader();
+    let first = match input {
+        LocalInput::Closed => None,
+        LocalInput::Open => {
+            let mut buf = bytes::BytesMut::with_capacity(crate::MAX_STDIN_CHUNK);
+            match local.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => None,
+                Ok(_) => Some(buf.freeze()),
+            }
+        }
+    };
+    // The server grants stdin credit once the shell has started, and refuses
+    // a login shell it cannot start before that: until the first chunk is
+    // taken, a refusal as unsupported means "try `sh`", with nothing lost.
+    let stdin = command.stdin();
+    let mut pending = Vec::new();
+    let nothing_to_resend = first.is_none();
+    let started = {
+        let send_first = async {
+            match first.clone() {
+                Some(chunk) => stdin.write(chunk).await,
+                None => {
+                    // Ending stdin says nothing about the shell: wait for
+                    // its first event instead.
+                    let _ = stdin.close().await;
+                    std::future::pending().await
+                }
+            }
+        };
+        tokio::pin!(send_first);
+        loop {
+            tokio::select! {
+                biased;
+                event = command.next_event() => match event {
+                    Err(ClientError::Refused { kind: ErrorKind::Unsupported, message }) => {
+                        tracing::info!(%message, "no login shell from this server; running sh");
+                        break false;
+                    }
+                    Err(err) => return Err(err.into()),
+                    Ok(Some(event)) => {
+                        let exited = matches!(event, Event::Exit(_));
+                        pending.push(event);
+                        if exited || nothing_to_resend {
+                            break true;
+                        }
+                    }
+                    Ok(None) => break true,
+                },
+                _ = &mut send_first => break true,
+            }
+        }
+    };
+    if !started {
+        let command = client.exec(fallback()).await?;
+        let forwarder = match (input, first) {
+            (LocalInput::Open, Some(first)) => Some(tokio::spawn(forward_stdin(
+                local,
+                command.stdin(),
+                Some(first),
+            ))),
+            _ => {
+                command.close_stdin().await?;
+                None
+            }
+        };
+        let status = stream_output(command, Vec::new()).await;
+        if let Some(forwarder) = forwarder {
+            forwarder.abort();
+        }
+        return Ok(exit_code(&status?));
+    }
+    let forwarder = (input == LocalInput::Open && first.is_some())
+        .then(|| tokio::spawn(forward_stdin(local, command.stdin(), None)));
+    let status = stream_output(command, pending).await;
+    if let Some(forwarder) = forwarder {
+        forwarder.abort();
+    }
+    Ok(exit_code(&status?))
+}
+
+/// A session on a remote pty: our terminal in raw mode (when stdin is one),
+/// keys and output byte for byte, SIGWINCH sent as a resize, escapes.
+async fn terminal_session(
+    client: &Client,
+    request: ExecRequest,
+    escape: Option<u8>,
+    host: &str,
+    quiet: bool,
+) -> Result<ExitCode, Failure> {
+    use crate::session::{self, CommandInput, Local, LocalSignals, NoTerminal, SessionEnd};
+    let term = std::env::var("TERM").unwrap_or_else(|_| "dumb".to_owned());
+    let size = crate::terminal::local_window_size().unwrap_or(crate::terminal::WindowSize {
+        cols: 80,
+        rows: 24,
+        ..Default::default()
+    });
+    let command = client
+        .exec(request.pty(term.into_bytes(), session::pty_size(size)))
+        .await?;
+    let remote_input = CommandInput::of(&command);
+    let signals = LocalSignals::install().map_err(|err| {
+        Failure::Rsh(ClientError::ConnectionLost(format!(
+            "cannot catch signals: {err}"
+        )))
+    })?;
+    let output: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if std::io::stdout().is_terminal() {
+        match crate::terminal::Tty::open(std::io::stdout()) {
+            Ok(tty) => Box::new(tty),
+            Err(_) => Box::new(tokio::io::stdout()),
+        }
+    } else {
+        Box::new(tokio::io::stdout())
+    };
+    let local = Local {
+        input: local_reader(),
+        output,
+        messages: tokio::io::stderr(),
+    };
+    let filter = crate::escape::EscapeFilter::new(escape);
+    let end = if std::io::stdin().is_terminal() {
+        let raw = crate::terminal::RawMode::enter(std::io::stdin()).map_err(|err| {
+            Failure::Rsh(ClientError::ConnectionLost(format!(
+                "cannot set the terminal to raw mode: {err}"
+            )))
+        })?;
+        let end = session::run(local, &raw, signals, filter, &remote_input, command).await;
+        // Before any message: the terminal is sane again when it is printed.
+        drop(raw);
+        end
+    } else {
+        session::run(local, &NoTerminal, signals, filter, &remote_input, command).await
+    };
+    let closed = || {
+        if !quiet {
+            eprintln!("Connection to {host} closed.");
+        }
+    };
+    match end {
+        SessionEnd::Exited(status) => Ok(exit_code(&status)),
+        SessionEnd::Disconnected => {
+            closed();
+            Ok(ExitCode::from(EXIT_RSH_FAILURE))
+        }
+        SessionEnd::Signalled(number) => Ok(killed_by_signal(number)),
+        SessionEnd::ConnectionLost(reason) => Ok(fail(&reason)),
+        SessionEnd::LocalOutput(err) => Ok(fail(&format!("cannot write to the terminal: {err}"))),
+    }
+}
+
+/// A local fatal signal ends the client as modern ssh does: 255, with
+/// "Killed by signal N." (the remote side is hung up).
+fn killed_by_signal(number: i32) -> ExitCode {
+    eprintln!("Killed by signal {number}.");
+    ExitCode::from(EXIT_RSH_FAILURE)
+}
+
 /// Writes the command's output to ours as it arrives, forwarding Ctrl-C as
 /// SIGINT, until it exits.
-async fn stream_output(mut command: RemoteCommand) -> Result<ExitStatus, Failure> {
+async fn stream_output(
+    mut command: RemoteCommand,
+    pending: Vec<Event>,
+) -> Result<ExitStatus, Failure> {
     let interrupts = tokio::spawn({
         let signaller = command.signaller();
         async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut hup)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+            ) else {
+                return;
+            };
             // Each Ctrl-C goes to the remote command; a third one in a row
             // means the user wants out even if the command ignores SIGINT:
             // disconnecting makes the server end its whole process group.
             let mut presses = 0;
-            while tokio::signal::ctrl_c().await.is_ok() {
+            loop {
+                tokio::select! {
+                    pressed = tokio::signal::ctrl_c() => {
+                        if pressed.is_err() {
+                            return;
+                        }
+                    }
+                    Some(()) = term.recv() => {
+                        let _ = killed_by_signal(nix::libc::SIGTERM);
+                        std::process::exit(i32::from(EXIT_RSH_FAILURE));
+                    }
+                    Some(()) = hup.recv() => {
+                        let _ = killed_by_signal(nix::libc::SIGHUP);
+                        std::process::exit(i32::from(EXIT_RSH_FAILURE));
+                    }
+                }
                 presses += 1;
                 if presses == DISCONNECT_AFTER_INTERRUPTS {
                     eprintln!("rsh-client: interrupted {presses} times; disconnecting");
                     std::process::exit(130);
                 }
                 if signaller.send(signal::INT).await.is_err() {
-                    break;
+                    return;
                 }
             }
         }
@@ -696,8 +957,13 @@ async fn stream_output(mut command: RemoteCommand) -> Result<ExitStatus, Failure
     let result = async {
         let mut stdout = RawStdout::new();
         let mut stderr = std::io::stderr();
+        let mut pending = pending.into_iter();
         loop {
-            match command.next_event().await? {
+            let event = match pending.next() {
+                Some(event) => Some(event),
+                None => command.next_event().await?,
+            };
+            match event {
                 Some(Event::Stdout(data)) => write_out(&mut stdout, &data)?,
                 Some(Event::Stderr(data)) => {
                     // A closed stderr is not worth failing the command for.
@@ -752,109 +1018,4 @@ fn write_out(stdout: &mut RawStdout, data: &[u8]) -> Result<(), Failure> {
             "cannot write to stdout: {err}"
         )))),
     }
-}
-
-async fn interactive(client: &Client, template: &Template) -> Result<ExitCode, Failure> {
-    use rustyline::error::ReadlineError;
-    // The prompt goes to the terminal even when stdout is redirected; only
-    // the commands' output goes to stdout.
-    let config = rustyline::Config::builder()
-        .behavior(rustyline::Behavior::PreferTerm)
-        .build();
-    let mut editor = rustyline::DefaultEditor::with_config(config).map_err(|err| {
-        Failure::Rsh(ClientError::ConnectionLost(format!(
-            "cannot open the terminal: {err}"
-        )))
-    })?;
-    let mut last = ExitCode::SUCCESS;
-    let mut last_code = 0u8;
-    loop {
-        let prompt = if last_code == 0 {
-            "rsh$ ".to_owned()
-        } else {
-            format!("[{last_code}] rsh$ ")
-        };
-        let (returned, line) = tokio::task::spawn_blocking(move || {
-            let line = editor.readline(&prompt);
-            (editor, line)
-        })
-        .await
-        .map_err(|err| {
-            Failure::Rsh(ClientError::ConnectionLost(format!(
-                "line editor failed: {err}"
-            )))
-        })?;
-        editor = returned;
-        match line {
-            Ok(line) => {
-                let trimmed = line.trim();
-                if trimmed.is_empty() {
-                    continue;
-                }
-                if trimmed == "exit" {
-                    break;
-                }
-                let _ = editor.add_history_entry(trimmed);
-                let command = client.exec(template.with(&line)).await?;
-                command.close_stdin().await?;
-                let status = match stream_output(command).await {
-                    Ok(status) => status,
-                    Err(Failure::Rsh(ClientError::Refused { message, .. })) => {
-                        eprintln!("rsh-client: {message}");
-                        last_code = EXIT_RSH_FAILURE;
-                        last = ExitCode::from(EXIT_RSH_FAILURE);
-                        continue;
-                    }
-                    Err(other) => return Err(other),
-                };
-                last_code = status_byte(&status);
-                last = exit_code(&status);
-            }
-            Err(ReadlineError::Interrupted) => continue,
-            Err(ReadlineError::Eof) => break,
-            Err(err) => {
-                return Err(Failure::Rsh(ClientError::ConnectionLost(format!(
-                    "cannot read the terminal: {err}"
-                ))))
-            }
-        }
-    }
-    Ok(last)
-}
-
-fn status_byte(status: &ExitStatus) -> u8 {
-    match status {
-        ExitStatus::Code(code) => (*code & 0xff) as u8,
-        ExitStatus::Signal(signal) => 128u8.saturating_add(*signal),
-        ExitStatus::TimedOut => EXIT_TIMED_OUT,
-        ExitStatus::FailedToStart(_) => EXIT_RSH_FAILURE,
-    }
-}
-
-async fn script(client: &Client, template: &Template) -> Result<ExitCode, Failure> {
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut last = ExitCode::SUCCESS;
-    loop {
-        let line = match lines.next_line().await {
-            Ok(Some(line)) => line,
-            Ok(None) => break,
-            Err(err) => {
-                return Err(Failure::Rsh(ClientError::ConnectionLost(format!(
-                    "cannot read stdin: {err}"
-                ))))
-            }
-        };
-        let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        if trimmed == "exit" {
-            break;
-        }
-        let command = client.exec(template.with(&line)).await?;
-        command.close_stdin().await?;
-        last = exit_code(&stream_output(command).await?);
-    }
-    Ok(last)
 }
