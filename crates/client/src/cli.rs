@@ -884,12 +884,15 @@ async fn terminal_session(
         session::run(local, &NoTerminal, signals, filter, &remote_input, command).await
     };
     let closed = || {
-        if !quiet {
+        if !quiet && std::io::stdin().is_terminal() {
             eprintln!("Connection to {host} closed.");
         }
     };
     match end {
-        SessionEnd::Exited(status) => Ok(exit_code(&status)),
+        SessionEnd::Exited(status) => {
+            closed();
+            Ok(exit_code(&status))
+        }
         SessionEnd::Disconnected => {
             closed();
             Ok(ExitCode::from(EXIT_RSH_FAILURE))
