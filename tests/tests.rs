@@ -6,6 +6,7 @@
 
 mod util;
 
+mod cli;
 mod core;
 mod protocol;
 mod tls;
