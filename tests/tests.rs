@@ -9,6 +9,7 @@ mod util;
 mod cli;
 mod core;
 mod protocol;
+mod terminal;
 mod tls;
 mod tutorial;
 mod v2;
