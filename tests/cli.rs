@@ -363,3 +363,118 @@ fn new_host_keys_are_announced_and_can_be_forgotten() {
     assert_eq!(code(&out), 255);
     assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
 }
+
+/// Kills the namespace-holding process when the test ends, however it ends.
+struct Holder(std::process::Child);
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A server that vanishes without closing (its network gone: here the
+/// loopback interface of a network namespace taken down under a running
+/// command) is noticed through ServerAliveInterval/ServerAliveCountMax: the
+/// client exits 255 with the reason instead of hanging. Needs root and
+/// util-linux's `unshare`/`nsenter` and iproute2's `ip`.
+#[test]
+fn a_vanished_server_ends_the_client_with_255() {
+    let tools = ["/usr/bin/unshare", "/usr/bin/nsenter"];
+    let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists());
+    let (true, Some(ip)) = (
+        nix::unistd::geteuid().is_root() && tools.iter().all(|t| std::path::Path::new(t).exists()),
+        ip,
+    ) else {
+        eprintln!("note: not root, or no unshare/nsenter/ip; keepalive test skipped");
+        return;
+    };
+    let holder = Holder(
+        Command::new("unshare")
+            .args(["-n", "sleep", "600"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("unshare"),
+    );
+    let pid = holder.0.id().to_string();
+    // The holder is in its own namespace once unshare has exec'd sleep.
+    let own = std::fs::read_link("/proc/self/ns/net").expect("our netns");
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::fs::read_link(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .as_ref()
+        == Some(&own)
+    {
+        assert!(std::time::Instant::now() < deadline, "no network namespace");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let in_ns = |program: &str| {
+        let mut command = Command::new("nsenter");
+        command.args(["-t", &pid, "-n", "--", program]);
+        command
+    };
+    let status = in_ns(ip)
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("ip");
+    assert!(status.success(), "lo up");
+    // The harness starts "the server" through a wrapper that enters the
+    // namespace first (nsenter execs it: the pid is the server's).
+    let dir = tempfile::tempdir().expect("tmp");
+    let wrapper = dir.path().join("rsh-server-in-netns");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec nsenter -t {pid} -n -- '{}' \"$@\"\n",
+            util::server_bin().display()
+        ),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let server = rsh_harness::ServerBuilder::new(&rsh_harness::Binaries {
+        server: wrapper,
+        client: util::client_bin(),
+    })
+    .unix(false)
+    .tls(true)
+    .start_limit(WAIT)
+    .start()
+    .unwrap_or_else(|err| panic!("cannot start rsh-server in the namespace: {err:#}"));
+    let dest = server.tls_dest().expect("TCP endpoint");
+    let mut client = in_ns(util::client_bin().to_str().expect("utf-8 path"))
+        .args(["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=2"])
+        .args([dest.as_str(), "echo started; sleep 100"])
+        .env("RSH_HOME", server.client_home.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("client");
+    let mut stdout = client.stdout.take().expect("stdout");
+    let mut started = [0u8; 8];
+    stdout.read_exact(&mut started).expect("the command starts");
+    assert_eq!(&started, b"started\n");
+    let status = in_ns(ip)
+        .args(["link", "set", "lo", "down"])
+        .status()
+        .expect("ip");
+    assert!(status.success(), "lo down");
+    let status = util::wait_child(&mut client, WAIT).expect("the client gives up, not hangs");
+    assert_eq!(status.code(), Some(255));
+    let mut err = String::new();
+    client
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read");
+    assert!(err.starts_with("rsh-client: connection lost"), "{err}");
+    drop(holder);
+}
