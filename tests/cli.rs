@@ -478,3 +478,36 @@ fn a_vanished_server_ends_the_client_with_255() {
     assert!(err.starts_with("rsh-client: connection lost"), "{err}");
     drop(holder);
 }
+
+/// `-i KEY` presents that key instead of `$RSH_HOME/id`: a key the server
+/// does not list is refused with its own authorized_keys line, and once
+/// listed it gets in.
+#[test]
+fn dash_i_chooses_the_identity() {
+    let server = TestServer::start(Transport::Tls);
+    let key = server.client_home.path().join("other_id");
+    let key = key.to_str().expect("utf-8 path");
+    let out = client(&server, &["-i", key, "--fingerprint"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let line = stdout(&out).trim().to_owned();
+    let fingerprint = line
+        .split_whitespace()
+        .next()
+        .expect("fingerprint")
+        .to_owned();
+    assert_ne!(line, util::client_fingerprint(server.client_home.path()));
+    let out = client(&server, &["-i", key, &server.dest, "true"]);
+    assert_eq!(code(&out), 255);
+    assert!(stderr(&out).contains("not authorized"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&fingerprint), "{}", stderr(&out));
+    let authorized = server.home.path().join("authorized_keys");
+    let mut keys = std::fs::read_to_string(&authorized).expect("authorized_keys");
+    keys.push_str(&format!("{line}\n"));
+    std::fs::write(&authorized, keys).expect("write authorized_keys");
+    let out = client(&server, &["-i", key, &server.dest, "echo", "other key"]);
+    assert_eq!(stdout(&out), "other key\n", "{}", stderr(&out));
+    // And over IPv6 only, 127.0.0.1 has no address: a clear failure.
+    let out = client(&server, &["-6", &server.dest, "true"]);
+    assert_eq!(code(&out), 255);
+    assert!(stderr(&out).contains("IPv6"), "{}", stderr(&out));
+}
