@@ -1022,3 +1022,61 @@ fn write_out(stdout: &mut RawStdout, data: &[u8]) -> Result<(), Failure> {
         )))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("rsh-client").chain(args.iter().copied()))
+            .unwrap_or_else(|err| panic!("{args:?}: {err}"))
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn options_before_and_after_dest_then_the_command_verbatim() {
+        // pdsh's ssh mode.
+        let args = parse(&["-2", "-a", "-x", "-lroot", "web1", "uptime", "-p"]);
+        assert_eq!(args.login.as_deref(), Some("root"));
+        assert_eq!(args.dest.as_deref(), Some("web1"));
+        assert_eq!(args.words, ["uptime", "-p"]);
+        // As ssh, options may follow DEST until the command starts.
+        let args = parse(&["web1", "-p", "2222", "-v", "ls", "-l", "--", "-x"]);
+        assert_eq!(args.port, Some(2222));
+        assert_eq!(args.verbose, 1);
+        assert_eq!(args.words, ["ls", "-l", "--", "-x"]);
+        // Ansible's shape.
+        let args = parse(&["-o", "BatchMode=yes", "-n", "--", "web1", "echo hi"]);
+        assert!(args.null_stdin);
+        assert_eq!(args.words, ["echo hi"]);
+        // git's probe.
+        let args = parse(&["-G", "-o", "SendEnv=GIT_PROTOCOL", "web1"]);
+        assert!(args.print_config);
+        assert_eq!(args.options, ["SendEnv=GIT_PROTOCOL"]);
+        // The one-shot flag with no DEST, as before.
+        let args = parse(&["-c", "uname -a"]);
+        assert_eq!(args.dest, None);
+        assert_eq!(args.command.as_deref(), Some("uname -a"));
+    }
+
+    #[test]
+    fn ssh_letters_mean_what_they_mean_to_ssh() {
+        let args = parse(&["-tt", "-e", "^]", "-C", "web1"]);
+        assert_eq!(args.tty, 2);
+        assert_eq!(args.escape.map(|e| e.0), Some(Some(0x1d)));
+        assert_eq!(args.cwd, None, "-C is compression (ignored), not --cwd");
+        let args = parse(&["-e", "none", "-T", "web1"]);
+        assert_eq!(args.escape.map(|e| e.0), Some(None));
+        assert!(args.no_tty);
+        let args = parse(&["--timeout", "2", "--cwd", "/tmp", "--env", "A=b", "web1"]);
+        assert_eq!(args.timeout, Some(2.0));
+        assert_eq!(args.env, [("A".to_owned(), "b".to_owned())]);
+        assert!(Args::try_parse_from(["rsh-client", "-e", "ab", "web1"]).is_err());
+        assert!(Args::try_parse_from(["rsh-client", "-p", "0", "web1"]).is_err());
+    }
+}
