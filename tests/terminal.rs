@@ -27,6 +27,10 @@ struct Session {
 
 impl Session {
     fn start(server: &TestServer, rows: u16, cols: u16) -> Session {
+        Session::start_at(&server.dest, server.client_home.path(), rows, cols)
+    }
+
+    fn start_at(dest: &str, home: &std::path::Path, rows: u16, cols: u16) -> Session {
         let size = nix::pty::Winsize {
             ws_row: rows,
             ws_col: cols,
@@ -39,8 +43,8 @@ impl Session {
         let child = std::process::Command::new("setsid")
             .arg("--ctty")
             .arg(util::client_bin())
-            .arg(&server.dest)
-            .env("RSH_HOME", server.client_home.path())
+            .arg(dest)
+            .env("RSH_HOME", home)
             .env("TERM", "xterm")
             .stdin(slave.try_clone().expect("dup"))
             .stdout(slave.try_clone().expect("dup"))
@@ -257,4 +261,136 @@ fn a_refused_session_leaves_the_terminal_as_it_was() {
         assert_eq!(s.wait_exit(), Some(0));
     }
     s.assert_terminal_restored();
+}
+
+/// A version-2 server that plays a remote terminal by script, so the
+/// client's side of a session is tested whatever the real server offers:
+/// it reports the Exec it gets, echoes typed bytes back as a pty with echo
+/// would, reports window changes, and ends the session with status 3 when
+/// `exit\r` is typed.
+fn scripted_terminal_server(
+    listener: std::os::unix::net::UnixListener,
+    report: mpsc::Sender<String>,
+    connections: usize,
+) {
+    use futures::{SinkExt, StreamExt};
+    use rsh_proto::{Codec, ExitStatus, Frame};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        for _ in 0..connections {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            stream.set_nonblocking(true).expect("nonblocking");
+            let mut stream = tokio::net::UnixStream::from_std(stream).expect("tokio stream");
+            let version = rsh_proto::io::greet(&mut stream, WAIT)
+                .await
+                .expect("greeting");
+            let mut framed =
+                tokio_util::codec::Framed::new(stream, Codec::new().with_version(version));
+            let Some(Ok(Frame::Exec(exec))) = framed.next().await else {
+                panic!("expected an Exec");
+            };
+            let channel = exec.channel;
+            let pty = exec.pty.expect("a pty request");
+            let _ = report.send(format!(
+                "v{version} login_shell={} term={} size={}x{}",
+                exec.login_shell,
+                String::from_utf8_lossy(&pty.term),
+                pty.size.cols,
+                pty.size.rows
+            ));
+            framed
+                .send(Frame::WindowAdjust {
+                    channel,
+                    increment: 1 << 20,
+                })
+                .await
+                .expect("send");
+            framed
+                .send(Frame::Stdout {
+                    channel,
+                    data: bytes::Bytes::from_static(b"fake$ "),
+                })
+                .await
+                .expect("send");
+            let mut typed = Vec::new();
+            while let Some(Ok(frame)) = framed.next().await {
+                match frame {
+                    Frame::Stdin { data, .. } => {
+                        typed.extend_from_slice(&data);
+                        let increment = u32::try_from(data.len()).expect("small");
+                        let _ = framed
+                            .send(Frame::WindowAdjust { channel, increment })
+                            .await;
+                        let _ = framed.send(Frame::Stdout { channel, data }).await;
+                        if typed.ends_with(b"exit\r") {
+                            let _ =
+                                report.send(format!("typed {:?}", String::from_utf8_lossy(&typed)));
+                            let status = ExitStatus::Code(3);
+                            let _ = framed.send(Frame::Exit { channel, status }).await;
+                        }
+                    }
+                    Frame::Resize { size, .. } => {
+                        let _ = report.send(format!("resize {}x{}", size.cols, size.rows));
+                        let text = format!("[resized {}x{}]", size.cols, size.rows);
+                        let data = bytes::Bytes::from(text.into_bytes());
+                        let _ = framed.send(Frame::Stdout { channel, data }).await;
+                    }
+                    _ => {}
+                }
+            }
+            let _ = report.send("closed".to_owned());
+        }
+    });
+}
+
+/// The client's half of a terminal session, against a scripted server:
+/// the pty request carries TERM and the window size, the terminal is raw
+/// (Ctrl-C travels as a byte), a window change is sent, `~?` is answered
+/// locally, the exit status is the session's, `~.` disconnects with 255,
+/// and the terminal's settings are back after each.
+#[test]
+fn client_side_of_a_session_against_a_scripted_server() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let socket = dir.path().join("fake.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let (report_tx, report) = mpsc::channel();
+    let server = std::thread::spawn(move || scripted_terminal_server(listener, report_tx, 2));
+    let next = || {
+        report
+            .recv_timeout(WAIT)
+            .expect("the scripted server reports")
+    };
+    let dest = format!("unix:{}", socket.display());
+    let home = tempfile::tempdir().expect("home");
+
+    let mut s = Session::start_at(&dest, home.path(), 33, 101);
+    s.wait_for("fake$ ");
+    assert_eq!(next(), "v2 login_shell=true term=xterm size=101x33");
+    s.type_keys(b"ab\x03c\r");
+    s.wait_for("ab\x03c\r");
+    s.resize(40, 120);
+    s.wait_for("[resized 120x40]");
+    assert_eq!(next(), "resize 120x40");
+    s.type_keys(b"~?");
+    s.wait_for("Supported escape sequences");
+    s.type_keys(b"~~exit\r");
+    assert_eq!(s.wait_exit(), Some(3));
+    assert_eq!(next(), "typed \"ab\\u{3}c\\r~exit\\r\"");
+    s.wait_for("Connection to ");
+    s.assert_terminal_restored();
+    assert_eq!(next(), "closed");
+
+    let mut s = Session::start_at(&dest, home.path(), 24, 80);
+    s.wait_for("fake$ ");
+    assert_eq!(next(), "v2 login_shell=true term=xterm size=80x24");
+    s.type_keys(b"x\r~.");
+    assert_eq!(s.wait_exit(), Some(255));
+    s.assert_terminal_restored();
+    assert_eq!(next(), "closed");
+    server.join().expect("the scripted server ends");
 }
