@@ -511,3 +511,37 @@ fn dash_i_chooses_the_identity() {
     assert_eq!(code(&out), 255);
     assert!(stderr(&out).contains("IPv6"), "{}", stderr(&out));
 }
+
+/// A local SIGTERM or SIGHUP ends the client as it ends ssh: exit 255 and
+/// "Killed by signal N." (the server then ends the remote command).
+#[test]
+fn a_local_fatal_signal_exits_255_with_its_number() {
+    let server = TestServer::start(Transport::Unix);
+    for (signal, number) in [
+        (nix::sys::signal::Signal::SIGTERM, 15),
+        (nix::sys::signal::Signal::SIGHUP, 1),
+    ] {
+        let mut child = server
+            .client()
+            .args(["echo started; sleep 100"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("client");
+        let mut started = [0u8; 8];
+        let mut stdout = child.stdout.take().expect("stdout");
+        stdout.read_exact(&mut started).expect("the command starts");
+        util::signal(child.id(), signal);
+        let status = util::wait_child(&mut child, WAIT).expect("the client exits");
+        assert_eq!(status.code(), Some(255));
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut err)
+            .expect("read");
+        assert_eq!(err, format!("Killed by signal {number}.\n"));
+    }
+}

@@ -359,7 +359,7 @@ fn client_side_of_a_session_against_a_scripted_server() {
     let socket = dir.path().join("fake.sock");
     let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
     let (report_tx, report) = mpsc::channel();
-    let server = std::thread::spawn(move || scripted_terminal_server(listener, report_tx, 2));
+    let server = std::thread::spawn(move || scripted_terminal_server(listener, report_tx, 3));
     let next = || {
         report
             .recv_timeout(WAIT)
@@ -390,6 +390,16 @@ fn client_side_of_a_session_against_a_scripted_server() {
     assert_eq!(next(), "v2 login_shell=true term=xterm size=80x24");
     s.type_keys(b"x\r~.");
     assert_eq!(s.wait_exit(), Some(255));
+    s.assert_terminal_restored();
+    assert_eq!(next(), "closed");
+
+    // A local SIGTERM ends the session as ssh's does: 255, with the reason.
+    let mut s = Session::start_at(&dest, home.path(), 24, 80);
+    s.wait_for("fake$ ");
+    assert_eq!(next(), "v2 login_shell=true term=xterm size=80x24");
+    util::signal(s.child.id(), nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(s.wait_exit(), Some(255));
+    s.wait_for("Killed by signal 15.");
     s.assert_terminal_restored();
     assert_eq!(next(), "closed");
     server.join().expect("the scripted server ends");

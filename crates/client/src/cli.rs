@@ -916,14 +916,18 @@ async fn stream_output(
     mut command: RemoteCommand,
     pending: Vec<Event>,
 ) -> Result<ExitStatus, Failure> {
+    // The handlers are in place before any output is shown, so a signal
+    // sent by someone who saw it is caught.
+    use tokio::signal::unix::{signal as catch, SignalKind};
+    let caught = (
+        catch(SignalKind::interrupt()),
+        catch(SignalKind::terminate()),
+        catch(SignalKind::hangup()),
+    );
     let interrupts = tokio::spawn({
         let signaller = command.signaller();
         async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut hup)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::hangup()),
-            ) else {
+            let (Ok(mut int), Ok(mut term), Ok(mut hup)) = caught else {
                 return;
             };
             // Each Ctrl-C goes to the remote command; a third one in a row
@@ -932,8 +936,8 @@ async fn stream_output(
             let mut presses = 0;
             loop {
                 tokio::select! {
-                    pressed = tokio::signal::ctrl_c() => {
-                        if pressed.is_err() {
+                    pressed = int.recv() => {
+                        if pressed.is_none() {
                             return;
                         }
                     }
