@@ -300,6 +300,16 @@ fn plan(args: &Args, home: &RshHome) -> anyhow::Result<Plan> {
     for option in &args.options {
         overrides.option(option)?;
     }
+    let unix = !matches!(
+        &dest,
+        Some(Dest {
+            target: Target::Host { .. },
+            ..
+        })
+    );
+    if args.port.is_some() && unix {
+        anyhow::bail!("-p applies to TCP destinations; a Unix socket has no port");
+    }
     let port = reconcile_port(args.port, dest.as_ref().and_then(Dest::port))?;
     if let Some(port) = port {
         overrides.port(port);
