@@ -514,7 +514,7 @@ async fn script_mode_runs_each_line(t: Transport) {
 
 async fn timeout_kills_the_group(t: Transport) {
     let server = TestServer::start(t);
-    let out = run_args(&server, &["-t", "0.3", "-c", "sleep 30"]);
+    let out = run_args(&server, &["--timeout", "0.3", "-c", "sleep 30"]);
     assert_eq!(code(&out), 124);
     assert!(String::from_utf8_lossy(&out.stderr).contains("timed out"));
     let client = server.connect().await;
@@ -597,9 +597,9 @@ async fn cwd_and_env_are_applied(t: Transport) {
     let out = run_args(
         &server,
         &[
-            "-C",
+            "--cwd",
             dir.to_str().expect("utf-8 path"),
-            "-e",
+            "--env",
             "GREETING=hi there",
             "-c",
             "pwd; echo \"$GREETING\"",
@@ -610,7 +610,7 @@ async fn cwd_and_env_are_applied(t: Transport) {
         format!("{}\nhi there\n", dir.display())
     );
     // Like ssh, a relative directory is taken from the home directory.
-    let out = run_args(&server, &["-C", "work dir", "-c", "pwd"]);
+    let out = run_args(&server, &["--cwd", "work dir", "-c", "pwd"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!("{}\n", dir.display())
@@ -620,7 +620,7 @@ async fn cwd_and_env_are_applied(t: Transport) {
         String::from_utf8_lossy(&out.stdout),
         format!("{}\n", server.home.path().display())
     );
-    let out = run_args(&server, &["-C", "/nonexistent/dir", "-c", "true"]);
+    let out = run_args(&server, &["--cwd", "/nonexistent/dir", "-c", "true"]);
     assert_eq!(code(&out), 255);
     assert!(String::from_utf8_lossy(&out.stderr).contains("failed to start"));
 }
@@ -721,101 +721,6 @@ fn readme_usage_matches_help() {
             bin.display()
         );
     }
-}
-
-/// The interactive prompt on a real pseudo-terminal: each line runs
-/// remotely, an empty line just prompts again, `exit` quits with the last
-/// command's status.
-#[test]
-fn interactive_prompt_on_a_terminal() {
-    use std::sync::mpsc;
-    let server = TestServer::start(Transport::Unix);
-    let pty = nix::pty::openpty(None, None).expect("openpty");
-    let slave = std::fs::File::from(pty.slave);
-    // In a session of its own with the pty as its controlling terminal, as
-    // in a real terminal (and never the terminal running the tests).
-    let mut child = std::process::Command::new("setsid")
-        .arg("--ctty")
-        .arg(util::client_bin())
-        .arg(&server.dest)
-        .env("RSH_HOME", server.client_home.path())
-        .env("TERM", "dumb")
-        .stdin(slave.try_clone().expect("dup"))
-        .stdout(slave.try_clone().expect("dup"))
-        .stderr(slave)
-        .spawn()
-        .expect("spawn interactive client (needs util-linux setsid)");
-    let mut master = std::fs::File::from(pty.master);
-    let mut reader = master.try_clone().expect("dup master");
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        // Ends when the client exits and the terminal hangs up.
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = String::new();
-    let mut wait_for = |needle: &str| {
-        let deadline = Instant::now() + WAIT;
-        while !seen.contains(needle) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
-                Err(_) => panic!("terminal never showed {needle:?}; it showed {seen:?}"),
-            }
-        }
-        std::mem::take(&mut seen)
-    };
-    wait_for("rsh$ ");
-    master
-        .write_all(b"echo hello from the prompt\r")
-        .expect("type");
-    wait_for("hello from the prompt\r\n");
-    wait_for("rsh$ ");
-    master.write_all(b"\r").expect("empty line");
-    wait_for("rsh$ ");
-    master.write_all(b"sh -c 'exit 5'\r").expect("type");
-    wait_for("[5] rsh$ ");
-    // Ctrl-C while a command runs interrupts the remote command, not the client.
-    master.write_all(b"echo started; sleep 20\r").expect("type");
-    wait_for("started\r\n");
-    master.write_all(b"\x03").expect("Ctrl-C");
-    wait_for("[130] rsh$ ");
-    master.write_all(b"sh -c 'exit 5'\r").expect("type");
-    wait_for("[5] rsh$ ");
-    master.write_all(b"exit\r").expect("type");
-    let status = util::wait_child(&mut child, WAIT).expect("client exits");
-    assert_eq!(status.code(), Some(5));
-}
-
-/// One-shot with a terminal as stdin: the remote stdin ends at once, so a
-/// command that reads it does not hang.
-#[test]
-fn one_shot_with_terminal_stdin_does_not_hang() {
-    let server = TestServer::start(Transport::Unix);
-    let pty = nix::pty::openpty(None, None).expect("openpty");
-    let slave = std::fs::File::from(pty.slave);
-    let mut child = server
-        .client()
-        .args(["-c", "cat; echo stdin-ended"])
-        .stdin(slave)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn client");
-    let status = util::wait_child(&mut child, WAIT).expect("client did not hang on stdin");
-    assert_eq!(status.code(), Some(0));
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .expect("read");
-    assert_eq!(out, "stdin-ended\n");
-    drop(pty.master);
 }
 
 /// The Unix socket admits only the server's own user: another user who gets

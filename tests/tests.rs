@@ -6,11 +6,13 @@
 
 mod util;
 
+mod cli;
 mod core;
 mod network;
 mod processes;
 mod protocol;
 mod service;
+mod terminal;
 mod tls;
 mod trust;
 mod tutorial;

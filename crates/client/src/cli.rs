@@ -1,17 +1,28 @@
-//! `rsh-client`'s command line: run commands on an rsh server, like
-//! `ssh HOST CMD`. The binary's `main`, kept in the library so the root
-//! package's thin binary (and `cargo install --path .`) can run it.
+//! `rsh-client`'s command line: ssh's (`rsh-client [OPTIONS] DEST [COMMAND
+//! [ARG...]]`), so that people and the tools that drive ssh (rsync, git,
+//! GNU parallel, pdsh, Ansible) can use it where they use ssh. The binary's
+//! `main`, kept in the library so the root package's thin binary (and
+//! `cargo install --path .`) can run it.
+//!
+//! Parsing follows ssh: options may come before and after DEST; the first
+//! word after DEST that is not an option starts the command, and it and every
+//! word after it are the command, joined with single spaces for the remote
+//! shell (so quoting works as with ssh); `--` ends the options.
 
 use crate::{
-    client_identity, signal, Client, ClientError, ConnectOptions, Event, ExecRequest, ExitStatus,
-    Fingerprint, HostKeyPolicy, RemoteCommand,
+    client_identity, identity_at, signal, AddressFamily, Client, ClientError, ConnectOptions,
+    ErrorKind, Event, ExecRequest, ExitStatus, Fingerprint, HostKeyPolicy, RemoteCommand,
+    StdinWriter,
 };
 use anyhow::Context;
 use bytes::BufMut;
 use clap::Parser;
+use rsh_config::dest::{reconcile_port, Dest, Target};
+use rsh_config::ssh_config::{ClientConfig, Overrides, Resolved, StrictHostKeyChecking};
 use rsh_config::{Endpoint, RshHome};
 use rsh_proto::io::ChunkBuffers;
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,32 +36,133 @@ const EXIT_TIMED_OUT: u8 = 124;
 const DISCONNECT_AFTER_INTERRUPTS: u32 = 3;
 /// Exit code when our stdout is a closed pipe (as if killed by SIGPIPE).
 const EXIT_BROKEN_PIPE: u8 = 128 + 13;
+/// "No connect timeout" (`ConnectTimeout 0` / `none`): long enough to mean
+/// never, short enough for tokio's timer.
+const NO_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Run commands on an rsh server.
+/// Run commands on an rsh server, as ssh does.
 ///
-/// With -c, runs one command like `ssh HOST CMD`: remote stdout to stdout,
-/// stderr to stderr, byte for byte; local stdin is forwarded (or closed at
-/// once when it is a terminal); Ctrl-C sends SIGINT to the remote command
-/// (a third Ctrl-C disconnects, which ends it); the exit code is the remote
-/// one (128+N if it died of signal N, 124 if it timed out, 255 if rsh itself
-/// failed).
+/// `rsh-client DEST COMMAND...` runs one command like `ssh HOST CMD`: the
+/// words after DEST are joined with spaces and run by the remote shell;
+/// remote stdout to stdout, stderr to stderr, byte for byte; local stdin is
+/// forwarded (typed lines too, when it is a terminal; end them with Ctrl-D);
+/// Ctrl-C sends SIGINT to the remote command (a third Ctrl-C
+/// disconnects, which ends it); the exit code is the remote one (128+N if it
+/// died of signal N, 124 if it timed out, 255 if rsh itself failed, with the
+/// reason on one line). `-c COMMAND` is the same as one command word.
 ///
-/// Without -c, on a terminal: an interactive prompt, each line run remotely;
-/// `exit` or Ctrl-D quits. Without -c, stdin not a terminal: each line of
-/// stdin is a command, run in turn; the exit code is the last command's.
+/// Without a command, on a terminal: a terminal session with the remote
+/// user's login shell on a pty, as `ssh HOST` (escapes after a newline: `~.`
+/// disconnects, `~^Z` suspends, `~?` lists them; see -e). -t asks for a pty
+/// for a command too (-tt even when stdin is not a terminal), -T never.
+/// Without a command, stdin not a terminal: one remote shell reads stdin as
+/// its script, so `cd`, variables and `exit` carry from line to line.
+///
+/// DEST is [USER@]HOST[:PORT], [USER@][IPV6][:PORT], unix:PATH, or a Host
+/// alias of the config file ($RSH_HOME/config, ssh_config syntax: HostName,
+/// Port, User, IdentityFile, ConnectTimeout, ServerAliveInterval,
+/// ServerAliveCountMax, StrictHostKeyChecking, BatchMode). Without DEST:
+/// the local server, unix:$RSH_HOME/rsh.sock.
 ///
 /// Over TCP the connection is TLS 1.3 with this client's key ($RSH_HOME/id,
-/// created on first use; see --fingerprint) and the server's key checked
-/// against $RSH_HOME/known_hosts: an unknown host is asked about on a
-/// terminal and refused in batch use unless --accept-new; a changed host key
-/// is always refused.
+/// created on first use; see --fingerprint and -i) and the server's key
+/// checked against $RSH_HOME/known_hosts: an unknown host is asked about on a
+/// terminal and refused in batch use unless --accept-new (or
+/// StrictHostKeyChecking=accept-new); a changed host key is always refused.
+///
+/// ssh's -x, -a, -C and -2, and -o options that do not apply to rsh
+/// (SendEnv, ControlMaster, ControlPath, Compression, ...), are accepted and
+/// ignored (noted at -v).
 #[derive(Debug, Parser)]
 #[command(name = "rsh-client", version)]
-struct Args {
-    /// Server to connect to: unix:PATH, HOST[:PORT] or [IPV6][:PORT] (TCP
-    /// port 7022 by default). Default: unix:$RSH_HOME/rsh.sock.
+pub struct Args {
+    /// Server to connect to: [USER@]HOST[:PORT], [USER@][IPV6][:PORT],
+    /// unix:PATH or a config Host alias (TCP port 7022 by default). Default:
+    /// unix:$RSH_HOME/rsh.sock.
     #[arg(value_name = "DEST")]
-    dest: Option<Endpoint>,
+    dest: Option<String>,
+
+    /// Command to run, as ssh: the words are joined with single spaces and
+    /// run by the remote shell.
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    words: Vec<String>,
+
+    /// Run this command and exit with its status (the same as COMMAND).
+    #[arg(short = 'c', long = "command", value_name = "COMMAND")]
+    command: Option<String>,
+
+    /// Port to connect to (must agree with a port written in DEST).
+    #[arg(short = 'p', value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    port: Option<u16>,
+
+    /// User to log in as; the server refuses any user but the one it runs as.
+    #[arg(short = 'l', value_name = "USER")]
+    login: Option<String>,
+
+    /// This client's key file, instead of $RSH_HOME/id (created if missing).
+    #[arg(short = 'i', value_name = "IDENTITY")]
+    identity: Option<PathBuf>,
+
+    /// Config file, instead of $RSH_HOME/config.
+    #[arg(short = 'F', value_name = "CONFIG")]
+    config: Option<PathBuf>,
+
+    /// A config file option, as `Key=Value` (for example
+    /// `-o ConnectTimeout=5`). Repeatable; the first value given wins.
+    #[arg(short = 'o', value_name = "KEY=VALUE")]
+    options: Vec<String>,
+
+    /// Print the configuration resolved for DEST (as `ssh -G`) and exit.
+    #[arg(short = 'G')]
+    print_config: bool,
+
+    /// Log what the client does to stderr; -vv and -vvv say more.
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Quiet: no warnings or notes, only errors.
+    #[arg(short = 'q')]
+    quiet: bool,
+
+    /// Read stdin from /dev/null: the remote command gets end of file at once.
+    #[arg(short = 'n')]
+    null_stdin: bool,
+
+    /// Connect over IPv4 only.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    ipv4: bool,
+
+    /// Connect over IPv6 only.
+    #[arg(short = '6')]
+    ipv6: bool,
+
+    /// Ask for a terminal (pty) for the command; -tt even when stdin is not a
+    /// terminal.
+    #[arg(short = 't', action = clap::ArgAction::Count)]
+    tty: u8,
+
+    /// Never ask for a terminal (pty); wins over -t.
+    #[arg(short = 'T')]
+    no_tty: bool,
+
+    /// Escape character for terminal sessions (default `~`), `^X` for a
+    /// control character, or `none`.
+    #[arg(short = 'e', value_name = "CHAR", value_parser = parse_escape)]
+    escape: Option<EscapeChar>,
+
+    /// ssh's no-ops: X11 and agent forwarding off, compression, protocol 2.
+    #[arg(short = 'x', hide = true)]
+    _no_x11: bool,
+    #[arg(short = 'a', hide = true)]
+    _no_agent: bool,
+    #[arg(short = 'C', hide = true)]
+    _compress: bool,
+    #[arg(short = '2', hide = true)]
+    _protocol2: bool,
 
     /// Print this client's key as an authorized_keys line
     /// (`SHA256:... user@host`), creating the key if needed, and exit.
@@ -62,21 +174,29 @@ struct Args {
     #[arg(long)]
     accept_new: bool,
 
-    /// Run this command and exit with its status.
-    #[arg(short = 'c', long = "command", value_name = "COMMAND")]
-    command: Option<String>,
+    /// Remove HOST[:PORT]'s key from known_hosts (as `ssh-keygen -R`) and exit.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    forget_host: Option<String>,
 
     /// Run remote commands in this directory.
-    #[arg(short = 'C', long = "cwd", value_name = "DIR")]
+    #[arg(long = "cwd", value_name = "DIR")]
     cwd: Option<String>,
 
     /// Set an environment variable for remote commands. Repeatable.
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
 
     /// Kill a remote command (its whole process group) after this many seconds.
-    #[arg(short = 't', long = "timeout", value_name = "SECS")]
+    #[arg(long = "timeout", value_name = "SECS")]
     timeout: Option<f64>,
+}
+
+/// The argument of `-e`: a character, or none.
+#[derive(Debug, Clone, Copy)]
+pub struct EscapeChar(pub Option<u8>);
+
+fn parse_escape(arg: &str) -> Result<EscapeChar, String> {
+    crate::escape::parse_escape_char(arg).map(EscapeChar)
 }
 
 fn parse_env(arg: &str) -> Result<(String, String), String> {
@@ -90,6 +210,7 @@ fn parse_env(arg: &str) -> Result<(String, String), String> {
 /// code (the remote command's, or 255 when rsh itself failed).
 pub fn main() -> ExitCode {
     let args = Args::parse();
+    init_logging(args.verbose);
     // One thread: a client drives one connection; a pool would only add startup cost.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -102,6 +223,22 @@ pub fn main() -> ExitCode {
     // Do not wait for a blocked read of our stdin.
     runtime.shutdown_background();
     code
+}
+
+/// `-v`: the client's own log on stderr (info, then debug, then trace).
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => return,
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
 }
 
 fn fail(reason: &str) -> ExitCode {
@@ -142,35 +279,293 @@ fn stdin_is_dev_null() -> bool {
     is_char(stdin.st_mode) && is_char(null.st_mode) && stdin.st_rdev == null.st_rdev
 }
 
+/// Where to connect and how, from DEST, the options and the config file.
+struct Plan {
+    endpoint: Endpoint,
+    /// The user asked for (`-l`, `user@`, `User`), sent to the server.
+    user: Option<String>,
+    resolved: Resolved,
+    options: ConnectOptions,
+}
+
+/// Resolves DEST with the command line and the config file, as ssh does.
+fn plan(args: &Args, home: &RshHome) -> anyhow::Result<Plan> {
+    let dest: Option<Dest> = args
+        .dest
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .context("bad DEST")?;
+    let mut overrides = Overrides::new();
+    for option in &args.options {
+        overrides.option(option)?;
+    }
+    let unix = !matches!(
+        &dest,
+        Some(Dest {
+            target: Target::Host { .. },
+            ..
+        })
+    );
+    if args.port.is_some() && unix {
+        anyhow::bail!("-p applies to TCP destinations; a Unix socket has no port");
+    }
+    let port = reconcile_port(args.port, dest.as_ref().and_then(Dest::port))?;
+    if let Some(port) = port {
+        overrides.port(port);
+    }
+    // As ssh: -l wins over the user written in DEST.
+    if let Some(user) = args
+        .login
+        .as_ref()
+        .or(dest.as_ref().and_then(|d| d.user.as_ref()))
+    {
+        overrides.user(user.as_str());
+    }
+    if let Some(identity) = &args.identity {
+        overrides.identity_file(identity.to_string_lossy().replace('%', "%%"));
+    }
+    let config = match &args.config {
+        Some(path) => ClientConfig::load_relative_to(path, home.dir())?,
+        None => ClientConfig::load_if_exists(home.config_path())?,
+    };
+    let alias = match dest.as_ref().map(|d| &d.target) {
+        None => format!("unix:{}", home.socket_path().display()),
+        Some(Target::Unix(path)) => format!("unix:{}", path.display()),
+        Some(Target::Host { host, .. }) => host.clone(),
+    };
+    let resolved = config.resolve(&alias, &overrides);
+    for ignored in &resolved.ignored {
+        tracing::info!(
+            option = %ignored.keyword,
+            value = %ignored.value,
+            origin = %ignored.origin,
+            "ssh option ignored: it does not apply to rsh"
+        );
+    }
+    let endpoint = match &dest {
+        None => Endpoint::Unix(home.socket_path()),
+        Some(dest) => dest.endpoint(Some(&resolved.hostname), resolved.port),
+    };
+    let mut options = ConnectOptions::new(home.clone());
+    options.identity = resolved.identity_file.clone();
+    if let Some(timeout) = resolved.connect_timeout {
+        options.connect_timeout = if timeout.is_zero() {
+            NO_TIMEOUT
+        } else {
+            timeout
+        };
+    }
+    if let Some(interval) = resolved.server_alive_interval {
+        options.keepalive = (!interval.is_zero()).then_some(interval);
+    }
+    if let Some(count) = resolved.server_alive_count_max {
+        options.keepalive_count = count;
+    }
+    options.family = if args.ipv4 {
+        AddressFamily::V4
+    } else if args.ipv6 {
+        AddressFamily::V6
+    } else {
+        AddressFamily::Any
+    };
+    let batch = resolved.batch_mode.unwrap_or(false);
+    options.host_keys = if args.accept_new {
+        HostKeyPolicy::AcceptNew
+    } else {
+        match resolved
+            .strict_host_key_checking
+            .unwrap_or(StrictHostKeyChecking::Ask)
+        {
+            StrictHostKeyChecking::Yes => HostKeyPolicy::Strict,
+            StrictHostKeyChecking::AcceptNew => HostKeyPolicy::AcceptNew,
+            StrictHostKeyChecking::Ask if !batch && std::io::stdin().is_terminal() => {
+                HostKeyPolicy::Ask(Arc::new(ask_about_host))
+            }
+            StrictHostKeyChecking::Ask => HostKeyPolicy::Strict,
+        }
+    };
+    if !args.quiet {
+        options.host_key_added = Some(Arc::new(|host_port: &str, fingerprint: &Fingerprint| {
+            eprintln!(
+                "Warning: Permanently added '{host_port}' ({fingerprint}) to the list of known hosts."
+            );
+        }));
+    }
+    Ok(Plan {
+        endpoint,
+        user: resolved.user.clone(),
+        resolved,
+        options,
+    })
+}
+
+/// `-G`: the resolved configuration, as `ssh -G` prints it, with the local
+/// user and the default identity filled in.
+fn print_config(plan: &Plan) -> ExitCode {
+    let mut resolved = plan.resolved.clone();
+    if resolved.user.is_none() {
+        resolved.user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map(|user| user.name);
+    }
+    if resolved.identity_file.is_none() {
+        resolved.identity_file = Some(plan.options.identity_path());
+    }
+    // rsh's defaults, not ssh's, so what is printed is what applies.
+    resolved.connect_timeout = Some(plan.options.connect_timeout).filter(|t| *t != NO_TIMEOUT);
+    resolved.server_alive_interval = Some(plan.options.keepalive.unwrap_or_default());
+    resolved.server_alive_count_max = Some(plan.options.keepalive_count);
+    let mut out = std::io::stdout().lock();
+    let written = resolved
+        .print_like_ssh_g(&mut out)
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::from(EXIT_BROKEN_PIPE)
+        }
+        Err(err) => fail(&format!("cannot write to stdout: {err}")),
+    }
+}
+
+/// `--forget-host HOST[:PORT]`: drops the host's lines from known_hosts,
+/// keeping the old file as `known_hosts.old`, as `ssh-keygen -R` does.
+fn forget_host(home: &RshHome, host: &str) -> anyhow::Result<()> {
+    let host_port = match host.parse::<Dest>()?.target {
+        Target::Host { host, port } => {
+            rsh_tls::host_port(&host, port.unwrap_or(rsh_config::DEFAULT_TCP_PORT))
+        }
+        Target::Unix(_) => anyhow::bail!("a Unix socket has no host key"),
+    };
+    let path = home.known_hosts_path();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            anyhow::bail!("{host_port} not found in {}", path.display())
+        }
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut kept = String::with_capacity(text.len());
+    let mut found = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.eq_ignore_ascii_case(&host_port) {
+            found.push(number + 1);
+        } else {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    if found.is_empty() {
+        anyhow::bail!("{host_port} not found in {}", path.display());
+    }
+    for line in &found {
+        println!("# Host {host_port} found: line {line}");
+    }
+    let old = path.with_extension("old");
+    let new = path.with_extension("new");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&new)
+            .with_context(|| format!("cannot write {}", new.display()))?;
+        file.write_all(kept.as_bytes())
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("cannot write {}", new.display()))?;
+    }
+    std::fs::copy(&path, &old).with_context(|| format!("cannot write {}", old.display()))?;
+    std::fs::rename(&new, &path).with_context(|| format!("cannot replace {}", path.display()))?;
+    println!("{} updated.", path.display());
+    println!("Original contents retained as {}", old.display());
+    Ok(())
+}
+
 async fn run(args: Args) -> ExitCode {
-    let template = match request_template(&args) {
-        Ok(template) => template,
-        Err(err) => return fail(&format!("{err:#}")),
+    let home = match RshHome::from_env() {
+        Ok(home) => home,
+        Err(err) => return fail(&err.to_string()),
     };
     if args.fingerprint {
-        return match RshHome::from_env()
-            .map_err(|err| err.to_string())
-            .and_then(|home| client_identity(&home).map_err(|err| err.to_string()))
-        {
+        let identity = match &args.identity {
+            Some(path) => identity_at(&home, path),
+            None => client_identity(&home),
+        };
+        return match identity {
             Ok(identity) => {
                 println!("{}", identity.authorized_keys_line());
                 ExitCode::SUCCESS
             }
-            Err(err) => fail(&err),
+            Err(err) => fail(&err.to_string()),
         };
     }
-    let client = match connect(args.dest.as_ref(), args.accept_new).await {
-        Ok(client) => client,
+    if let Some(host) = &args.forget_host {
+        return match forget_host(&home, host) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => fail(&format!("{err:#}")),
+        };
+    }
+    let plan = match plan(&args, &home) {
+        Ok(plan) => plan,
         Err(err) => return fail(&format!("{err:#}")),
     };
-    let result = match &args.command {
-        Some(command) => {
-            enlarge_pipes();
-            let forward_stdin = !std::io::stdin().is_terminal() && !stdin_is_dev_null();
-            one_shot(&client, template.with(command), forward_stdin).await
+    if args.print_config {
+        return print_config(&plan);
+    }
+    let template = match request_template(&args, plan.user.clone()) {
+        Ok(template) => template,
+        Err(err) => return fail(&format!("{err:#}")),
+    };
+    let command = match (&args.command, args.words.is_empty()) {
+        (Some(_), false) => return fail("give the command either with -c or after DEST, not both"),
+        (Some(command), true) => Some(command.clone()),
+        // As ssh: the words are joined with single spaces for the remote shell.
+        (None, false) => Some(args.words.join(" ")),
+        (None, true) => None,
+    };
+    tracing::info!(endpoint = %plan.endpoint, "connecting");
+    let client = match Client::connect(&plan.endpoint, &plan.options).await {
+        Ok(client) => client,
+        Err(err) => return fail(&err.to_string()),
+    };
+    tracing::info!(version = client.protocol_version(), "connected");
+    let stdin_tty = std::io::stdin().is_terminal();
+    // As ssh: a pty by default only for a login shell on a terminal; -t asks
+    // for one (if stdin is a terminal), -tt insists, -T never.
+    let want_pty = !args.no_tty && (args.tty > 0 || command.is_none());
+    let pty = want_pty && (stdin_tty || args.tty > 1);
+    if args.tty == 1 && !args.no_tty && !stdin_tty && !args.quiet {
+        eprintln!("Pseudo-terminal will not be allocated because stdin is not a terminal.");
+    }
+    let stdin = if args.null_stdin || stdin_is_dev_null() {
+        LocalInput::Closed
+    } else {
+        LocalInput::Open
+    };
+    let result = if pty {
+        let request = match &command {
+            Some(command) => ExecRequest::new(command.as_str()),
+            None => ExecRequest::login_shell(),
+        };
+        let escape = if stdin_tty {
+            args.escape.map_or(Some(b'~'), |escape| escape.0)
+        } else {
+            // Escapes are for a person at a keyboard, not for piped bytes.
+            None
+        };
+        let host = plan.resolved.host.clone();
+        terminal_session(&client, template.apply(request), escape, &host, args.quiet).await
+    } else {
+        enlarge_pipes();
+        match &command {
+            Some(command) => one_shot(&client, template.with(command), stdin).await,
+            None => remote_shell(&client, &template, stdin).await,
         }
-        None if std::io::stdin().is_terminal() => interactive(&client, &template).await,
-        None => script(&client, &template).await,
     };
     match result {
         Ok(code) => code,
@@ -184,11 +579,15 @@ struct Template {
     cwd: Option<String>,
     env: Vec<(String, String)>,
     timeout: Option<Duration>,
+    user: Option<String>,
 }
 
 impl Template {
     fn with(&self, command: &str) -> ExecRequest {
-        let mut request = ExecRequest::new(command);
+        self.apply(ExecRequest::new(command))
+    }
+
+    fn apply(&self, mut request: ExecRequest) -> ExecRequest {
         if let Some(cwd) = &self.cwd {
             request = request.cwd(cwd.as_str());
         }
@@ -198,11 +597,14 @@ impl Template {
         if let Some(timeout) = self.timeout {
             request = request.timeout(timeout);
         }
+        if let Some(user) = &self.user {
+            request = request.user(user.as_str());
+        }
         request
     }
 }
 
-fn request_template(args: &Args) -> anyhow::Result<Template> {
+fn request_template(args: &Args, user: Option<String>) -> anyhow::Result<Template> {
     let timeout = args
         .timeout
         .map(|secs| {
@@ -216,24 +618,8 @@ fn request_template(args: &Args) -> anyhow::Result<Template> {
         cwd: args.cwd.clone(),
         env: args.env.clone(),
         timeout,
+        user,
     })
-}
-
-async fn connect(dest: Option<&Endpoint>, accept_new: bool) -> anyhow::Result<Client> {
-    let home = RshHome::from_env()?;
-    let endpoint = match dest {
-        Some(endpoint) => endpoint.clone(),
-        None => Endpoint::Unix(home.socket_path()),
-    };
-    let mut options = ConnectOptions::new(home);
-    options.host_keys = if accept_new {
-        HostKeyPolicy::AcceptNew
-    } else if std::io::stdin().is_terminal() {
-        HostKeyPolicy::Ask(Arc::new(ask_about_host))
-    } else {
-        HostKeyPolicy::Strict
-    };
-    Ok(Client::connect(&endpoint, &options).await?)
 }
 
 /// Asks on the terminal whether to trust an unknown host key, as ssh does.
@@ -285,61 +671,302 @@ fn exit_code(status: &ExitStatus) -> ExitCode {
     }
 }
 
+/// Whether the remote command gets our stdin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LocalInput {
+    /// Forwarded until its end (typed lines too when it is a terminal).
+    Open,
+    /// `-n` or /dev/null: the remote stdin ends at once.
+    Closed,
+}
+
+/// Our stdin as an async reader: a terminal through its own non-blocking
+/// file (no thread left blocked on it when we exit), else tokio's stdin.
+fn local_reader() -> Box<dyn tokio::io::AsyncRead + Unpin + Send> {
+    if std::io::stdin().is_terminal() {
+        if let Ok(tty) = crate::terminal::Tty::open(std::io::stdin()) {
+            return Box::new(tty);
+        }
+    }
+    Box::new(tokio::io::stdin())
+}
+
+/// Feeds `local` (after `first`, a chunk already read) to the remote stdin,
+/// then ends it.
+async fn forward_stdin(
+    mut local: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+    stdin: StdinWriter,
+    first: Option<bytes::Bytes>,
+) {
+    if let Some(first) = first {
+        if stdin.write(first).await.is_err() {
+            return;
+        }
+    }
+    // Three 1 MiB blocks cover the 1 MiB window plus the one filling.
+    let mut buffers = ChunkBuffers::new(1024 * 1024, 3);
+    loop {
+        let buf = buffers.room(crate::MAX_STDIN_CHUNK);
+        match local.read_buf(&mut buf.limit(crate::MAX_STDIN_CHUNK)).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let chunk = buf.split().freeze();
+                if stdin.write(chunk).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = stdin.close().await;
+}
+
 async fn one_shot(
     client: &Client,
     request: ExecRequest,
-    forward_stdin: bool,
+    input: LocalInput,
 ) -> Result<ExitCode, Failure> {
     let command = client.exec(request).await?;
-    let forwarder = if forward_stdin {
-        let stdin = command.stdin();
-        Some(tokio::spawn(async move {
-            let mut local = tokio::io::stdin();
-            // Three 1 MiB blocks cover the 1 MiB window plus the one filling.
-            let mut buffers = ChunkBuffers::new(1024 * 1024, 3);
-            loop {
-                let buf = buffers.room(crate::MAX_STDIN_CHUNK);
-                match local.read_buf(&mut buf.limit(crate::MAX_STDIN_CHUNK)).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let chunk = buf.split().freeze();
-                        if stdin.write(chunk).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-            let _ = stdin.close().await;
-        }))
-    } else {
-        command.close_stdin().await?;
-        None
+    let forwarder = match input {
+        LocalInput::Open => Some(tokio::spawn(forward_stdin(
+            local_reader(),
+            command.stdin(),
+            None,
+        ))),
+        LocalInput::Closed => {
+            command.close_stdin().await?;
+            None
+        }
     };
-    let status = stream_output(command).await;
+    let status = stream_output(command, Vec::new()).await;
     if let Some(forwarder) = forwarder {
         forwarder.abort();
     }
     Ok(exit_code(&status?))
 }
 
+/// `rsh-client DEST < script`: one remote shell reads the whole script, so
+/// `cd`, variables and `exit` carry through it, as with ssh. The login shell
+/// (protocol version 2), or `sh` from a server that cannot start one.
+async fn remote_shell(
+    client: &Client,
+    template: &Template,
+    input: LocalInput,
+) -> Result<ExitCode, Failure> {
+    let fallback = || template.with("exec sh");
+    let mut command = match client
+        .exec(template.apply(ExecRequest::login_shell()))
+        .await
+    {
+        Ok(command) => command,
+        Err(ClientError::Unsupported { .. }) => return one_shot(client, fallback(), input).await,
+        Err(err) => return Err(err.into()),
+    };
+    let mut local = local_reader();
+    let first = match input {
+        LocalInput::Closed => None,
+        LocalInput::Open => {
+            let mut buf = bytes::BytesMut::with_capacity(crate::MAX_STDIN_CHUNK);
+            match local.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => None,
+                Ok(_) => Some(buf.freeze()),
+            }
+        }
+    };
+    // The server grants stdin credit once the shell has started, and refuses
+    // a login shell it cannot start before that: until the first chunk is
+    // taken, a refusal as unsupported means "try `sh`", with nothing lost.
+    let stdin = command.stdin();
+    let mut pending = Vec::new();
+    let nothing_to_resend = first.is_none();
+    let started = {
+        let send_first = async {
+            match first.clone() {
+                Some(chunk) => stdin.write(chunk).await,
+                None => {
+                    // Ending stdin says nothing about the shell: wait for
+                    // its first event instead.
+                    let _ = stdin.close().await;
+                    std::future::pending().await
+                }
+            }
+        };
+        tokio::pin!(send_first);
+        loop {
+            tokio::select! {
+                biased;
+                event = command.next_event() => match event {
+                    Err(ClientError::Refused { kind: ErrorKind::Unsupported, message }) => {
+                        tracing::info!(%message, "no login shell from this server; running sh");
+                        break false;
+                    }
+                    Err(err) => return Err(err.into()),
+                    Ok(Some(event)) => {
+                        let exited = matches!(event, Event::Exit(_));
+                        pending.push(event);
+                        if exited || nothing_to_resend {
+                            break true;
+                        }
+                    }
+                    Ok(None) => break true,
+                },
+                _ = &mut send_first => break true,
+            }
+        }
+    };
+    if !started {
+        let command = client.exec(fallback()).await?;
+        let forwarder = match (input, first) {
+            (LocalInput::Open, Some(first)) => Some(tokio::spawn(forward_stdin(
+                local,
+                command.stdin(),
+                Some(first),
+            ))),
+            _ => {
+                command.close_stdin().await?;
+                None
+            }
+        };
+        let status = stream_output(command, Vec::new()).await;
+        if let Some(forwarder) = forwarder {
+            forwarder.abort();
+        }
+        return Ok(exit_code(&status?));
+    }
+    let forwarder = (input == LocalInput::Open && first.is_some())
+        .then(|| tokio::spawn(forward_stdin(local, command.stdin(), None)));
+    let status = stream_output(command, pending).await;
+    if let Some(forwarder) = forwarder {
+        forwarder.abort();
+    }
+    Ok(exit_code(&status?))
+}
+
+/// A session on a remote pty: our terminal in raw mode (when stdin is one),
+/// keys and output byte for byte, SIGWINCH sent as a resize, escapes.
+async fn terminal_session(
+    client: &Client,
+    request: ExecRequest,
+    escape: Option<u8>,
+    host: &str,
+    quiet: bool,
+) -> Result<ExitCode, Failure> {
+    use crate::session::{self, CommandInput, Local, LocalSignals, NoTerminal, SessionEnd};
+    let term = std::env::var("TERM").unwrap_or_else(|_| "dumb".to_owned());
+    let size = crate::terminal::local_window_size().unwrap_or(crate::terminal::WindowSize {
+        cols: 80,
+        rows: 24,
+        ..Default::default()
+    });
+    let command = client
+        .exec(request.pty(term.into_bytes(), session::pty_size(size)))
+        .await?;
+    let remote_input = CommandInput::of(&command);
+    let signals = LocalSignals::install().map_err(|err| {
+        Failure::Rsh(ClientError::ConnectionLost(format!(
+            "cannot catch signals: {err}"
+        )))
+    })?;
+    let output: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if std::io::stdout().is_terminal() {
+        match crate::terminal::Tty::open(std::io::stdout()) {
+            Ok(tty) => Box::new(tty),
+            Err(_) => Box::new(tokio::io::stdout()),
+        }
+    } else {
+        Box::new(tokio::io::stdout())
+    };
+    let local = Local {
+        input: local_reader(),
+        output,
+        messages: tokio::io::stderr(),
+    };
+    let filter = crate::escape::EscapeFilter::new(escape);
+    let end = if std::io::stdin().is_terminal() {
+        let raw = crate::terminal::RawMode::enter(std::io::stdin()).map_err(|err| {
+            Failure::Rsh(ClientError::ConnectionLost(format!(
+                "cannot set the terminal to raw mode: {err}"
+            )))
+        })?;
+        let end = session::run(local, &raw, signals, filter, &remote_input, command).await;
+        // Before any message: the terminal is sane again when it is printed.
+        drop(raw);
+        end
+    } else {
+        session::run(local, &NoTerminal, signals, filter, &remote_input, command).await
+    };
+    let closed = || {
+        if !quiet && std::io::stdin().is_terminal() {
+            eprintln!("Connection to {host} closed.");
+        }
+    };
+    match end {
+        SessionEnd::Exited(status) => {
+            closed();
+            Ok(exit_code(&status))
+        }
+        SessionEnd::Disconnected => {
+            closed();
+            Ok(ExitCode::from(EXIT_RSH_FAILURE))
+        }
+        SessionEnd::Signalled(number) => Ok(killed_by_signal(number)),
+        SessionEnd::ConnectionLost(reason) => Ok(fail(&reason)),
+        SessionEnd::LocalOutput(err) => Ok(fail(&format!("cannot write to the terminal: {err}"))),
+    }
+}
+
+/// A local fatal signal ends the client as modern ssh does: 255, with
+/// "Killed by signal N." (the remote side is hung up).
+fn killed_by_signal(number: i32) -> ExitCode {
+    eprintln!("Killed by signal {number}.");
+    ExitCode::from(EXIT_RSH_FAILURE)
+}
+
 /// Writes the command's output to ours as it arrives, forwarding Ctrl-C as
 /// SIGINT, until it exits.
-async fn stream_output(mut command: RemoteCommand) -> Result<ExitStatus, Failure> {
+async fn stream_output(
+    mut command: RemoteCommand,
+    pending: Vec<Event>,
+) -> Result<ExitStatus, Failure> {
+    // The handlers are in place before any output is shown, so a signal
+    // sent by someone who saw it is caught.
+    use tokio::signal::unix::{signal as catch, SignalKind};
+    let caught = (
+        catch(SignalKind::interrupt()),
+        catch(SignalKind::terminate()),
+        catch(SignalKind::hangup()),
+    );
     let interrupts = tokio::spawn({
         let signaller = command.signaller();
         async move {
+            let (Ok(mut int), Ok(mut term), Ok(mut hup)) = caught else {
+                return;
+            };
             // Each Ctrl-C goes to the remote command; a third one in a row
             // means the user wants out even if the command ignores SIGINT:
             // disconnecting makes the server end its whole process group.
             let mut presses = 0;
-            while tokio::signal::ctrl_c().await.is_ok() {
+            loop {
+                tokio::select! {
+                    pressed = int.recv() => {
+                        if pressed.is_none() {
+                            return;
+                        }
+                    }
+                    Some(()) = term.recv() => {
+                        let _ = killed_by_signal(nix::libc::SIGTERM);
+                        std::process::exit(i32::from(EXIT_RSH_FAILURE));
+                    }
+                    Some(()) = hup.recv() => {
+                        let _ = killed_by_signal(nix::libc::SIGHUP);
+                        std::process::exit(i32::from(EXIT_RSH_FAILURE));
+                    }
+                }
                 presses += 1;
                 if presses == DISCONNECT_AFTER_INTERRUPTS {
                     eprintln!("rsh-client: interrupted {presses} times; disconnecting");
                     std::process::exit(130);
                 }
                 if signaller.send(signal::INT).await.is_err() {
-                    break;
+                    return;
                 }
             }
         }
@@ -347,8 +974,13 @@ async fn stream_output(mut command: RemoteCommand) -> Result<ExitStatus, Failure
     let result = async {
         let mut stdout = RawStdout::new();
         let mut stderr = std::io::stderr();
+        let mut pending = pending.into_iter();
         loop {
-            match command.next_event().await? {
+            let event = match pending.next() {
+                Some(event) => Some(event),
+                None => command.next_event().await?,
+            };
+            match event {
                 Some(Event::Stdout(data)) => write_out(&mut stdout, &data)?,
                 Some(Event::Stderr(data)) => {
                     // A closed stderr is not worth failing the command for.
@@ -405,109 +1037,62 @@ fn write_out(stdout: &mut RawStdout, data: &[u8]) -> Result<(), Failure> {
     }
 }
 
-async fn interactive(client: &Client, template: &Template) -> Result<ExitCode, Failure> {
-    use rustyline::error::ReadlineError;
-    // The prompt goes to the terminal even when stdout is redirected; only
-    // the commands' output goes to stdout.
-    let config = rustyline::Config::builder()
-        .behavior(rustyline::Behavior::PreferTerm)
-        .build();
-    let mut editor = rustyline::DefaultEditor::with_config(config).map_err(|err| {
-        Failure::Rsh(ClientError::ConnectionLost(format!(
-            "cannot open the terminal: {err}"
-        )))
-    })?;
-    let mut last = ExitCode::SUCCESS;
-    let mut last_code = 0u8;
-    loop {
-        let prompt = if last_code == 0 {
-            "rsh$ ".to_owned()
-        } else {
-            format!("[{last_code}] rsh$ ")
-        };
-        let (returned, line) = tokio::task::spawn_blocking(move || {
-            let line = editor.readline(&prompt);
-            (editor, line)
-        })
-        .await
-        .map_err(|err| {
-            Failure::Rsh(ClientError::ConnectionLost(format!(
-                "line editor failed: {err}"
-            )))
-        })?;
-        editor = returned;
-        match line {
-            Ok(line) => {
-                let trimmed = line.trim();
-                if trimmed.is_empty() {
-                    continue;
-                }
-                if trimmed == "exit" {
-                    break;
-                }
-                let _ = editor.add_history_entry(trimmed);
-                let command = client.exec(template.with(&line)).await?;
-                command.close_stdin().await?;
-                let status = match stream_output(command).await {
-                    Ok(status) => status,
-                    Err(Failure::Rsh(ClientError::Refused { message, .. })) => {
-                        eprintln!("rsh-client: {message}");
-                        last_code = EXIT_RSH_FAILURE;
-                        last = ExitCode::from(EXIT_RSH_FAILURE);
-                        continue;
-                    }
-                    Err(other) => return Err(other),
-                };
-                last_code = status_byte(&status);
-                last = exit_code(&status);
-            }
-            Err(ReadlineError::Interrupted) => continue,
-            Err(ReadlineError::Eof) => break,
-            Err(err) => {
-                return Err(Failure::Rsh(ClientError::ConnectionLost(format!(
-                    "cannot read the terminal: {err}"
-                ))))
-            }
-        }
-    }
-    Ok(last)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
 
-fn status_byte(status: &ExitStatus) -> u8 {
-    match status {
-        ExitStatus::Code(code) => (*code & 0xff) as u8,
-        ExitStatus::Signal(signal) => 128u8.saturating_add(*signal),
-        ExitStatus::TimedOut => EXIT_TIMED_OUT,
-        ExitStatus::FailedToStart(_) => EXIT_RSH_FAILURE,
+    fn parse(args: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("rsh-client").chain(args.iter().copied()))
+            .unwrap_or_else(|err| panic!("{args:?}: {err}"))
     }
-}
 
-async fn script(client: &Client, template: &Template) -> Result<ExitCode, Failure> {
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut last = ExitCode::SUCCESS;
-    loop {
-        let line = match lines.next_line().await {
-            Ok(Some(line)) => line,
-            Ok(None) => break,
-            Err(err) => {
-                return Err(Failure::Rsh(ClientError::ConnectionLost(format!(
-                    "cannot read stdin: {err}"
-                ))))
-            }
-        };
-        let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        if trimmed == "exit" {
-            break;
-        }
-        let command = client.exec(template.with(&line)).await?;
-        command.close_stdin().await?;
-        last = exit_code(&stream_output(command).await?);
+    #[test]
+    fn the_command_line_is_consistent() {
+        Args::command().debug_assert();
     }
-    Ok(last)
+
+    #[test]
+    fn options_before_and_after_dest_then_the_command_verbatim() {
+        // pdsh's ssh mode.
+        let args = parse(&["-2", "-a", "-x", "-lroot", "web1", "uptime", "-p"]);
+        assert_eq!(args.login.as_deref(), Some("root"));
+        assert_eq!(args.dest.as_deref(), Some("web1"));
+        assert_eq!(args.words, ["uptime", "-p"]);
+        // As ssh, options may follow DEST until the command starts.
+        let args = parse(&["web1", "-p", "2222", "-v", "ls", "-l", "--", "-x"]);
+        assert_eq!(args.port, Some(2222));
+        assert_eq!(args.verbose, 1);
+        assert_eq!(args.words, ["ls", "-l", "--", "-x"]);
+        // Ansible's shape.
+        let args = parse(&["-o", "BatchMode=yes", "-n", "--", "web1", "echo hi"]);
+        assert!(args.null_stdin);
+        assert_eq!(args.words, ["echo hi"]);
+        // git's probe.
+        let args = parse(&["-G", "-o", "SendEnv=GIT_PROTOCOL", "web1"]);
+        assert!(args.print_config);
+        assert_eq!(args.options, ["SendEnv=GIT_PROTOCOL"]);
+        // The one-shot flag with no DEST, as before.
+        let args = parse(&["-c", "uname -a"]);
+        assert_eq!(args.dest, None);
+        assert_eq!(args.command.as_deref(), Some("uname -a"));
+    }
+
+    #[test]
+    fn ssh_letters_mean_what_they_mean_to_ssh() {
+        let args = parse(&["-tt", "-e", "^]", "-C", "web1"]);
+        assert_eq!(args.tty, 2);
+        assert_eq!(args.escape.map(|e| e.0), Some(Some(0x1d)));
+        assert_eq!(args.cwd, None, "-C is compression (ignored), not --cwd");
+        let args = parse(&["-e", "none", "-T", "web1"]);
+        assert_eq!(args.escape.map(|e| e.0), Some(None));
+        assert!(args.no_tty);
+        let args = parse(&["--timeout", "2", "--cwd", "/tmp", "--env", "A=b", "web1"]);
+        assert_eq!(args.timeout, Some(2.0));
+        assert_eq!(args.env, [("A".to_owned(), "b".to_owned())]);
+        assert!(Args::try_parse_from(["rsh-client", "-e", "ab", "web1"]).is_err());
+        assert!(Args::try_parse_from(["rsh-client", "-p", "0", "web1"]).is_err());
+    }
 }
 
 /// The `rsh-client` command line as clap builds it, for man pages and

@@ -1,19 +1,23 @@
-//! One running remote command: its events in, its stdin out.
+//! The middle layer: one running remote command on a channel of a
+//! [`crate::connection`]: its events in, its stdin, signals and window
+//! sizes out.
 
-use crate::client::{ClientError, OpenHandle, Output, Shared, OUTPUT_WINDOW};
+use crate::connection::{ChannelEvent, OpenHandle, Shared, OUTPUT_WINDOW};
+use crate::ClientError;
 use bytes::Bytes;
-use rsh_proto::{ErrorKind, ExitStatus, Frame, PtySize, Window, MAX_DATA_LEN};
+use rsh_proto::{ExitStatus, Frame, PtySize, Window, MAX_DATA_LEN};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// What the reader task hands a command.
-#[derive(Debug)]
-pub(crate) enum ChannelEvent {
-    Stdout(Bytes),
-    Stderr(Bytes),
-    Exit(ExitStatus),
-    Refused { kind: ErrorKind, message: String },
-    Lost(String),
+/// Everything a finished command produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// All of its stdout.
+    pub stdout: Vec<u8>,
+    /// All of its stderr.
+    pub stderr: Vec<u8>,
+    /// How it ended.
+    pub status: ExitStatus,
 }
 
 /// Something a remote command did.
@@ -44,12 +48,6 @@ pub struct RemoteCommand {
     /// Output bytes consumed since the last window grant.
     consumed: u64,
     finished: bool,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").finish_non_exhaustive()
-    }
 }
 
 impl RemoteCommand {

@@ -13,6 +13,12 @@
 //! each on its own channel with its own flow-control window, so a command
 //! whose output nobody reads stalls only itself.
 //!
+//! Layers, each using only those below it: `connection` (shared state,
+//! reader and writer tasks), `command` ([`RemoteCommand`] on a channel),
+//! `tls` (an authenticated TCP stream and the server's key), and `client`
+//! ([`Client`], [`ExecRequest`]) on top; [`session`], [`terminal`] and
+//! [`escape`] are the terminal side of the command line.
+//!
 //! [`cli`] is the `rsh-client` command line; the binary is a thin `main`
 //! over [`cli::main`].
 #![deny(missing_docs)]
@@ -20,13 +26,19 @@
 pub mod cli;
 mod client;
 mod command;
+mod connection;
+mod error;
 pub mod escape;
 pub mod session;
 pub mod terminal;
 mod tls;
 
-pub use client::{Client, ClientError, ExecRequest, Output};
-pub use command::{Event, RemoteCommand, Resizer, Signaller, StdinWriter};
+pub use client::{Client, ExecRequest};
+pub use command::{Event, Output, RemoteCommand, Resizer, Signaller, StdinWriter};
+pub use error::ClientError;
 pub use rsh_proto::{signal, ErrorKind, ExitStatus, PtySize, MAX_DATA_LEN as MAX_STDIN_CHUNK};
 pub use rsh_tls::Fingerprint;
-pub use tls::{client_identity, default_comment, ConnectOptions, HostKeyPolicy, HostKeyPrompt};
+pub use tls::{
+    client_identity, default_comment, identity_at, AddressFamily, ConnectOptions, HostKeyNotice,
+    HostKeyPolicy, HostKeyPrompt,
+};

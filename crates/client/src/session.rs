@@ -327,6 +327,76 @@ where
     }
 }
 
+/// The sending half of a remote command's terminal, for [`run`].
+#[derive(Debug, Clone)]
+pub struct CommandInput {
+    stdin: crate::StdinWriter,
+    resizer: crate::Resizer,
+}
+
+impl CommandInput {
+    /// The input half of `command` (its stdin and its window size).
+    pub fn of(command: &crate::RemoteCommand) -> Self {
+        CommandInput {
+            stdin: command.stdin(),
+            resizer: command.resizer(),
+        }
+    }
+}
+
+impl RemoteInput for CommandInput {
+    async fn send(&self, data: Bytes) -> Result<(), ClientError> {
+        self.stdin.write(data).await
+    }
+
+    async fn close(&self) -> Result<(), ClientError> {
+        self.stdin.close().await
+    }
+
+    async fn resize(&self, size: WindowSize) -> Result<(), ClientError> {
+        self.resizer.send(pty_size(size)).await
+    }
+}
+
+/// A remote command is the receiving half: on a pty, all its output is one
+/// stream (a stray Stderr frame is shown too).
+impl RemoteOutput for crate::RemoteCommand {
+    async fn next_event(&mut self) -> Result<Option<RemoteEvent>, ClientError> {
+        Ok(match crate::RemoteCommand::next_event(self).await? {
+            Some(crate::Event::Stdout(data) | crate::Event::Stderr(data)) => {
+                Some(RemoteEvent::Output(data))
+            }
+            Some(crate::Event::Exit(status)) => Some(RemoteEvent::Exit(status)),
+            None => None,
+        })
+    }
+}
+
+/// A local window size as the protocol sends it.
+pub fn pty_size(size: WindowSize) -> rsh_proto::PtySize {
+    rsh_proto::PtySize {
+        cols: size.cols,
+        rows: size.rows,
+        pixel_width: size.xpixel,
+        pixel_height: size.ypixel,
+    }
+}
+
+/// The [`LocalTerminal`] of a session whose stdin is not a terminal (`-tt`
+/// with a pipe): no size to report, nothing to suspend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoTerminal;
+
+impl LocalTerminal for NoTerminal {
+    fn window_size(&self) -> Option<WindowSize> {
+        None
+    }
+
+    fn suspend(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 async fn write_flush(writer: &mut (impl AsyncWrite + Unpin), data: &[u8]) -> std::io::Result<()> {
     writer.write_all(data).await?;
     writer.flush().await

@@ -1,13 +1,17 @@
 //! Connecting over TCP: TLS 1.3, our key presented, the server's key checked
-//! against `known_hosts` the way ssh checks host keys.
+//! against `known_hosts` the way ssh checks host keys. It hands back an
+//! authenticated stream and the server's key; speaking rsh over it is the
+//! caller's ([`crate::Client`]).
 
-use crate::client::{Client, ClientError};
+use crate::ClientError;
 use rsh_config::RshHome;
 use rsh_tls::rustls::pki_types::ServerName;
 use rsh_tls::{Fingerprint, Identity, KnownHosts};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 /// Asked about an unknown host: gets `host:port` and its key, says yes or no.
 pub type HostKeyPrompt = Arc<dyn Fn(&str, &Fingerprint) -> bool + Send + Sync>;
@@ -35,31 +39,82 @@ impl std::fmt::Debug for HostKeyPolicy {
     }
 }
 
+/// Told `host:port` and the key when a host key is recorded in
+/// `known_hosts` (the command line prints ssh's "Permanently added" note).
+pub type HostKeyNotice = Arc<dyn Fn(&str, &Fingerprint) + Send + Sync>;
+
+/// Which IP versions a host name may resolve to (ssh's `-4` and `-6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AddressFamily {
+    /// IPv4 or IPv6, in the resolver's order.
+    #[default]
+    Any,
+    /// IPv4 only.
+    V4,
+    /// IPv6 only.
+    V6,
+}
+
 /// How to connect over TCP.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectOptions {
     /// Where our key (`id`) and `known_hosts` live.
     pub home: RshHome,
+    /// Our key file, when not `$RSH_HOME/id` (ssh's `-i`, `IdentityFile`);
+    /// created on first use like the default one.
+    pub identity: Option<PathBuf>,
     /// What to do with an unknown host key.
     pub host_keys: HostKeyPolicy,
+    /// Called when a host key is recorded in `known_hosts`.
+    pub host_key_added: Option<HostKeyNotice>,
     /// Limit for the TCP connect and the TLS handshake.
     pub connect_timeout: Duration,
-    /// TCP keepalive: probes start after this long without traffic (then
-    /// every 5 s; 3 unanswered end the connection), so a server that
-    /// vanished without closing is noticed. `None`: off.
+    /// TCP keepalive (ssh's `ServerAliveInterval`): probes start after this
+    /// long without traffic and repeat at this interval; `None`: off.
     pub keepalive: Option<Duration>,
+    /// Unanswered keepalive probes after which the connection fails (ssh's
+    /// `ServerAliveCountMax`); also bounds how long sent data may stay
+    /// unacknowledged (`TCP_USER_TIMEOUT`, interval × count).
+    pub keepalive_count: u32,
+    /// Which IP versions to connect over.
+    pub family: AddressFamily,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("home", &self.home)
+            .field("identity", &self.identity)
+            .field("host_keys", &self.host_keys)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("keepalive", &self.keepalive)
+            .field("keepalive_count", &self.keepalive_count)
+            .field("family", &self.family)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConnectOptions {
-    /// Strict host key checking, 10 s connect timeout, keepalive after
-    /// 15 s idle.
+    /// Strict host key checking, 10 s connect timeout, keepalive probes
+    /// after 15 s idle (3 unanswered end the connection).
     pub fn new(home: RshHome) -> Self {
         ConnectOptions {
             home,
+            identity: None,
             host_keys: HostKeyPolicy::Strict,
+            host_key_added: None,
             connect_timeout: Duration::from_secs(10),
             keepalive: Some(Duration::from_secs(15)),
+            keepalive_count: 3,
+            family: AddressFamily::Any,
         }
+    }
+
+    /// The key file this connection presents.
+    pub fn identity_path(&self) -> PathBuf {
+        self.identity
+            .clone()
+            .unwrap_or_else(|| self.home.identity_path())
     }
 }
 
@@ -83,10 +138,18 @@ pub fn default_comment() -> String {
 /// # Errors
 /// [`ClientError::Keys`] if it cannot be created or read.
 pub fn client_identity(home: &RshHome) -> Result<Identity, ClientError> {
+    identity_at(home, &home.identity_path())
+}
+
+/// The identity at `path` (created, mode 0600, on first use); `home` is
+/// made sure of first, as the default identity lives there.
+///
+/// # Errors
+/// [`ClientError::Keys`] if it cannot be created or read.
+pub fn identity_at(home: &RshHome, path: &Path) -> Result<Identity, ClientError> {
     home.ensure()
         .map_err(|err| ClientError::Keys(err.to_string()))?;
-    let path = home.identity_path();
-    Identity::load_or_create(&path, &default_comment())
+    Identity::load_or_create(path, &default_comment())
         .map_err(|err| ClientError::Keys(format!("{}: {err}", path.display())))
 }
 
@@ -106,43 +169,86 @@ pub(crate) fn closed_by_peer(err: &std::io::Error) -> bool {
     )
 }
 
-/// Keepalive probes after `idle` without traffic, every 5 s, 3 at most.
-fn set_keepalive(tcp: &TcpStream, idle: Duration) -> nix::Result<()> {
+/// Keepalive probes after `interval` idle, every `interval`, `count`
+/// unanswered fail the connection; unacknowledged data fails it after the
+/// same time (keepalive alone does not probe while data is outstanding).
+fn set_keepalive(tcp: &TcpStream, interval: Duration, count: u32) -> nix::Result<()> {
     use nix::sys::socket::{setsockopt, sockopt};
-    let idle = u32::try_from(idle.as_secs().max(1)).unwrap_or(u32::MAX);
+    let secs = u32::try_from(interval.as_secs().max(1)).unwrap_or(u32::MAX);
+    let count = count.max(1);
     setsockopt(tcp, sockopt::KeepAlive, &true)?;
-    setsockopt(tcp, sockopt::TcpKeepIdle, &idle)?;
-    setsockopt(tcp, sockopt::TcpKeepInterval, &idle.min(5))?;
-    setsockopt(tcp, sockopt::TcpKeepCount, &3)?;
+    setsockopt(tcp, sockopt::TcpKeepIdle, &secs)?;
+    setsockopt(tcp, sockopt::TcpKeepInterval, &secs)?;
+    setsockopt(tcp, sockopt::TcpKeepCount, &count)?;
+    let user_timeout_ms = secs
+        .saturating_mul(count.saturating_add(1))
+        .saturating_mul(1000);
+    setsockopt(tcp, sockopt::TcpUserTimeout, &user_timeout_ms)?;
     Ok(())
 }
 
-pub(crate) async fn connect_tls(
-    host: &str,
-    port: u16,
-    options: &ConnectOptions,
-) -> Result<Client, ClientError> {
-    match attempt(host, port, options).await? {
-        Attempt::Connected(client) => Ok(client),
-        // The user took their time comparing fingerprints; the server's
-        // greeting timer has not waited. Connect again, now pinned.
-        Attempt::HostKeyRecorded => match attempt(host, port, options).await? {
-            Attempt::Connected(client) => Ok(client),
-            Attempt::HostKeyRecorded => Err(ClientError::Tls(
-                "the host key just recorded was not recognised".to_owned(),
-            )),
-        },
+/// Connects to the first address of `host` (of the wanted family) that
+/// answers, as ssh tries each address in turn.
+async fn tcp_connect(host: &str, port: u16, family: AddressFamily) -> std::io::Result<TcpStream> {
+    let addrs = tokio::net::lookup_host((host, port)).await?;
+    let mut last = None;
+    for addr in addrs.filter(|addr| match family {
+        AddressFamily::Any => true,
+        AddressFamily::V4 => addr.is_ipv4(),
+        AddressFamily::V6 => addr.is_ipv6(),
+    }) {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(err) => last = Some(err),
+        }
     }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            match family {
+                AddressFamily::V4 => "no IPv4 address for this host",
+                AddressFamily::V6 => "no IPv6 address for this host",
+                AddressFamily::Any => "no address for this host",
+            },
+        )
+    }))
 }
 
-enum Attempt {
-    Connected(Client),
+/// A TLS connection whose both ends are authenticated at the TLS layer,
+/// ready for the rsh greeting.
+pub(crate) struct Authenticated {
+    /// The TLS stream.
+    pub stream: TlsStream<TcpStream>,
+    /// The server's key, as pinned in known_hosts.
+    pub server_key: Fingerprint,
+    /// Our key as an authorized_keys line: a server that refuses it does so
+    /// during the greeting, and the error then tells the user what to add.
+    pub client_key_line: String,
+}
+
+/// How one handshake ended.
+pub(crate) enum Handshake {
+    /// Connected to a server with a known (or just accepted) key.
+    Authenticated(Box<Authenticated>),
+    /// The user was asked about an unknown key, said yes, and it was
+    /// recorded; connect again (the server's greeting timer has not waited).
     HostKeyRecorded,
 }
 
-async fn attempt(host: &str, port: u16, options: &ConnectOptions) -> Result<Attempt, ClientError> {
+/// Connects to `host:port` over TCP and runs the TLS handshake: our key
+/// presented, the server's checked against known_hosts (an unknown one is
+/// handled by `options.host_keys`).
+///
+/// # Errors
+/// [`ClientError::Connect`], [`ClientError::Tls`], [`ClientError::Keys`] and
+/// the host key errors.
+pub(crate) async fn handshake(
+    host: &str,
+    port: u16,
+    options: &ConnectOptions,
+) -> Result<Handshake, ClientError> {
     let host_port = rsh_tls::host_port(host, port);
-    let identity = client_identity(&options.home)?;
+    let identity = identity_at(&options.home, &options.identity_path())?;
     let known_hosts_path = options.home.known_hosts_path();
     let known = KnownHosts::load(&known_hosts_path)
         .map_err(|err| ClientError::Keys(format!("{}: {err}", known_hosts_path.display())))?;
@@ -155,12 +261,12 @@ async fn attempt(host: &str, port: u16, options: &ConnectOptions) -> Result<Atte
         reason,
     };
     let handshake = async {
-        let tcp = TcpStream::connect((host, port))
+        let tcp = tcp_connect(host, port, options.family)
             .await
             .map_err(|err| connect_err(err.to_string()))?;
         let _ = tcp.set_nodelay(true);
-        if let Some(idle) = options.keepalive {
-            if let Err(err) = set_keepalive(&tcp, idle) {
+        if let Some(interval) = options.keepalive {
+            if let Err(err) = set_keepalive(&tcp, interval, options.keepalive_count) {
                 tracing::debug!(cause = %err, "cannot enable TCP keepalive");
             }
         }
@@ -223,16 +329,19 @@ async fn attempt(host: &str, port: u16, options: &ConnectOptions) -> Result<Atte
         KnownHosts::append(&known_hosts_path, &host_port, &seen)
             .map_err(|err| ClientError::Keys(format!("{}: {err}", known_hosts_path.display())))?;
         tracing::info!(%host_port, fingerprint = %seen, "host key added to known_hosts");
+        if let Some(notice) = &options.host_key_added {
+            notice(&host_port, &seen);
+        }
         if asked {
-            return Ok(Attempt::HostKeyRecorded);
+            return Ok(Handshake::HostKeyRecorded);
         }
     }
 
-    let client = Client::over(stream).await.map_err(|err| match err {
-        ClientError::NotAuthorized { .. } => ClientError::NotAuthorized {
-            key: identity.authorized_keys_line(),
-        },
-        other => other,
-    })?;
-    Ok(Attempt::Connected(client))
+    let server_key = rsh_tls::peer_fingerprint(stream.get_ref().1)
+        .map_err(|err| ClientError::Tls(err.to_string()))?;
+    Ok(Handshake::Authenticated(Box::new(Authenticated {
+        stream,
+        server_key,
+        client_key_line: identity.authorized_keys_line(),
+    })))
 }
