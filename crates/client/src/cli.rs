@@ -1037,6 +1037,12 @@ fn write_out(stdout: &mut RawStdout, data: &[u8]) -> Result<(), Failure> {
     }
 }
 
+/// The `rsh-client` command line as clap builds it, for man pages and
+/// shell completions (`cargo xtask dist`).
+pub fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1093,10 +1099,4 @@ mod tests {
         assert!(Args::try_parse_from(["rsh-client", "-e", "ab", "web1"]).is_err());
         assert!(Args::try_parse_from(["rsh-client", "-p", "0", "web1"]).is_err());
     }
-}
-
-/// The `rsh-client` command line as clap builds it, for man pages and
-/// shell completions (`cargo xtask dist`).
-pub fn command() -> clap::Command {
-    <Args as clap::CommandFactory>::command()
 }
