@@ -77,6 +77,9 @@ struct Args {
     /// Kill a remote command (its whole process group) after this many seconds.
     #[arg(short = 't', long = "timeout", value_name = "SECS")]
     timeout: Option<f64>,
+
+    #[command(flatten)]
+    fleet: crate::fleet::FleetArgs,
 }
 
 fn parse_env(arg: &str) -> Result<(String, String), String> {
@@ -158,6 +161,14 @@ async fn run(args: Args) -> ExitCode {
             }
             Err(err) => fail(&err),
         };
+    }
+    if args.fleet.is_active() {
+        let request = args
+            .command
+            .as_deref()
+            .map(|command| template.with(command));
+        let dest = args.dest.is_some();
+        return crate::fleet::main(&args.fleet, request, dest, args.accept_new).await;
     }
     let client = match connect(args.dest.as_ref(), args.accept_new).await {
         Ok(client) => client,

@@ -21,6 +21,7 @@ pub mod cli;
 mod client;
 mod command;
 pub mod escape;
+pub mod fleet;
 pub mod session;
 pub mod terminal;
 mod tls;
