@@ -7,6 +7,7 @@
 mod util;
 
 mod core;
+mod fleet;
 mod protocol;
 mod tls;
 mod tutorial;
