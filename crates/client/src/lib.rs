@@ -22,6 +22,7 @@ mod client;
 mod command;
 pub mod escape;
 pub mod fleet;
+mod keycache;
 pub mod session;
 pub mod terminal;
 mod tls;

@@ -109,9 +109,9 @@ enum Attempt {
 
 async fn attempt(host: &str, port: u16, options: &ConnectOptions) -> Result<Attempt, ClientError> {
     let host_port = rsh_tls::host_port(host, port);
-    let identity = client_identity(&options.home)?;
+    let identity = crate::keycache::identity(&options.home)?;
     let known_hosts_path = options.home.known_hosts_path();
-    let known = KnownHosts::load(&known_hosts_path)
+    let known = crate::keycache::known_hosts(&known_hosts_path)
         .map_err(|err| ClientError::Keys(format!("{}: {err}", known_hosts_path.display())))?;
     let pinned = known.lookup(&host_port);
     let (config, presented) = rsh_tls::client_config(&identity, pinned)
