@@ -82,3 +82,24 @@ pub(crate) fn known_hosts(path: &Path) -> Result<Arc<KnownHosts>, rsh_tls::Error
     KNOWN_HOSTS.put(stamp, &known);
     Ok(known)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_hosts_appended_to_is_read_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("known_hosts");
+        let first = Identity::generate("a").expect("key").fingerprint();
+        let second = Identity::generate("b").expect("key").fingerprint();
+        KnownHosts::append(&path, "h1:7022", &first).expect("append");
+        let known = known_hosts(&path).expect("load");
+        assert_eq!(known.lookup("h1:7022"), Some(first));
+        KnownHosts::append(&path, "h2:7022", &second).expect("append");
+        assert_eq!(
+            known_hosts(&path).expect("reload").lookup("h2:7022"),
+            Some(second)
+        );
+    }
+}
