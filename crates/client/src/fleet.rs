@@ -47,21 +47,23 @@ const REPORT_QUEUE: usize = 256;
 /// The fleet options of `rsh-client`: run one command on many hosts.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct FleetArgs {
-    /// Run the command on these hosts instead of one DEST: a hostlist as
-    /// pdsh and ClusterShell write them (`web[01-20]`, `db[1,3-5]`,
+    /// Run the command on these hosts instead of one DEST. Repeatable.
+    ///
+    /// A hostlist as pdsh and ClusterShell write them (`web[01-20]`, `db[1,3-5]`,
     /// `rack[1-2]-node[01-08]`), comma-separated, each entry optionally
     /// `user@` before and `:PORT` after; names may be config-file aliases.
-    /// Repeatable.
     #[arg(short = 'H', long = "hosts", value_name = "HOSTLIST")]
     pub hosts: Vec<String>,
 
-    /// Read hosts from FILE, one host (or hostlist) a line; `#` starts a
-    /// comment. Repeatable.
+    /// Read hosts from FILE, one a line. Repeatable.
+    ///
+    /// Each line is a host or a hostlist; `#` starts a comment.
     #[arg(long = "hosts-file", value_name = "FILE")]
     pub hosts_file: Vec<PathBuf>,
 
-    /// Leave these hosts out (a hostlist; an entry without a port leaves
-    /// the host out on every port). Repeatable.
+    /// Leave these hosts out (a hostlist). Repeatable.
+    ///
+    /// An entry without a port leaves the host out on every port.
     #[arg(long, value_name = "HOSTLIST")]
     pub exclude: Vec<String>,
 
@@ -70,14 +72,17 @@ pub struct FleetArgs {
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub fanout: u32,
 
-    /// Print output at the end, hosts with identical output and exit status
-    /// grouped under one header naming them (like `clush -b`), instead of
-    /// each line as it comes prefixed with its host.
+    /// Print output at the end, identical outputs once (like `clush -b`).
+    ///
+    /// Hosts with identical output and exit status are grouped under one
+    /// header naming them, instead of each line printed as it comes
+    /// prefixed with its host.
     #[arg(long, conflicts_with = "json")]
     pub gather: bool,
 
-    /// Print one JSON object per host on stdout, a line each (fields in the
-    /// README, "Fleets"), instead of prefixed lines.
+    /// Print one JSON object per host, a line each.
+    ///
+    /// The fields are described in the README, "Fleets".
     #[arg(long)]
     pub json: bool,
 }
