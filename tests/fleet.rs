@@ -435,3 +435,31 @@ fn stdin_reaches_every_host_byte_exact() {
         assert_eq!(lines, &[format!("{expected}  -")]);
     }
 }
+
+#[test]
+fn unknown_host_keys_are_refused_and_named_then_accept_new_records_them() {
+    let mut fleet = Fleet::new();
+    fleet.add_server("n", 1, 3, true, None);
+    // Forget the keys of n2 and n3.
+    let pinned: Vec<&str> = fleet.known_hosts.lines().take(1).collect();
+    let pinned = format!("{}\n", pinned.join("\n"));
+    std::fs::write(fleet.client_home.path().join("known_hosts"), &pinned)
+        .expect("write known_hosts");
+    let out = fleet.run(&["-H", "n[1-3]"], "echo hi");
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "n1: hi\n");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("refused: n[2-3]\n"), "{stderr}");
+    assert!(
+        stderr.contains("host keys not in known_hosts: n[2-3]; compare"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--accept-new"), "{stderr}");
+
+    let out = fleet.run(&["-H", "n[1-3]", "--accept-new"], "echo hi");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let known = std::fs::read_to_string(fleet.client_home.path().join("known_hosts"))
+        .expect("read known_hosts");
+    let expected: BTreeSet<&str> = fleet.known_hosts.lines().collect();
+    assert_eq!(known.lines().collect::<BTreeSet<_>>(), expected);
+}
