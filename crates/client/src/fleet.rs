@@ -338,11 +338,18 @@ pub async fn run(fleet: &FleetArgs, request: ExecRequest, options: FleetOptions)
 
     let mut results: Vec<Option<HostResult>> = vec![None; labels.len()];
     let mut broken_pipe = false;
+    // Gathered output shows nothing until the end: say how far along it is,
+    // on a terminal only (never in pipes or with --json).
+    let mut progress =
+        (fleet.gather && std::io::stderr().is_terminal()).then(|| Progress::new(labels.len()));
     while let Some(report) = reports.recv().await {
         let written = match report {
             Report::Output { host, stream, data } => sink.output(host, stream, &data),
             Report::Done { host, result } => {
                 let written = sink.done(host, &result);
+                if let Some(progress) = &mut progress {
+                    progress.done(result.outcome.category() != Category::Succeeded);
+                }
                 results[host] = Some(result);
                 written
             }
@@ -359,6 +366,7 @@ pub async fn run(fleet: &FleetArgs, request: ExecRequest, options: FleetOptions)
     }
     let _ = scheduler.await;
     signals.abort();
+    drop(progress);
     // Hosts never started (Ctrl-C came first) are interrupted too.
     let results: Vec<HostResult> = results
         .into_iter()
@@ -384,6 +392,49 @@ pub async fn run(fleet: &FleetArgs, request: ExecRequest, options: FleetOptions)
         return ExitCode::from(EXIT_BROKEN_PIPE);
     }
     ExitCode::from(exit_code(&results, cancel.is_cancelled()))
+}
+
+/// The progress line of `--gather` on a terminal: `[done/total] N failed`,
+/// redrawn at most every 100 ms, erased when dropped.
+struct Progress {
+    total: usize,
+    done: usize,
+    failed: usize,
+    drawn: Option<Instant>,
+}
+
+impl Progress {
+    const EVERY: Duration = Duration::from_millis(100);
+
+    fn new(total: usize) -> Progress {
+        Progress {
+            total,
+            done: 0,
+            failed: 0,
+            drawn: None,
+        }
+    }
+
+    fn done(&mut self, failed: bool) {
+        self.done += 1;
+        self.failed += usize::from(failed);
+        if self.drawn.is_some_and(|at| at.elapsed() < Self::EVERY) {
+            return;
+        }
+        self.drawn = Some(Instant::now());
+        eprint!(
+            "\r\x1b[K[{}/{}] {} failed",
+            self.done, self.total, self.failed
+        );
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if self.drawn.is_some() {
+            eprint!("\r\x1b[K");
+        }
+    }
 }
 
 /// Our stdout as a plain file: the sinks write whole lines in one call, and

@@ -155,6 +155,9 @@ pub(crate) struct GatherSink<O: Write, E: Write> {
     /// Output of hosts still running.
     running: HashMap<usize, (BytesMut, BytesMut)>,
     groups: HashMap<GroupKey, Vec<usize>>,
+    /// Why hosts without output ended (unreachable, refused), printed at
+    /// the end with the rest.
+    errors: Vec<String>,
 }
 
 impl<O: Write, E: Write> GatherSink<O, E> {
@@ -165,6 +168,7 @@ impl<O: Write, E: Write> GatherSink<O, E> {
             err,
             running: HashMap::new(),
             groups: HashMap::new(),
+            errors: Vec::new(),
         }
     }
 }
@@ -202,9 +206,9 @@ impl<O: Write, E: Write> Sink for GatherSink<O, E> {
                 self.groups.entry(key).or_default().push(host);
             }
             other => {
-                // No output to group: say why at once, as live mode does.
+                // No output to group: why it ended is said at the end.
                 if let Some(line) = status_line(&self.labels[host], other) {
-                    let _ = self.err.write_all(line.as_bytes());
+                    self.errors.push(line);
                 }
             }
         }
@@ -242,7 +246,12 @@ impl<O: Write, E: Write> Sink for GatherSink<O, E> {
                 let _ = self.err.flush();
             }
         }
-        self.out.flush()
+        self.out.flush()?;
+        for line in self.errors.drain(..) {
+            let _ = self.err.write_all(line.as_bytes());
+        }
+        let _ = self.err.flush();
+        Ok(())
     }
 }
 
