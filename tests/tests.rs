@@ -8,6 +8,7 @@ mod util;
 
 mod cli;
 mod core;
+mod fleet;
 mod network;
 mod processes;
 mod protocol;

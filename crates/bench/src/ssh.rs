@@ -216,7 +216,7 @@ impl Drop for Sshd {
     }
 }
 
-fn keygen(path: &Path) -> anyhow::Result<()> {
+pub fn keygen(path: &Path) -> anyhow::Result<()> {
     let out = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "rsh-bench", "-f"])
         .arg(path)
@@ -233,7 +233,7 @@ fn keygen(path: &Path) -> anyhow::Result<()> {
 }
 
 /// sshd needs its privilege separation directory, /run/sshd.
-fn ensure_privsep_dir() -> anyhow::Result<()> {
+pub fn ensure_privsep_dir() -> anyhow::Result<()> {
     let dir = Path::new("/run/sshd");
     if dir.exists() {
         return Ok(());

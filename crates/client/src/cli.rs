@@ -189,6 +189,9 @@ pub struct Args {
     /// Kill a remote command (its whole process group) after this many seconds.
     #[arg(long = "timeout", value_name = "SECS")]
     timeout: Option<f64>,
+
+    #[command(flatten)]
+    fleet: crate::fleet::FleetArgs,
 }
 
 /// The argument of `-e`: a character, or none.
@@ -486,6 +489,60 @@ fn forget_host(home: &RshHome, host: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `-H`/`--hosts-file`: the command on every host, through the fleet
+/// scheduler. There is no DEST: every word after the options is the
+/// command (quote it, or put `--` before it, when it has options of its own).
+async fn run_fleet(args: &Args, home: RshHome) -> ExitCode {
+    let mut words: Vec<String> = args.dest.iter().cloned().collect();
+    words.extend(args.words.iter().cloned());
+    let command = match (&args.command, words.is_empty()) {
+        (Some(_), false) => {
+            return fail("give the command either with -c or after the options, not both")
+        }
+        (Some(command), true) => command.clone(),
+        (None, false) => words.join(" "),
+        (None, true) => return fail("-H/--hosts-file need a command to run"),
+    };
+    let options = match fleet_options(args, home) {
+        Ok(options) => options,
+        Err(err) => return fail(&format!("{err:#}")),
+    };
+    // The user is per host (user@, -l, User), applied by the fleet.
+    let template = match request_template(args, None) {
+        Ok(template) => template,
+        Err(err) => return fail(&format!("{err:#}")),
+    };
+    crate::fleet::run(&args.fleet, template.with(&command), options).await
+}
+
+/// The fleet's settings from the same options one host takes.
+fn fleet_options(args: &Args, home: RshHome) -> anyhow::Result<crate::fleet::FleetOptions> {
+    let mut overrides = Overrides::new();
+    for option in &args.options {
+        overrides.option(option)?;
+    }
+    if let Some(port) = args.port {
+        overrides.port(port);
+    }
+    if let Some(user) = &args.login {
+        overrides.user(user.as_str());
+    }
+    let config = match &args.config {
+        Some(path) => ClientConfig::load_relative_to(path, home.dir())?,
+        None => ClientConfig::load_if_exists(home.config_path())?,
+    };
+    let forward_stdin = !args.null_stdin && !std::io::stdin().is_terminal() && !stdin_is_dev_null();
+    Ok(crate::fleet::FleetOptions {
+        home,
+        config,
+        overrides,
+        accept_new: args.accept_new,
+        connect_timeout: Duration::from_secs(10),
+        forward_stdin,
+        quiet: args.quiet,
+    })
+}
+
 async fn run(args: Args) -> ExitCode {
     let home = match RshHome::from_env() {
         Ok(home) => home,
@@ -509,6 +566,9 @@ async fn run(args: Args) -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => fail(&format!("{err:#}")),
         };
+    }
+    if args.fleet.is_active() {
+        return run_fleet(&args, home).await;
     }
     let plan = match plan(&args, &home) {
         Ok(plan) => plan,

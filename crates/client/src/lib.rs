@@ -29,6 +29,8 @@ mod command;
 mod connection;
 mod error;
 pub mod escape;
+pub mod fleet;
+mod keycache;
 pub mod session;
 pub mod terminal;
 mod tls;

@@ -248,9 +248,9 @@ pub(crate) async fn handshake(
     options: &ConnectOptions,
 ) -> Result<Handshake, ClientError> {
     let host_port = rsh_tls::host_port(host, port);
-    let identity = identity_at(&options.home, &options.identity_path())?;
+    let identity = crate::keycache::identity(&options.home, &options.identity_path())?;
     let known_hosts_path = options.home.known_hosts_path();
-    let known = KnownHosts::load(&known_hosts_path)
+    let known = crate::keycache::known_hosts(&known_hosts_path)
         .map_err(|err| ClientError::Keys(format!("{}: {err}", known_hosts_path.display())))?;
     // Every key listed for the host counts (ssh does the same).
     let pinned = known.fingerprints(&host_port);
