@@ -161,7 +161,8 @@ async fn fifty_clients_at_once(t: Transport) {
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             format!("client-{i}\n"),
-            "stderr: {}",
+            "exit {:?}, stderr: {}",
+            out.status,
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(code(&out), 0);
