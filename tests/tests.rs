@@ -9,6 +9,7 @@ mod util;
 mod core;
 mod processes;
 mod protocol;
+mod pty;
 mod tls;
 mod tutorial;
 mod v2;

@@ -16,6 +16,7 @@
 //! Only after login does a connection take one of `max_connections`.
 
 use crate::connection::{self, ServerContext};
+use crate::pty::ConnectionInfo;
 use rsh_config::Endpoint;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -253,6 +254,12 @@ impl TlsListener {
             next_connection(&ctx, None, &mut backoff, || self.listener.accept()).await
         {
             let _ = tcp.set_nodelay(true);
+            // For the sessions' RSH_CONNECTION: the address this client
+            // reached (the listener's may be a wildcard).
+            let info = ConnectionInfo::Tcp {
+                client: addr,
+                server: tcp.local_addr().unwrap_or(self.local),
+            };
             let span = info_span!("conn", peer = %addr, user = tracing::field::Empty);
             let ctx = ctx.clone();
             let tls = self.tls.clone();
@@ -274,7 +281,7 @@ impl TlsListener {
                     };
                     if permit.is_some() {
                         info!("connected");
-                        connection::serve(stream, ctx).await;
+                        connection::serve(stream, ctx, info).await;
                         debug!("disconnected");
                     }
                     drop(permit);
@@ -520,11 +527,16 @@ impl UnixSocket {
                 continue;
             }
             let span = info_span!("conn", peer = %addr, user = %own_name);
+            let info = ConnectionInfo::Unix {
+                uid: cred.uid(),
+                pid: cred.pid(),
+                socket: self.path.clone(),
+            };
             let ctx = ctx.clone();
             ctx.tracker.clone().spawn(
                 async move {
                     info!("connected");
-                    connection::serve(stream, ctx).await;
+                    connection::serve(stream, ctx, info).await;
                     debug!("disconnected");
                     drop(permit);
                 }

@@ -145,6 +145,13 @@ pub enum ConnectionInfo {
         /// The socket's path.
         socket: PathBuf,
     },
+    /// A stream handed to [`crate::serve_connection`] by an embedding (a
+    /// test over an in-memory pipe, say): only the name it gave the peer
+    /// is known.
+    Embedded {
+        /// The peer's name, as the embedding gave it.
+        peer: String,
+    },
 }
 
 impl ConnectionInfo {
@@ -158,6 +165,8 @@ impl ConnectionInfo {
     ///   so scripts that split the value into four fields and treat the
     ///   second and fourth as numbers keep working; the `unix:` prefix tells
     ///   it is not an IP address.
+    /// - Embedded: `embedded:PEER 0 embedded: 0`, with any whitespace in the
+    ///   peer's name replaced by `_` (four fields still).
     pub fn to_env(&self) -> OsString {
         match self {
             ConnectionInfo::Tcp { client, server } => format!(
@@ -174,6 +183,13 @@ impl ConnectionInfo {
                 value.extend_from_slice(socket.as_os_str().as_bytes());
                 value.extend_from_slice(b" 0");
                 OsString::from_vec(value)
+            }
+            ConnectionInfo::Embedded { peer } => {
+                let peer: String = peer
+                    .chars()
+                    .map(|c| if c.is_whitespace() { '_' } else { c })
+                    .collect();
+                format!("embedded:{peer} 0 embedded: 0").into()
             }
         }
     }
