@@ -1,12 +1,12 @@
 //! One command or terminal session: spawned, supervised, finished.
 //!
-//! - **spawn** starts the program and hands back one [`Spawned`] value: its
+//! - **spawn** starts the program and hands back one `Spawned` value: its
 //!   process group, where the client's stdin goes, the output streams to
 //!   forward, the terminal (for a pty session), and the leader's exit
 //!   status to come (from the [`crate::reaper`]). There are two ways to
-//!   spawn, feeding the same loop: on pipes ([`spawn_piped`]: `SHELL -c
+//!   spawn, feeding the same loop: on pipes (`spawn_piped`: `SHELL -c
 //!   COMMAND`, or the user's login shell reading its commands from stdin),
-//!   and on a new pseudo-terminal ([`spawn_pty`], see [`crate::pty`]: the
+//!   and on a new pseudo-terminal (`spawn_pty`, see [`crate::pty`]: the
 //!   login shell or `SHELL -c COMMAND`, stdout and stderr one stream).
 //! - **supervise** pumps stdin and output under the channel's flow-control
 //!   windows, delivers signals (to the terminal's foreground job under a
