@@ -70,23 +70,12 @@ impl Session {
     /// Starts `command` (the login shell if `None`), on a pty of `size` if
     /// given, else on pipes.
     async fn start(server: &TestServer, command: Option<&str>, pty: Option<PtySize>) -> Session {
+        Session::start_exec(server, exec(command, pty)).await
+    }
+
+    async fn start_exec(server: &TestServer, exec: Exec) -> Session {
         let mut session = Session::connect(server).await;
-        session
-            .send(Frame::Exec(Exec {
-                channel: CHANNEL,
-                window: WINDOW,
-                command: command.unwrap_or_default().as_bytes().to_vec(),
-                cwd: None,
-                env: Vec::new(),
-                timeout: None,
-                login_shell: command.is_none(),
-                user: None,
-                pty: pty.map(|size| PtyRequest {
-                    term: b"xterm".to_vec(),
-                    size,
-                }),
-            }))
-            .await;
+        session.send(Frame::Exec(exec)).await;
         session
     }
 
@@ -211,6 +200,25 @@ impl Session {
             self.pump(deadline, "Exit").await;
         }
         self.exit.clone().expect("exit seen")
+    }
+}
+
+/// An Exec on [`CHANNEL`]: `command` (the login shell if `None`), on a pty
+/// of `size` if given, else on pipes.
+fn exec(command: Option<&str>, pty: Option<PtySize>) -> Exec {
+    Exec {
+        channel: CHANNEL,
+        window: WINDOW,
+        command: command.unwrap_or_default().as_bytes().to_vec(),
+        cwd: None,
+        env: Vec::new(),
+        timeout: None,
+        login_shell: command.is_none(),
+        user: None,
+        pty: pty.map(|size| PtyRequest {
+            term: b"xterm".to_vec(),
+            size,
+        }),
     }
 }
 
@@ -466,4 +474,62 @@ fn a_login_shell_without_a_pty_reads_its_script_from_stdin() {
             "one shell ran the script: {out:?}"
         );
     });
+}
+
+#[test]
+fn a_timeout_ends_the_whole_session() {
+    let server = TestServer::start(Transport::Unix);
+    runtime().block_on(async {
+        // A job in a process group of its own, which ending the shell's
+        // group would not reach.
+        let mut exec = exec(
+            Some("set -m; sleep 100 & echo bg=$!=; sleep 100"),
+            Some(size(80, 24)),
+        );
+        exec.timeout = Some(Duration::from_millis(500));
+        let mut session = Session::start_exec(&server, exec).await;
+        let background = session.wait_for_number("bg").await;
+        assert_eq!(session.wait_exit().await, ExitStatus::TimedOut);
+        let left = wait_gone(&[background], WAIT);
+        assert!(left.is_empty(), "the job outlived the timed-out session");
+    });
+}
+
+/// `RSH_CONNECTION` says where the client is, as sshd's `SSH_CONNECTION`,
+/// for plain commands as well.
+#[test]
+fn rsh_connection_names_both_ends() {
+    for transport in [Transport::Unix, Transport::Tls] {
+        let server = TestServer::start(transport);
+        runtime().block_on(async {
+            let client = server.connect().await;
+            let out = client
+                .run("echo \"$RSH_CONNECTION\"")
+                .await
+                .expect("command runs");
+            let value = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            let fields: Vec<&str> = value.split(' ').collect();
+            assert_eq!(fields.len(), 4, "{transport:?}: {value:?}");
+            match transport {
+                Transport::Unix => {
+                    assert_eq!(
+                        fields[0],
+                        format!(
+                            "unix:uid={},pid={}",
+                            nix::unistd::geteuid(),
+                            std::process::id()
+                        ),
+                        "the peer is this test process"
+                    );
+                    assert_eq!(fields[2], format!("unix:{}", server.socket.display()));
+                }
+                Transport::Tls => {
+                    // DEST is 127.0.0.1:PORT: the server's end.
+                    assert_eq!(format!("{}:{}", fields[2], fields[3]), server.dest);
+                    assert_eq!(fields[0], "127.0.0.1");
+                    assert!(fields[1].parse::<u16>().is_ok_and(|port| port > 0));
+                }
+            }
+        });
+    }
 }
