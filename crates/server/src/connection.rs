@@ -8,7 +8,6 @@
 
 use crate::budget::StdinBudget;
 use crate::command::{self, CommandContext, CommandInputs};
-use crate::pty::ConnectionInfo;
 use crate::reaper::Reaper;
 use crate::{login, ServerConfig};
 use bytes::Bytes;
@@ -61,7 +60,7 @@ pub(crate) struct ServerContext {
 /// Serves one connection to its end. Errors are logged here, in the
 /// connection's span. `peer` says where the client is, for the sessions'
 /// `RSH_CONNECTION`.
-pub(crate) async fn serve<S>(mut stream: S, ctx: ServerContext, peer: ConnectionInfo)
+pub(crate) async fn serve<S>(mut stream: S, ctx: ServerContext, peer: crate::pty::ConnectionInfo)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -151,7 +150,7 @@ struct Channel {
 struct Connection {
     ctx: ServerContext,
     /// Where the client is.
-    peer: Arc<ConnectionInfo>,
+    peer: Arc<crate::pty::ConnectionInfo>,
     /// The protocol version the greeting negotiated.
     version: u16,
     frames: mpsc::Sender<Frame>,

@@ -16,7 +16,6 @@
 //! Only after login does a connection take one of `max_connections`.
 
 use crate::connection::{self, ServerContext};
-use crate::pty::ConnectionInfo;
 use rsh_config::Endpoint;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -254,13 +253,13 @@ impl TlsListener {
             next_connection(&ctx, None, &mut backoff, || self.listener.accept()).await
         {
             let _ = tcp.set_nodelay(true);
+            let span = info_span!("conn", peer = %addr, user = tracing::field::Empty);
             // For the sessions' RSH_CONNECTION: the address this client
             // reached (the listener's may be a wildcard).
-            let info = ConnectionInfo::Tcp {
+            let info = crate::pty::ConnectionInfo::Tcp {
                 client: addr,
                 server: tcp.local_addr().unwrap_or(self.local),
             };
-            let span = info_span!("conn", peer = %addr, user = tracing::field::Empty);
             let ctx = ctx.clone();
             let tls = self.tls.clone();
             let limit = limit.clone();
@@ -527,7 +526,7 @@ impl UnixSocket {
                 continue;
             }
             let span = info_span!("conn", peer = %addr, user = %own_name);
-            let info = ConnectionInfo::Unix {
+            let info = crate::pty::ConnectionInfo::Unix {
                 uid: cred.uid(),
                 pid: cred.pid(),
                 socket: self.path.clone(),
