@@ -14,6 +14,7 @@ mod processes;
 mod protocol;
 mod service;
 mod terminal;
+mod pty;
 mod tls;
 mod trust;
 mod tutorial;

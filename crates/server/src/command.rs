@@ -1,15 +1,19 @@
-//! One command: spawned, supervised, finished.
+//! One command or terminal session: spawned, supervised, finished.
 //!
-//! - **spawn** starts the command and hands back one [`Spawned`] value: its
+//! - **spawn** starts the program and hands back one `Spawned` value: its
 //!   process group, where the client's stdin goes, the output streams to
-//!   forward, a slot for a terminal's resize handle, and the leader's exit
-//!   status to come (from the [`crate::reaper`]). A piped `sh -c COMMAND` is
-//!   one way to spawn ([`spawn_piped`]); a pty session is meant to be another,
-//!   feeding the same loop.
+//!   forward, the terminal (for a pty session), and the leader's exit
+//!   status to come (from the [`crate::reaper`]). There are two ways to
+//!   spawn, feeding the same loop: on pipes (`spawn_piped`: `SHELL -c
+//!   COMMAND`, or the user's login shell reading its commands from stdin),
+//!   and on a new pseudo-terminal (`spawn_pty`, see [`crate::pty`]: the
+//!   login shell or `SHELL -c COMMAND`, stdout and stderr one stream).
 //! - **supervise** pumps stdin and output under the channel's flow-control
-//!   windows, delivers signals, and watches the timeout, the client and the
-//!   server's shutdown, until it knows how the command ended ([`Outcome`]).
-//! - **finish** ends what is left of the group, then reports the end exactly
+//!   windows, delivers signals (to the terminal's foreground job under a
+//!   pty) and resizes, and watches the timeout, the client and the server's
+//!   shutdown, until it knows how the command ended ([`Outcome`]).
+//! - **finish** ends what is left (the process group; under a pty the whole
+//!   session, hung up first as a terminal is), then reports the end exactly
 //!   once through the channel's [`ChannelEnd`]: the connection's table marks
 //!   the channel free, then the `Exit` frame goes out (unless the client is
 //!   gone).
@@ -22,6 +26,16 @@
 //! SIGTERM, then SIGKILL: a command leaves nothing behind unless it left its
 //! group on purpose (`setsid`).
 //!
+//! Under a pty the shell puts each job in its own process group, so the unit
+//! is the session instead: when the shell exits, what it left of the session
+//! is ended at once (as sshd does; a job holding the terminal would keep the
+//! output open for ever), and the output then reaches its end (EIO on the
+//! master). The linger rule stays as a backstop for a process that left the
+//! session but kept the terminal open. When the client goes away (or the
+//! timeout or the shutdown grace expires) the terminal is hung up: SIGHUP to
+//! the shell and the foreground job, then whatever of the session is left
+//! is ended ([`pty::hang_up`]).
+//!
 //! Flow control: an output stream waits until its pipe is readable *before*
 //! it takes credit from the shared output window, and reads at most what it
 //! took; credit is never held while a pipe is idle, so any window from one
@@ -31,11 +45,12 @@
 use crate::budget::StdinBudget;
 use crate::connection::ChannelEnd;
 use crate::process_group;
+use crate::pty::{self, Account, ConnectionInfo, PtyControl, PtyReader, PtyWriter};
 use crate::reaper::{LeaderExit, Reaper};
 use crate::ServerConfig;
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 use rsh_proto::io::ChunkBuffers;
-use rsh_proto::{Exec, ExitStatus, Frame, Window};
+use rsh_proto::{Exec, ExitStatus, Frame, PtyRequest, PtySize, Window};
 use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -46,10 +61,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 /// What the connection keeps to talk to a running command.
 #[derive(Debug)]
@@ -62,6 +77,9 @@ pub(crate) struct CommandInputs {
     pub output_window: Arc<Window>,
     /// Credit the client has for stdin bytes; the command grants it.
     pub stdin_credit: Arc<Window>,
+    /// The latest terminal size the client sent (a pty session only):
+    /// resizes that come faster than they are applied collapse into one.
+    pub resizes: Option<watch::Receiver<PtySize>>,
 }
 
 /// The connection-wide things a command needs.
@@ -76,6 +94,8 @@ pub(crate) struct CommandContext {
     pub tracker: TaskTracker,
     pub reaper: Reaper,
     pub stdin_budget: StdinBudget,
+    /// Where the client is (`RSH_CONNECTION`).
+    pub connection: Arc<ConnectionInfo>,
 }
 
 /// Where the client's stdin goes.
@@ -83,18 +103,24 @@ pub(crate) struct CommandContext {
 pub(crate) enum Input {
     /// The write end of the command's stdin pipe.
     Pipe(pipe::Sender),
+    /// The pty's master: what is written is typed on the terminal. There is
+    /// no end of input on a terminal (the client types Ctrl-D for that).
+    Pty(PtyWriter),
 }
 
 impl Input {
     async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
         match self {
             Input::Pipe(pipe) => pipe.write_all(data).await,
+            Input::Pty(writer) => writer.write_all(data).await,
         }
     }
 
-    fn raw_fd(&self) -> RawFd {
+    /// The pipe's descriptor, to enlarge it; none for a terminal.
+    fn pipe_fd(&self) -> Option<RawFd> {
         match self {
-            Input::Pipe(pipe) => pipe.as_raw_fd(),
+            Input::Pipe(pipe) => Some(pipe.as_raw_fd()),
+            Input::Pty(_) => None,
         }
     }
 }
@@ -104,41 +130,77 @@ impl Input {
 pub(crate) enum Output {
     /// The read end of a stdout or stderr pipe.
     Pipe(pipe::Receiver),
+    /// The pty's master: stdout and stderr of the session (EIO, once the last
+    /// slave is closed, is the end).
+    Pty(PtyReader),
 }
+
+/// Zeroed room offered to one read of the pty: the kernel hands out at
+/// most a few KiB per read, so a larger block would be zeroed for nothing.
+const PTY_READ: usize = 16 * 1024;
 
 impl Output {
     async fn readable(&self) -> std::io::Result<()> {
         match self {
             Output::Pipe(pipe) => pipe.readable().await,
+            Output::Pty(reader) => reader.readable().await,
         }
     }
 
-    fn try_read_buf(&self, buf: &mut impl BufMut) -> std::io::Result<usize> {
+    /// Reads what is there, at most `limit` bytes, onto the end of `buf`;
+    /// `Ok(0)` at the end, `WouldBlock` if nothing is there yet.
+    fn try_read_into(&mut self, buf: &mut BytesMut, limit: usize) -> std::io::Result<usize> {
         match self {
-            Output::Pipe(pipe) => pipe.try_read_buf(buf),
+            Output::Pipe(pipe) => pipe.try_read_buf(&mut buf.limit(limit)),
+            Output::Pty(reader) => read_pty(reader, buf, limit),
         }
     }
 
-    fn raw_fd(&self) -> RawFd {
+    /// The pipe's descriptor, to enlarge it; none for a terminal.
+    fn pipe_fd(&self) -> Option<RawFd> {
         match self {
-            Output::Pipe(pipe) => pipe.as_raw_fd(),
+            Output::Pipe(pipe) => Some(pipe.as_raw_fd()),
+            Output::Pty(_) => None,
         }
     }
 }
 
-/// Sets a terminal's size (columns, rows).
-pub(crate) type Resize = Box<dyn FnMut(u16, u16) -> std::io::Result<()> + Send>;
+/// Reads the pty until nothing more is there or `limit` is reached: a pty
+/// read returns at most a few KiB, and gathering them makes one frame of a
+/// fast writer's output instead of one per read.
+fn read_pty(reader: &mut PtyReader, buf: &mut BytesMut, limit: usize) -> std::io::Result<usize> {
+    let start = buf.len();
+    let mut total = 0;
+    let result = loop {
+        if total == limit {
+            break Ok(total);
+        }
+        let want = (limit - total).min(PTY_READ);
+        buf.resize(start + total + want, 0);
+        match reader.try_read(&mut buf[start + total..]) {
+            // The end: what was read before it goes out first; the next
+            // call says 0 again.
+            Ok(0) => break Ok(total),
+            Ok(n) => total += n,
+            Err(_) if total > 0 => break Ok(total),
+            Err(err) => break Err(err),
+        }
+    };
+    buf.truncate(start + total);
+    result
+}
 
 /// A started command, however it was started.
 pub(crate) struct Spawned {
-    /// The leader's pid, which is also the process group's id.
+    /// The leader's pid, which is also the process group's id (and, under a
+    /// pty, the session's).
     pub pgid: u32,
     pub stdin: Input,
     /// Stdout and stderr for a piped command; a terminal has one stream.
     pub outputs: Vec<(Stream, Output)>,
-    /// Set by a spawn on a terminal; a piped command has nothing to resize.
-    #[allow(dead_code)]
-    pub resize: Option<Resize>,
+    /// The terminal of a pty session (resize, foreground job, hangup);
+    /// `None` on pipes.
+    pub terminal: Option<PtyControl>,
     pub leader: LeaderExit,
 }
 
@@ -173,7 +235,7 @@ impl Counters {
 /// frame unless the client is gone). Returns once the leader is reaped.
 pub(crate) async fn run(exec: Exec, inputs: CommandInputs, ctx: CommandContext, end: ChannelEnd) {
     let started = Instant::now();
-    let spawned = match spawn_piped(&exec, &ctx.config, &ctx.reaper) {
+    let spawned = match spawn(&exec, &ctx).await {
         Ok(spawned) => spawned,
         Err(reason) => {
             warn!(%reason, "command failed to start");
@@ -184,35 +246,48 @@ pub(crate) async fn run(exec: Exec, inputs: CommandInputs, ctx: CommandContext, 
     tracing::Span::current().record("pid", spawned.pgid);
     debug!("command started");
     let pgid = spawned.pgid;
+    let on_pty = spawned.terminal.is_some();
     let output_window = inputs.output_window.clone();
     let counters = Counters::default();
-    let (outcome, exited, mut leader) =
+    let (outcome, exited, terminal, mut leader) =
         supervise(spawned, exec.channel, exec.timeout, inputs, &ctx, &counters).await;
-    let status = finish(outcome, exited, pgid, &mut leader, &ctx.config).await;
+    let status = finish(outcome, exited, pgid, terminal, &mut leader, &ctx.config).await;
 
     let bytes_out = counters.output();
     let bytes_in = counters.stdin.load(Ordering::Relaxed);
     let duration_ms = started.elapsed().as_millis() as u64;
     // The reply first; logging and cleanup are off the client's path.
     end.report(status.clone()).await;
-    match status {
-        Some(status) => {
+    match (status, on_pty) {
+        (Some(status), _) => {
             // Let the writer (likely queued on this very thread) put the
             // exit on the wire before we spend time on the log line.
             tokio::task::yield_now().await;
-            info!(
-                ?status,
-                duration_ms, bytes_out, bytes_in, "command finished"
-            );
+            if on_pty {
+                info!(
+                    ?status,
+                    duration_ms, bytes_out, bytes_in, "session finished"
+                );
+            } else {
+                info!(
+                    ?status,
+                    duration_ms, bytes_out, bytes_in, "command finished"
+                );
+            }
         }
-        None => info!(
+        (None, true) => info!(
+            status = "client gone",
+            duration_ms, bytes_out, bytes_in, "session hung up"
+        ),
+        (None, false) => info!(
             status = "client gone",
             duration_ms, bytes_out, bytes_in, "command ended"
         ),
     }
     output_window.close();
-    // Leftovers (background jobs): swept in the background if any.
-    if process_group::group_exists(pgid) {
+    // Leftovers (background jobs): swept in the background if any. A pty
+    // session's were swept when its shell exited or it was hung up.
+    if !on_pty && process_group::group_exists(pgid) {
         let grace = ctx.config.kill_grace;
         ctx.tracker
             .spawn(async move { process_group::sweep(pgid, grace).await });
@@ -229,12 +304,12 @@ async fn supervise(
     inputs: CommandInputs,
     ctx: &CommandContext,
     counters: &Counters,
-) -> (Outcome, Option<ExitStatus>, LeaderExit) {
+) -> (Outcome, Option<ExitStatus>, Option<PtyControl>, LeaderExit) {
     let Spawned {
         pgid,
         stdin,
         outputs,
-        resize: _,
+        terminal,
         mut leader,
     } = spawned;
     let CommandInputs {
@@ -242,6 +317,7 @@ async fn supervise(
         mut signals,
         output_window,
         stdin_credit,
+        mut resizes,
     } = inputs;
     let config = &ctx.config;
 
@@ -278,6 +354,14 @@ async fn supervise(
             }
             status = leader.wait(), if exited.is_none() => match status {
                 Some(status) => {
+                    if let Some(terminal) = &terminal {
+                        // The jobs the shell left would hold the terminal,
+                        // and so the output, open for ever.
+                        ctx.tracker.spawn(
+                            pty::sweep_after_exit(terminal.clone(), config.kill_grace)
+                                .in_current_span(),
+                        );
+                    }
                     if output_done {
                         break Outcome::Finished(status);
                     }
@@ -298,9 +382,24 @@ async fn supervise(
                 output_at_last_tick = output;
             }
             signal = signals.recv(), if signals_open => match signal {
-                Some(number) => deliver_signal(pgid, number),
+                // Under a pty, where a typed Ctrl-C goes: the foreground job.
+                Some(number) => deliver_signal(
+                    terminal
+                        .as_ref()
+                        .and_then(PtyControl::foreground_group)
+                        .unwrap_or(pgid),
+                    number,
+                ),
                 None => signals_open = false,
             },
+            size = next_resize(&mut resizes) => {
+                if let Some(terminal) = &terminal {
+                    debug!(cols = size.cols, rows = size.rows, "resizing the terminal");
+                    if let Err(err) = terminal.resize(window_size(size)) {
+                        warn!(cause = %err, "cannot resize the terminal");
+                    }
+                }
+            }
             // Both still apply after the shell exits, while a background job
             // keeps the output flowing.
             () = &mut timeout => break Outcome::TimedOut,
@@ -308,7 +407,27 @@ async fn supervise(
             () = &mut shutdown_grace_over => break Outcome::ShutdownGraceOver,
         }
     };
-    (outcome, exited, leader)
+    (outcome, exited, terminal, leader)
+}
+
+/// The next size the client sent; pending for ever once there can be none.
+async fn next_resize(resizes: &mut Option<watch::Receiver<PtySize>>) -> PtySize {
+    if let Some(rx) = resizes {
+        if rx.changed().await.is_ok() {
+            return *rx.borrow_and_update();
+        }
+    }
+    *resizes = None;
+    std::future::pending().await
+}
+
+fn window_size(size: PtySize) -> pty::WindowSize {
+    pty::WindowSize {
+        cols: size.cols,
+        rows: size.rows,
+        xpixel: size.pixel_width,
+        ypixel: size.pixel_height,
+    }
 }
 
 /// Ends the group as the outcome requires and says what to report: the
@@ -317,24 +436,30 @@ async fn finish(
     outcome: Outcome,
     exited: Option<ExitStatus>,
     pgid: u32,
+    terminal: Option<PtyControl>,
     leader: &mut LeaderExit,
     config: &ServerConfig,
 ) -> Option<ExitStatus> {
     let grace = config.kill_grace;
+    let what = if terminal.is_some() {
+        "session"
+    } else {
+        "process group"
+    };
     match outcome {
         Outcome::Finished(status) => Some(status),
         Outcome::Lingered(status) => {
-            debug!("output pipes held open after the shell exited; ending the group");
+            debug!("output held open after the shell exited; ending the {what}");
             Some(status)
         }
         Outcome::TimedOut => {
-            info!("command timed out; ending its process group");
-            process_group::terminate(pgid, leader, grace).await;
+            info!("command timed out; ending its {what}");
+            end_all(pgid, terminal, leader, grace).await;
             Some(ExitStatus::TimedOut)
         }
         Outcome::ShutdownGraceOver => {
-            info!("server shutting down; ending the command's process group");
-            let ended = process_group::terminate(pgid, leader, grace).await;
+            info!("server shutting down; ending the command's {what}");
+            let ended = end_all(pgid, terminal, leader, grace).await;
             // The shell's own status if it had exited; else how it was ended.
             Some(
                 exited
@@ -343,35 +468,136 @@ async fn finish(
             )
         }
         Outcome::LeaderLost => {
-            warn!("the command's exit status was lost; ending its process group");
-            process_group::terminate(pgid, leader, grace).await;
+            warn!("the command's exit status was lost; ending its {what}");
+            end_all(pgid, terminal, leader, grace).await;
             // "Neither a code nor a signal" (PROTOCOL.md §8.1).
             Some(ExitStatus::Code(-1))
         }
         Outcome::ClientGone => {
-            info!("client gone; ending the command's process group");
-            process_group::terminate(pgid, leader, grace).await;
+            info!("client gone; ending the command's {what}");
+            end_all(pgid, terminal, leader, grace).await;
             None
         }
     }
 }
 
-/// Spawns `SHELL -c COMMAND` in its own process group with its three
-/// standard streams on pipes.
-fn spawn_piped(exec: &Exec, config: &ServerConfig, reaper: &Reaper) -> Result<Spawned, String> {
+/// Ends a command's process group, or hangs a pty session up as a terminal
+/// is and ends what is left of it; the leader's status, if it could be had.
+async fn end_all(
+    pgid: u32,
+    terminal: Option<PtyControl>,
+    leader: &mut LeaderExit,
+    grace: Duration,
+) -> Option<ExitStatus> {
+    match terminal {
+        None => process_group::terminate(pgid, leader, grace).await,
+        Some(terminal) => {
+            pty::hang_up(terminal, grace).await;
+            // Bounded: the reaper may be gone (server stopping).
+            tokio::time::timeout(AFTER_KILL, leader.wait())
+                .await
+                .ok()
+                .flatten()
+        }
+    }
+}
+
+/// After SIGKILL, how long to wait for a session leader's status.
+const AFTER_KILL: Duration = Duration::from_secs(2);
+
+/// Starts what `exec` asks for: on a pty if it asks for one, else on pipes.
+async fn spawn(exec: &Exec, ctx: &CommandContext) -> Result<Spawned, String> {
+    match &exec.pty {
+        Some(request) => spawn_pty(exec, request, ctx).await,
+        None if exec.login_shell => {
+            // NSS may read files or ask a daemon: off the runtime.
+            let account = tokio::task::spawn_blocking(pty::account)
+                .await
+                .map_err(|err| format!("cannot look the user up: {err}"))?;
+            spawn_piped(exec, Some(&account), ctx)
+        }
+        None => spawn_piped(exec, None, ctx),
+    }
+}
+
+/// Starts a login shell or `SHELL -c COMMAND` on a new pty, in its own
+/// session (see [`crate::pty`]).
+async fn spawn_pty(
+    exec: &Exec,
+    request: &PtyRequest,
+    ctx: &CommandContext,
+) -> Result<Spawned, String> {
+    let spec = pty::PtySpec {
+        program: if exec.login_shell {
+            pty::Program::LoginShell
+        } else {
+            pty::Program::Command(exec.command.clone())
+        },
+        term: request.term.clone(),
+        size: window_size(request.size),
+        cwd: exec.cwd.clone(),
+        env: exec.env.clone(),
+        connection: (*ctx.connection).clone(),
+    };
+    let ((child, leader), terminal) = pty::spawn_with(&spec, &ctx.config.shell, |start| {
+        ctx.reaper.spawn_with(start)
+    })
+    .await
+    .map_err(|err| err.to_string())?;
+    // The `Child` is never waited on: the reaper has its pid.
+    drop(child);
+    tracing::Span::current().record("tty", tracing::field::display(terminal.tty.display()));
+    Ok(Spawned {
+        pgid: terminal.sid,
+        stdin: Input::Pty(terminal.writer),
+        outputs: vec![(Stream::Stdout, Output::Pty(terminal.reader))],
+        terminal: Some(terminal.control),
+        leader,
+    })
+}
+
+/// Spawns `SHELL -c COMMAND`, or with `login` the user's login shell (which
+/// then reads its commands from stdin, as `ssh HOST < script.sh` does), in
+/// its own process group with its three standard streams on pipes.
+fn spawn_piped(
+    exec: &Exec,
+    login: Option<&Account>,
+    ctx: &CommandContext,
+) -> Result<Spawned, String> {
+    let config = &ctx.config;
     // std's Command, not tokio's: tokio reaps its children itself, and the
     // reaper must be the only one waiting (see `crate::reaper`).
-    let mut command = std::process::Command::new(&config.shell);
+    let program = match login {
+        Some(account) => &account.shell,
+        None => &config.shell,
+    };
+    let mut command = std::process::Command::new(program);
+    match login {
+        Some(account) => {
+            // As sshd starts a session's shell: a login shell, told who it
+            // is; then the request's variables on top.
+            command
+                .arg0(pty::login_arg0(&account.shell))
+                .env("HOME", &account.home)
+                .env("USER", &account.name)
+                .env("LOGNAME", &account.name)
+                .env("SHELL", &account.shell);
+        }
+        None => {
+            command.arg("-c").arg(OsStr::from_bytes(&exec.command));
+        }
+    }
     command
-        .arg("-c")
-        .arg(OsStr::from_bytes(&exec.command))
         .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // Like ssh: commands start in the home directory, and a relative
     // directory is taken from there, not from wherever the daemon started.
-    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let home = match login {
+        Some(account) => Some(account.home.clone()),
+        None => std::env::var_os("HOME").map(std::path::PathBuf::from),
+    };
     let cwd = exec
         .cwd
         .as_deref()
@@ -391,14 +617,19 @@ fn spawn_piped(exec: &Exec, config: &ServerConfig, reaper: &Reaper) -> Result<Sp
     for (key, value) in &exec.env {
         command.env(OsStr::from_bytes(key), OsStr::from_bytes(value));
     }
-    let (mut child, leader) = reaper.spawn(&mut command).map_err(|err| match &exec.cwd {
-        Some(cwd) => format!(
-            "cannot run {} in {}: {err}",
-            config.shell.display(),
-            String::from_utf8_lossy(cwd)
-        ),
-        None => format!("cannot run {}: {err}", config.shell.display()),
-    })?;
+    // What the server knows to be true, as sshd's SSH_CONNECTION.
+    command.env("RSH_CONNECTION", ctx.connection.to_env());
+    let (mut child, leader) = ctx
+        .reaper
+        .spawn(&mut command)
+        .map_err(|err| match &exec.cwd {
+            Some(cwd) => format!(
+                "cannot run {} in {}: {err}",
+                program.display(),
+                String::from_utf8_lossy(cwd)
+            ),
+            None => format!("cannot run {}: {err}", program.display()),
+        })?;
     let pgid = child.id();
     let pipes = (|| {
         let (Some(stdin), Some(stdout), Some(stderr)) =
@@ -422,7 +653,7 @@ fn spawn_piped(exec: &Exec, config: &ServerConfig, reaper: &Reaper) -> Result<Sp
                 (Stream::Stdout, Output::Pipe(stdout)),
                 (Stream::Stderr, Output::Pipe(stderr)),
             ],
-            resize: None,
+            terminal: None,
             leader,
         }),
         Err(err) => {
@@ -458,7 +689,7 @@ fn enlarge_pipe(fd: RawFd) {
 fn deliver_signal(pgid: u32, number: u8) {
     match nix::sys::signal::Signal::try_from(i32::from(number)) {
         Ok(signal) => {
-            debug!(%signal, "delivering signal to the process group");
+            debug!(%signal, pgid, "delivering signal to the process group");
             process_group::signal_group(pgid, signal);
         }
         Err(_) => warn!(number, "ignoring request for an unknown signal"),
@@ -480,7 +711,7 @@ pub(crate) enum Stream {
 /// the read did not use. An idle stream holds no credit, so the other one
 /// can use the whole window.
 async fn pump_output(
-    output: Output,
+    mut output: Output,
     stream: Stream,
     channel: u32,
     window: &Window,
@@ -504,7 +735,7 @@ async fn pump_output(
             return;
         };
         let buf = buffers.room(credit);
-        let n = match output.try_read_buf(&mut buf.limit(credit)) {
+        let n = match output.try_read_into(buf, credit) {
             Ok(n) => n,
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
                 // Readiness was stale; wait again, holding nothing.
@@ -522,7 +753,9 @@ async fn pump_output(
         }
         counter.fetch_add(n as u64, Ordering::Relaxed);
         if !enlarged && n >= ENLARGE_PIPE_AFTER {
-            enlarge_pipe(output.raw_fd());
+            if let Some(fd) = output.pipe_fd() {
+                enlarge_pipe(fd);
+            }
             enlarged = true;
         }
         let data = buf.split().freeze();
@@ -562,7 +795,9 @@ async fn pump_stdin(
             data = incoming.recv() => {
                 let Some(data) = data else { break };
                 if !enlarged && data.len() >= ENLARGE_PIPE_AFTER {
-                    enlarge_pipe(sink.raw_fd());
+                    if let Some(fd) = sink.pipe_fd() {
+                        enlarge_pipe(fd);
+                    }
                     enlarged = true;
                 }
                 if let Err(err) = sink.write_all(&data).await {

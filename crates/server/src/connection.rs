@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -89,8 +89,9 @@ impl Clone for ServerContext {
 }
 
 /// Serves one connection to its end. Errors are logged here, in the
-/// connection's span.
-pub(crate) async fn serve<S>(mut stream: S, ctx: ServerContext)
+/// connection's span. `peer` says where the client is, for the sessions'
+/// `RSH_CONNECTION`.
+pub(crate) async fn serve<S>(mut stream: S, ctx: ServerContext, peer: crate::pty::ConnectionInfo)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -123,6 +124,7 @@ where
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
         ctx: ctx.clone(),
+        peer: Arc::new(peer),
         version,
         frames: frames_tx,
         client_gone: client_gone.clone(),
@@ -168,6 +170,8 @@ struct Channel {
     signals: mpsc::UnboundedSender<u8>,
     output_window: Arc<Window>,
     stdin_credit: Arc<Window>,
+    /// The latest size asked for, on a channel with a pty.
+    resize: Option<watch::Sender<rsh_proto::PtySize>>,
 }
 
 /// The one record of which channels are running: a channel is running while
@@ -178,6 +182,8 @@ struct Channel {
 /// finds the id free.
 struct Connection {
     ctx: ServerContext,
+    /// Where the client is.
+    peer: Arc<crate::pty::ConnectionInfo>,
     /// The protocol version the greeting negotiated.
     version: u16,
     frames: mpsc::Sender<Frame>,
@@ -343,9 +349,14 @@ impl Connection {
                 Ok(())
             }
             Frame::Resize { channel, size } => {
-                // No channel has a pty yet (such requests are refused), and a
-                // resize of a channel without one is ignored.
-                debug!(channel, ?size, "resize of a channel without a pty ignored");
+                match self.channels.get(&channel).and_then(|c| c.resize.as_ref()) {
+                    // Only the latest size is kept: a burst of resizes
+                    // costs no memory.
+                    Some(resize) => {
+                        resize.send_replace(size);
+                    }
+                    None => debug!(channel, ?size, "resize of a channel without a pty ignored"),
+                }
                 Ok(())
             }
             Frame::Unknown {
@@ -414,6 +425,13 @@ impl Connection {
         let (signals_tx, signals_rx) = mpsc::unbounded_channel();
         let output_window = Arc::new(Window::new(u64::from(exec.window)));
         let stdin_credit = Arc::new(Window::new(0));
+        let (resize_tx, resizes) = match &exec.pty {
+            Some(pty) => {
+                let (tx, rx) = watch::channel(pty.size);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         self.channels.insert(
             channel,
             Channel {
@@ -421,6 +439,7 @@ impl Connection {
                 signals: signals_tx,
                 output_window: output_window.clone(),
                 stdin_credit: stdin_credit.clone(),
+                resize: resize_tx,
             },
         );
         let inputs = CommandInputs {
@@ -428,6 +447,7 @@ impl Connection {
             signals: signals_rx,
             output_window,
             stdin_credit,
+            resizes,
         };
         let command_ctx = CommandContext {
             config: self.ctx.config.clone(),
@@ -437,6 +457,7 @@ impl Connection {
             tracker: self.ctx.tracker.clone(),
             reaper: self.ctx.reaper.clone(),
             stdin_budget: self.ctx.stdin_budget.clone(),
+            connection: self.peer.clone(),
         };
         let end = ChannelEnd {
             channel,
@@ -451,7 +472,20 @@ impl Connection {
             // Debug-quoted: a newline in a command cannot forge a log line.
             command = ?String::from_utf8_lossy(&exec.command),
             pid = tracing::field::Empty,
+            // Only for what version 2 adds: a login shell, a terminal.
+            login_shell = tracing::field::Empty,
+            term = tracing::field::Empty,
+            tty = tracing::field::Empty,
         );
+        if exec.login_shell {
+            span.record("login_shell", true);
+        }
+        if let Some(pty) = &exec.pty {
+            span.record(
+                "term",
+                tracing::field::debug(String::from_utf8_lossy(&pty.term)),
+            );
+        }
         self.ctx
             .tracker
             .spawn(command::run(exec, inputs, command_ctx, end).instrument(span));

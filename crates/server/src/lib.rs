@@ -11,8 +11,9 @@
 //!   connection's commands; one writer task owns the socket's write half.
 //! - `login`: what a version-2 request may ask beyond a command (which
 //!   user, a login shell, a pty), checked before anything runs.
-//! - [`command`]: runs one `sh -c COMMAND` in its own process group and pumps
-//!   its stdin, stdout and stderr under the channel's flow-control windows.
+//! - [`command`]: runs one `sh -c COMMAND` (or a login shell) in its own
+//!   process group on pipes, or a session on a pty, and pumps its stdin and
+//!   output under the channel's flow-control windows.
 //! - [`process_group`]: ending a command's whole process group, politely then
 //!   firmly.
 //! - [`reaper`]: the one place children are waited for: every child of the
@@ -21,8 +22,8 @@
 //! - [`budget`]: the stdin bytes all connections together may have in flight
 //!   to the server; stdin windows are granted out of it.
 //! - [`pty`]: a login shell or a command on a new pseudo-terminal, in its own
-//!   session (not wired to the connection yet); [`session`] ends and reaps a
-//!   whole session when its terminal is hung up.
+//!   session (the second way [`command`] spawns); [`session`] finds and ends
+//!   a whole session when its terminal is hung up.
 //! - [`ready`]: the `--ready-file` a supervisor waits on (bound endpoints,
 //!   host key fingerprint, pid), with its format.
 //! - [`config_file`]: `$RSH_HOME/rsh-server.toml`, the command line's

@@ -310,6 +310,12 @@ impl TlsListener {
                 }
             }
             let span = info_span!("conn", peer = %addr, user = tracing::field::Empty);
+            // For the sessions' RSH_CONNECTION: the address this client
+            // reached (the listener's may be a wildcard).
+            let info = crate::pty::ConnectionInfo::Tcp {
+                client: addr,
+                server: tcp.local_addr().unwrap_or(self.local),
+            };
             let ctx = ctx.clone();
             let tls = self.tls.clone();
             let limit = limit.clone();
@@ -330,7 +336,7 @@ impl TlsListener {
                     };
                     if permit.is_some() {
                         info!("connected");
-                        connection::serve(stream, ctx).await;
+                        connection::serve(stream, ctx, info).await;
                         debug!("disconnected");
                     }
                     drop(permit);
@@ -680,11 +686,16 @@ impl UnixSocket {
                 continue;
             }
             let span = info_span!("conn", peer = %addr, user = %own_name);
+            let info = crate::pty::ConnectionInfo::Unix {
+                uid: cred.uid(),
+                pid: cred.pid(),
+                socket: self.path.clone(),
+            };
             let ctx = ctx.clone();
             ctx.tracker.clone().spawn(
                 async move {
                     info!("connected");
-                    connection::serve(stream, ctx).await;
+                    connection::serve(stream, ctx, info).await;
                     debug!("disconnected");
                     drop(permit);
                 }

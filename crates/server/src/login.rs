@@ -1,6 +1,7 @@
 //! What a version-2 Exec may ask beyond a command: which user to run as, the
 //! user's login shell, a pty. Checked after the request is found well formed
-//! and before anything runs.
+//! and before anything runs: only the user can be refused (the server runs
+//! everything as itself); login shells and ptys are always served.
 
 use rsh_proto::{ErrorKind, Exec};
 use tokio::sync::OnceCell;
@@ -23,19 +24,7 @@ pub(crate) async fn check(exec: &Exec) -> Result<(), (ErrorKind, String)> {
             ));
         }
     }
-    // Terminal sessions are the next step; until then refuse clearly.
-    if exec.pty.is_some() {
-        return Err((
-            ErrorKind::Unsupported,
-            "this server does not offer terminal sessions (pty) yet".into(),
-        ));
-    }
-    if exec.login_shell {
-        return Err((
-            ErrorKind::Unsupported,
-            "this server does not run login shells yet; send a command".into(),
-        ));
-    }
+    // A pty and a login shell are served (see `crate::command`'s spawn).
     Ok(())
 }
 

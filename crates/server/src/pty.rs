@@ -42,9 +42,10 @@
 //!   client must not override: `TERM` from the pty request, `RSH_CONNECTION`
 //!   ([`ConnectionInfo::to_env`]) and `RSH_TTY` (the slave's path).
 //!
-//! # Integration
-//! Not wired into the connection yet; see the `INTEGRATION:` note at the end
-//! of this file for how a pty `Spawned` would look.
+//! # Use
+//! [`crate::command`]'s `spawn_pty` starts a session here with the server's
+//! reaper running the spawn step, and feeds the terminal's reader, writer
+//! and control into the same supervise loop as a piped command's.
 
 use crate::session;
 use nix::errno::Errno;
@@ -145,6 +146,13 @@ pub enum ConnectionInfo {
         /// The socket's path.
         socket: PathBuf,
     },
+    /// A stream handed to [`crate::serve_connection`] by an embedding (a
+    /// test over an in-memory pipe, say): only the name it gave the peer
+    /// is known.
+    Embedded {
+        /// The peer's name, as the embedding gave it.
+        peer: String,
+    },
 }
 
 impl ConnectionInfo {
@@ -158,6 +166,8 @@ impl ConnectionInfo {
     ///   so scripts that split the value into four fields and treat the
     ///   second and fourth as numbers keep working; the `unix:` prefix tells
     ///   it is not an IP address.
+    /// - Embedded: `embedded:PEER 0 embedded: 0`, with any whitespace in the
+    ///   peer's name replaced by `_` (four fields still).
     pub fn to_env(&self) -> OsString {
         match self {
             ConnectionInfo::Tcp { client, server } => format!(
@@ -174,6 +184,13 @@ impl ConnectionInfo {
                 value.extend_from_slice(socket.as_os_str().as_bytes());
                 value.extend_from_slice(b" 0");
                 OsString::from_vec(value)
+            }
+            ConnectionInfo::Embedded { peer } => {
+                let peer: String = peer
+                    .chars()
+                    .map(|c| if c.is_whitespace() { '_' } else { c })
+                    .collect();
+                format!("embedded:{peer} 0 embedded: 0").into()
             }
         }
     }
@@ -679,94 +696,6 @@ pub async fn sweep_after_exit(control: PtyControl, grace: Duration) {
     drop(control);
     session::end_session(sid, grace).await;
 }
-
-// INTEGRATION: how a pty becomes "a second way to spawn" for command.rs's
-// spawn → supervise → finish (written against h/proc's `Spawned`, `Input`,
-// `Output`, `Reaper`, `LeaderExit` and h/v2's `Exec { pty, login_shell }`,
-// `PtyRequest`, `PtySize`, `Frame::Resize`; adjust names to what lands).
-//
-// 1. The reaper runs the spawn step, so the leader's status is its alone
-//    (reaper.rs: `spawn` with `command.spawn()` replaced by `start()`):
-//
-//        pub fn spawn_with(&self, start: impl FnOnce() -> io::Result<Child>)
-//            -> io::Result<(Child, LeaderExit)> { /* as spawn */ }
-//
-// 2. command.rs, beside `spawn_piped`:
-//
-//        async fn spawn_pty(exec: &Exec, pty: &PtyRequest, ctx: &CommandContext)
-//            -> Result<Spawned, String> {
-//            let spec = pty::PtySpec {
-//                program: if exec.login_shell { pty::Program::LoginShell }
-//                         else { pty::Program::Command(exec.command.clone()) },
-//                term: pty.term.clone(),
-//                size: window_size(pty.size),       // PtySize -> WindowSize
-//                cwd: exec.cwd.clone(),
-//                env: exec.env.clone(),
-//                connection: ctx.connection.clone(), // new CommandContext field
-//            };
-//            let ((child, leader), terminal) =
-//                pty::spawn_with(&spec, &ctx.config.shell, |start| ctx.reaper.spawn_with(start))
-//                    .await
-//                    .map_err(|err| err.to_string())?;   // -> ExitStatus::FailedToStart
-//            drop(child);                                // the reaper has its pid
-//            let control = terminal.control.clone();
-//            Ok(Spawned {
-//                pgid: terminal.sid,                     // also the session id
-//                stdin: Input::Pty(terminal.writer),
-//                outputs: vec![(Stream::Stdout, Output::Pty(terminal.reader))],
-//                resize: Some(Box::new(move |size| control.resize(size))),
-//                ending: Ending::Session(terminal.control),  // new field, see 4.
-//                leader,
-//            })
-//        }
-//
-//    `Resize` should take the whole size (pixels too), not (cols, rows).
-//    `Input::Pty(PtyWriter)`: `write_all` as for the pipe; no pipe resizing
-//    on its fd. Stdin EOF from the client under a pty: drop the writer or
-//    keep it, nothing more (no half-close on a terminal; a client that
-//    wants the remote `cat` to end types Ctrl-D, which is just a byte).
-//    `Output::Pty(PtyReader)`: `readable()` as is; `try_read_buf` reads
-//    into the block with `try_read(&mut [u8])` (Ok(0) is the end: EIO);
-//    no `enlarge_pipe` (not a pipe). Output credit as for pipes.
-//
-// 3. supervise, for `Ending::Session`:
-//    - The shell exited: do not linger. As sshd does, end what it left now:
-//      `pty::sweep_after_exit(control.clone(), grace)` (spawned, or in the
-//      select), since a job left running holds the slave and the output
-//      would never reach EIO. The kernel has already hung up the
-//      foreground group at the leader's exit. Output still buffered in the
-//      pty is read before the EIO, then `Outcome::Finished(status)`.
-//    - `Frame::Signal`: to the terminal's foreground group
-//      (`control.foreground_group()`, killpg), where a typed Ctrl-C goes,
-//      not to the shell's own group.
-//    - `Frame::Resize` on this channel: `resize(size)`; an error is a
-//      `warn!`, never fatal. On a channel without a pty: ignored (v2 doc).
-//
-// 4. finish, for `Ending::Session(control)`: ClientGone, TimedOut,
-//    ShutdownGraceOver and LeaderLost call `pty::hang_up(control, grace)`
-//    instead of `process_group::terminate`, then take the leader's status
-//    from `leader.wait()` (bounded: it has been SIGKILLed if it was still
-//    there). The leftover sweep after Finished is
-//    `session::end_session(sid, grace)` when
-//    `!session::session_members(sid).is_empty()`, instead of
-//    `process_group::group_exists` / `sweep`. Orphans the session leaves
-//    are adopted and reaped by the subreaper's reaper; session.rs only
-//    signals and watches.
-//
-// 5. `ConnectionInfo` per connection, built by the listener:
-//    `Tcp { client: peer_addr, server: local_addr }`, or
-//    `Unix { uid: cred.uid(), pid: cred.pid(), socket: bound path }`.
-//
-// 6. v2 `login_shell` without a pty (`rsh-client DEST < script.sh`): a
-//    piped spawn of `account().shell` with `arg0(login_arg0(..))` in
-//    `account().home` (look it up in spawn_blocking); no terminal, so no
-//    job control, and the process-group ending stays right for it.
-//
-// 7. Tests the issue asks for at that point (real client on a real pty,
-//    Unix socket and TLS): `cd /tmp; pwd`, variables across lines, `tty`,
-//    `stty size` and resize, /dev/tty read, Ctrl-C of a remote sleep, `~.`
-//    leaving no process of the session within 2 s (by pid, with
-//    `session::session_members(sid)`), a job left at `exit`, 20 MB whole.
 
 #[cfg(test)]
 mod tests;

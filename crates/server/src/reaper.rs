@@ -111,10 +111,22 @@ impl Reaper {
         &self,
         command: &mut std::process::Command,
     ) -> std::io::Result<(std::process::Child, LeaderExit)> {
+        self.spawn_with(|| command.spawn())
+    }
+
+    /// Runs `start`, which spawns one child (a pty session's, say), and
+    /// registers the child's pid for its exit status.
+    ///
+    /// # Errors
+    /// What `start` returns.
+    pub fn spawn_with(
+        &self,
+        start: impl FnOnce() -> std::io::Result<std::process::Child>,
+    ) -> std::io::Result<(std::process::Child, LeaderExit)> {
         let mut waiting = self.inner.lock();
         // Under the lock: the reaper cannot take this child's status before
         // it is registered (nor during spawn's own wait for a failed exec).
-        let child = command.spawn()?;
+        let child = start()?;
         let (tx, rx) = oneshot::channel();
         if let Ok(pid) = i32::try_from(child.id()) {
             waiting.insert(pid, tx);

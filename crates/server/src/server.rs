@@ -82,7 +82,8 @@ impl Server {
 ///
 /// No authentication happens here: the caller has already decided who the
 /// peer is (tests over [`tokio::io::duplex`], an embedding that authenticates
-/// by other means). `peer` names it in the connection's log span.
+/// by other means). `peer` names it in the connection's log span and in its
+/// sessions' `RSH_CONNECTION`.
 pub async fn serve_connection<S>(
     stream: S,
     peer: &str,
@@ -102,7 +103,10 @@ pub async fn serve_connection<S>(
     };
     let tracker = ctx.tracker.clone();
     let reaper = ctx.reaper.clone();
-    crate::connection::serve(stream, ctx)
+    let info = crate::pty::ConnectionInfo::Embedded {
+        peer: peer.to_owned(),
+    };
+    crate::connection::serve(stream, ctx, info)
         .instrument(info_span!("conn", peer = %peer))
         .await;
     tracker.close();

@@ -230,6 +230,14 @@ fn rsh_connection_for_the_unix_socket_has_four_fields() {
         server: "[::1]:7022".parse().expect("address"),
     };
     assert_eq!(v6.to_env(), OsString::from("::1 50122 ::1 7022"));
+    // Four fields whatever name an embedding gave its peer.
+    let embedded = ConnectionInfo::Embedded {
+        peer: "test peer\t1".into(),
+    };
+    assert_eq!(
+        embedded.to_env(),
+        OsString::from("embedded:test_peer_1 0 embedded: 0")
+    );
 }
 
 #[tokio::test]
