@@ -9,5 +9,6 @@ mod util;
 mod core;
 mod protocol;
 mod tls;
+mod tools;
 mod tutorial;
 mod v2;
