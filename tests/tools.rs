@@ -578,7 +578,18 @@ fn ansible_setup(fleet: &Fleet) -> AnsibleSetup {
         )
         .expect("write to a String");
     }
-    inventory.push_str("\n[rsh:vars]\nansible_python_interpreter=auto_silent\n");
+    // The "remote" is this machine: the Python Ansible runs on serves as
+    // the hosts' (discovery may find a python3.X shim that does not run).
+    let python = find_in_path("ansible")
+        .and_then(|ansible| Some(ansible.parent()?.join("python3")))
+        .filter(|python| python.exists())
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/python3"));
+    writeln!(
+        inventory,
+        "\n[rsh:vars]\nansible_python_interpreter={}",
+        python.display()
+    )
+    .expect("write to a String");
     let path = fleet.scratch.path().join("inventory.ini");
     std::fs::write(&path, inventory).expect("write the inventory");
     let scratch = fleet.scratch.path();
@@ -598,6 +609,8 @@ fn ansible_setup(fleet: &Fleet) -> AnsibleSetup {
         ("ANSIBLE_FORCE_COLOR", "0".into()),
         ("ANSIBLE_DEPRECATION_WARNINGS", "False".into()),
         ("ANSIBLE_TIMEOUT", "10".into()),
+        // Ansible refuses to start without a UTF-8 locale.
+        ("LC_ALL", "C.UTF-8".into()),
     ];
     AnsibleSetup {
         inventory: path,
@@ -637,6 +650,26 @@ fn ansible_ping_and_shell_over_rsh() {
             );
         }
     }
+    // A host where nothing listens is unreachable (exit 4), not failed: the
+    // plugin tells rsh's own failure (255, "rsh-client: ...") from the
+    // command's.
+    let free_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let down = fleet.scratch.path().join("down.ini");
+    std::fs::write(
+        &down,
+        format!("down ansible_host=127.0.0.1 ansible_port={free_port}\n"),
+    )
+    .expect("write an inventory");
+    let mut command = setup.command(&fleet, "ansible");
+    command.arg("-i").arg(&down).args(["down", "-m", "ping"]);
+    let output = run(&mut command, b"", ANSIBLE_LIMIT);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(4), "{stdout}");
+    assert!(stdout.contains("down | UNREACHABLE!"), "{stdout}");
+
     let mut command = setup.command(&fleet, "ansible");
     command.args(["all", "-m", "shell", "-a", "echo hi from $HOME"]);
     let output = run_ok(&mut command, ANSIBLE_LIMIT);

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
     short_description: run tasks over rsh (the rsh-client binary)
     description:
         - Runs commands, and copies files, over rsh instead of ssh. Each
-          operation is one C(rsh-client) process: C(exec_command) runs the
+          operation is one C(rsh-client) process. C(exec_command) runs the
           command line through the remote shell, C(put_file) and
           C(fetch_file) stream the file through C(cat) on the remote side.
         - The client's key, known_hosts and config file come from
