@@ -80,6 +80,8 @@ struct Fleet {
     /// A dir whose `rsh-client` is the binary under test, first on `path`.
     _bin: TempDir,
     path: OsString,
+    /// The user the servers run as (and the aliases' `User`).
+    user: String,
 }
 
 impl Fleet {
@@ -119,7 +121,7 @@ impl Fleet {
             writeln!(known_hosts, "{endpoint} {fingerprint}").expect("write to a String");
             writeln!(
                 config,
-                "Host host{n}\n    HostName {ip}\n    Port {port}\n    User {user}\n"
+                "Host host{n}\n    HostName {ip}\n    Port {port}\n    User {user}\n",
             )
             .expect("write to a String");
             addrs.push((ip, port));
@@ -145,6 +147,7 @@ impl Fleet {
             scratch: tempdir("rsh-tools-scratch"),
             _bin: bin,
             path,
+            user,
         }
     }
 
@@ -569,13 +572,21 @@ struct AnsibleSetup {
 
 fn ansible_setup(fleet: &Fleet) -> AnsibleSetup {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Hosts by address and port, as inventories usually have them, the
+    // last by its rsh config alias alone (HostName, Port, User from there).
     let mut inventory = String::from("[rsh]\n");
+    let last = fleet.addrs.len();
     for (n, (ip, port)) in fleet.addrs.iter().enumerate() {
-        writeln!(
-            inventory,
-            "host{} ansible_host={ip} ansible_port={port}",
-            n + 1
-        )
+        let name = format!("host{}", n + 1);
+        if n + 1 == last {
+            writeln!(inventory, "{name}")
+        } else {
+            writeln!(
+                inventory,
+                "{name} ansible_host={ip} ansible_port={port} ansible_user={}",
+                fleet.user
+            )
+        }
         .expect("write to a String");
     }
     // The "remote" is this machine: the Python Ansible runs on serves as
@@ -657,18 +668,29 @@ fn ansible_ping_and_shell_over_rsh() {
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
         .port();
+    // So is one that asks for a user other than the server's, with the
+    // server's reason.
+    let (ip, port) = &fleet.addrs[0];
     let down = fleet.scratch.path().join("down.ini");
     std::fs::write(
         &down,
-        format!("down ansible_host=127.0.0.1 ansible_port={free_port}\n"),
+        format!(
+            "down ansible_host=127.0.0.1 ansible_port={free_port}\n\
+             stranger ansible_host={ip} ansible_port={port} ansible_user=rsh-stranger\n"
+        ),
     )
     .expect("write an inventory");
     let mut command = setup.command(&fleet, "ansible");
-    command.arg("-i").arg(&down).args(["down", "-m", "ping"]);
+    command
+        .arg("-i")
+        .arg(&down)
+        .args(["down,stranger", "-m", "ping"]);
     let output = run(&mut command, b"", ANSIBLE_LIMIT);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(4), "{stdout}");
     assert!(stdout.contains("down | UNREACHABLE!"), "{stdout}");
+    assert!(stdout.contains("stranger | UNREACHABLE!"), "{stdout}");
+    assert!(stdout.contains("cannot log in as rsh-stranger"), "{stdout}");
 
     let mut command = setup.command(&fleet, "ansible");
     command.args(["all", "-m", "shell", "-a", "echo hi from $HOME"]);
