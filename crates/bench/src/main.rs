@@ -7,6 +7,7 @@
 //! private sshd on 127.0.0.1 with throwaway keys. All traffic stays on
 //! loopback and temp sockets; every wait is bounded.
 
+mod ansible;
 mod figures;
 mod report;
 mod rsh;
@@ -35,7 +36,7 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
 
-    /// Run only these figures (comma-separated numbers, 1-6).
+    /// Run only these figures (comma-separated numbers, 1-7).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     only: Vec<u8>,
 
@@ -157,6 +158,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if wanted(6) {
         eprintln!("figure 6: {}", report::FIGURES[5]);
         bench.growth().context("figure 6")?;
+    }
+    if wanted(7) {
+        eprintln!("figure 7: {}", report::FIGURES[6]);
+        bench.ansible().context("figure 7")?;
     }
     drop(bench.sshd.take());
     notes.push(format!(

@@ -124,13 +124,14 @@ impl Row {
     }
 }
 
-pub const FIGURES: [&str; 6] = [
+pub const FIGURES: [&str; 7] = [
     "One-shot `true`, new connection each time (latency)",
     "Commands per second over one persistent connection",
     "Throughput through the client binary into a pipe",
     "1,000 clients at once, each running `echo` (new connection each)",
     "Server memory",
     "Cost as the output grows (Unix socket, fresh server per size)",
+    "Ansible playbook (integrations/ansible/test/playbook.yml), 3 loopback hosts: rsh against ssh",
 ];
 
 pub struct Report {
