@@ -354,6 +354,16 @@ fn rsync_over_rsh_copies_a_tree_exactly_then_nothing() {
     let third = rsync(&[]);
     assert_eq!(transferred(&third), 1, "{third}");
     assert_same_tree(&src, &dst);
+
+    // The other way: the remote side sends.
+    let pulled = fleet.dir("pulled");
+    let mut command = fleet.command("rsync");
+    command
+        .args(["-a", "-e", "rsh-client"])
+        .arg(format!("host1:{}/", dst.display()))
+        .arg(format!("{}/", pulled.display()));
+    run_ok(&mut command, TOOL_LIMIT);
+    assert_same_tree(&src, &pulled);
 }
 
 #[test]

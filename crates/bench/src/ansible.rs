@@ -98,8 +98,11 @@ impl Bench {
                 .stop_grace(Duration::from_secs(5))
                 .start()?;
             // authorized_keys is read on every connection.
-            std::fs::write(server.home.path().join("authorized_keys"), format!("{key}\n"))
-                .context("cannot write authorized_keys")?;
+            std::fs::write(
+                server.home.path().join("authorized_keys"),
+                format!("{key}\n"),
+            )
+            .context("cannot write authorized_keys")?;
             let endpoint = server.tls_dest().context("no TCP endpoint")?;
             let port = endpoint
                 .rsplit_once(':')
@@ -218,7 +221,7 @@ impl Bench {
                 }
             }
         }
-        stop_control_masters(&root.join("ansible-home/cp"), &self.watchdog);
+        stop_control_masters(&root.join("cp"), &self.watchdog);
         drop(sshd);
         drop(servers);
 
@@ -303,6 +306,10 @@ fn ansible_env(root: &Path, plugins: &Path) -> Vec<(&'static str, OsString)> {
         ("ANSIBLE_NOCOLOR", "1".into()),
         ("ANSIBLE_DEPRECATION_WARNINGS", "False".into()),
         ("HOME", root.into()),
+        // Where ssh's ControlPersist masters keep their sockets (only the
+        // place: the ssh args stay Ansible's defaults), so the bench can
+        // end them.
+        ("ANSIBLE_SSH_CONTROL_PATH_DIR", root.join("cp").into()),
         // Ansible refuses to start without a UTF-8 locale.
         ("LC_ALL", "C.UTF-8".into()),
     ]

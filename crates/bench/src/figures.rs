@@ -70,7 +70,7 @@ impl Params {
             idle_connections: 200,
             stall: Duration::from_secs(2),
             growth: vec![(1_000_000, 5), (10_000_000, 3), (100_000_000, 3)],
-            ansible_runs: 2,
+            ansible_runs: 1,
         }
     }
 }

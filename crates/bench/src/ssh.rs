@@ -116,8 +116,7 @@ impl Sshd {
             mux_started: false,
         };
         let first = addresses.first().copied().unwrap_or("127.0.0.1");
-        wait_for_listener(first, port, Duration::from_secs(10), &mut sshd.child)
-            .context("sshd")?;
+        wait_for_listener(first, port, Duration::from_secs(10), &mut sshd.child).context("sshd")?;
         Ok(Some(sshd))
     }
 
