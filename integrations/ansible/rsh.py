@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
     short_description: run tasks over rsh (the rsh-client binary)
     description:
         - Runs commands, and copies files, over rsh instead of ssh. Each
-          operation is one C(rsh-client) process: C(exec_command) runs the
+          operation is one C(rsh-client) process. C(exec_command) runs the
           command line through the remote shell, C(put_file) and
           C(fetch_file) stream the file through C(cat) on the remote side.
         - The client's key, known_hosts and config file come from
@@ -172,12 +172,16 @@ class Connection(ConnectionBase):
         out, err = proc.communicate(in_data)
         return proc.returncode, out or b"", err or b""
 
-    def exec_command(self, cmd, in_data=None, sudoable=True):
-        super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
-        rc, out, err = self._run(cmd, in_data=in_data)
+    @staticmethod
+    def _check_rsh(rc, err):
         if rc == RSH_FAILURE and err.startswith(b"rsh-client:"):
             # rsh itself failed: the host is unreachable, not the task failed.
             raise AnsibleConnectionFailure(to_text(err.strip(), errors="surrogate_or_replace"))
+
+    def exec_command(self, cmd, in_data=None, sudoable=True):
+        super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
+        rc, out, err = self._run(cmd, in_data=in_data)
+        self._check_rsh(rc, err)
         return rc, out, err
 
     def put_file(self, in_path, out_path):
@@ -188,6 +192,7 @@ class Connection(ConnectionBase):
         command = "cat > %s" % self._shell.quote(out_path)
         with open(to_bytes(in_path, errors="surrogate_or_strict"), "rb") as src:
             rc, _, err = self._run(command, stdin=src)
+        self._check_rsh(rc, err)
         if rc != 0:
             raise AnsibleError("failed to transfer file to %s: %s" % (out_path, to_native(err)))
 
@@ -200,6 +205,7 @@ class Connection(ConnectionBase):
         try:
             with open(partial, "wb") as dst:
                 rc, _, err = self._run(command, stdout=dst)
+            self._check_rsh(rc, err)
             if rc != 0:
                 raise AnsibleError("failed to fetch %s: %s" % (in_path, to_native(err)))
             os.replace(partial, b_out)

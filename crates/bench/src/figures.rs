@@ -34,6 +34,8 @@ pub struct Params {
     pub stall: Duration,
     /// Output sizes for figure 6, with runs each.
     pub growth: Vec<(u64, usize)>,
+    /// Playbook runs per series of figure 7 (each some seconds).
+    pub ansible_runs: usize,
 }
 
 impl Params {
@@ -57,6 +59,7 @@ impl Params {
                 (100_000_000, 5),
                 (1_000_000_000, 3),
             ],
+            ansible_runs: 5,
         }
     }
 
@@ -75,6 +78,7 @@ impl Params {
             idle_connections: 200,
             stall: Duration::from_secs(2),
             growth: vec![(1_000_000, 5), (10_000_000, 3), (100_000_000, 3)],
+            ansible_runs: 1,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! private sshd on 127.0.0.1 with throwaway keys. All traffic stays on
 //! loopback and temp sockets; every wait is bounded.
 
+mod ansible;
 mod figures;
 mod fleet;
 mod report;
@@ -36,7 +37,7 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
 
-    /// Run only these figures (comma-separated numbers, 1-7).
+    /// Run only these figures (comma-separated numbers, 1-8).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     only: Vec<u8>,
 
@@ -162,6 +163,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if wanted(7) {
         eprintln!("figure 7: {}", report::FIGURES[6]);
         bench.fleet().context("figure 7")?;
+    }
+    if wanted(8) {
+        eprintln!("figure 8: {}", report::FIGURES[7]);
+        bench.ansible().context("figure 8")?;
     }
     drop(bench.sshd.take());
     notes.push(format!(

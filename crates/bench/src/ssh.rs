@@ -1,7 +1,7 @@
 //! A private OpenSSH server on 127.0.0.1 for the baselines: throwaway host
 //! and user keys and its own config in a temp dir; no system file touched.
 
-use crate::util::{free_port, kill, wait_for_port};
+use crate::util::{free_port, kill, wait_for_listener};
 use anyhow::{bail, Context};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -34,6 +34,12 @@ pub enum Mode {
 impl Sshd {
     /// `Ok(None)` when sshd is not installed.
     pub fn start() -> anyhow::Result<Option<Sshd>> {
+        Sshd::start_on(&["127.0.0.1"])
+    }
+
+    /// The same on each of `addresses` (loopback ones, at most 16: sshd's
+    /// limit of ListenAddress lines), all on one port.
+    pub fn start_on(addresses: &[&str]) -> anyhow::Result<Option<Sshd>> {
         if !Path::new(SSHD).exists() {
             return Ok(None);
         }
@@ -53,6 +59,10 @@ impl Sshd {
         let port = free_port()?;
         let config = dir.path().join("sshd_config");
         let root = nix::unistd::geteuid().is_root();
+        let listen: String = addresses
+            .iter()
+            .map(|address| format!("ListenAddress {address}\n"))
+            .collect();
         // `SetEnv SHLVL=1`: bash, as a login shell run by sshd, would source
         // ~/.bashrc for every command (here that costs ~150 ms: pyenv init);
         // rsh's `sh -c` reads no rc file, so neither does the baseline.
@@ -60,7 +70,7 @@ impl Sshd {
             &config,
             format!(
                 "Port {port}\n\
-                 ListenAddress 127.0.0.1\n\
+                 {listen}\
                  HostKey {host}\n\
                  AuthorizedKeysFile {auth}\n\
                  PidFile {pid}\n\
@@ -105,7 +115,8 @@ impl Sshd {
             key,
             mux_started: false,
         };
-        wait_for_port(port, Duration::from_secs(10), &mut sshd.child).context("sshd")?;
+        let first = addresses.first().copied().unwrap_or("127.0.0.1");
+        wait_for_listener(first, port, Duration::from_secs(10), &mut sshd.child).context("sshd")?;
         Ok(Some(sshd))
     }
 
@@ -180,6 +191,11 @@ impl Sshd {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The user's private key, authorized by this sshd.
+    pub fn key(&self) -> &Path {
+        &self.key
     }
 }
 

@@ -334,11 +334,17 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// Waits until something accepts on `127.0.0.1:port` (bounded).
-pub fn wait_for_port(port: u16, limit: Duration, child: &mut Child) -> anyhow::Result<()> {
+/// Waits until `address:port` accepts connections (bounded), failing at once
+/// if `child` exits first.
+pub fn wait_for_listener(
+    address: &str,
+    port: u16,
+    limit: Duration,
+    child: &mut Child,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     loop {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpStream::connect((address, port)).is_ok() {
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {

@@ -268,6 +268,26 @@ fn enlarge_pipes() {
     }
 }
 
+/// Puts our stdin and stdout back in blocking mode. rsync hands its remote
+/// shell a stdout (and other tools may hand a stdin) with O_NONBLOCK set, as
+/// ssh copes with; our writes to stdout and tokio's reads of stdin are
+/// blocking ones, which would fail with EAGAIN mid-stream (stdout: the run
+/// aborts; stdin: it would look like end of file).
+fn blocking_stdio() {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use std::os::fd::AsRawFd;
+    for fd in [std::io::stdin().as_raw_fd(), std::io::stdout().as_raw_fd()] {
+        let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) else {
+            continue;
+        };
+        let flags = OFlag::from_bits_truncate(flags);
+        if flags.contains(OFlag::O_NONBLOCK) {
+            tracing::debug!(fd, "clearing O_NONBLOCK on our stdio");
+            let _ = fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK));
+        }
+    }
+}
+
 /// Whether stdin is /dev/null: nothing to forward, so the remote stdin is
 /// closed at once instead of starting a reader thread to learn that.
 fn stdin_is_dev_null() -> bool {
@@ -622,6 +642,7 @@ async fn run(args: Args) -> ExitCode {
         terminal_session(&client, template.apply(request), escape, &host, args.quiet).await
     } else {
         enlarge_pipes();
+        blocking_stdio();
         match &command {
             Some(command) => one_shot(&client, template.with(command), stdin).await,
             None => remote_shell(&client, &template, stdin).await,
