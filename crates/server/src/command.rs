@@ -345,6 +345,11 @@ async fn supervise(
 
     let outcome = loop {
         tokio::select! {
+            // In order, not at random: the pumps first, so output that
+            // became readable in the same wake-up as a linger tick (a
+            // server starved of CPU for the whole linger period) is read
+            // before the tick decides the output is idle and drops it.
+            biased;
             () = &mut stdin_pump, if !stdin_done => stdin_done = true,
             _ = &mut output_pump, if !output_done => {
                 output_done = true;
