@@ -512,6 +512,19 @@ fn dash_i_chooses_the_identity() {
     assert!(stderr(&out).contains("IPv6"), "{}", stderr(&out));
 }
 
+/// A key file that cannot be created is named once in the one-line reason
+/// (it read "PATH: PATH: No such file or directory").
+#[test]
+fn dash_i_in_a_missing_directory_names_the_file_once() {
+    let server = TestServer::start(Transport::Tls);
+    let key = server.client_home.path().join("no-such-dir").join("id");
+    let key = key.to_str().expect("utf-8 path");
+    let out = client(&server, &["-i", key, &server.dest, "true"]);
+    assert_eq!(code(&out), 255, "{}", stderr(&out));
+    assert_eq!(stderr(&out).matches(key).count(), 1, "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+}
+
 /// A local SIGTERM or SIGHUP ends the client as it ends ssh: exit 255 and
 /// "Killed by signal N." (the server then ends the remote command).
 #[test]
