@@ -364,6 +364,29 @@ fn new_host_keys_are_announced_and_can_be_forgotten() {
     assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
 }
 
+/// `--forget-host HOST -p PORT` forgets HOST:PORT, as `-p` names the port
+/// of a connection (it was ignored: the default port's entry was looked for).
+#[test]
+fn forget_host_takes_the_port_from_dash_p() {
+    let server = TestServer::start(Transport::Tls);
+    let port = tcp_port(&server).to_string();
+    let known_hosts = server.client_home.path().join("known_hosts");
+    let host = server
+        .dest
+        .rsplit_once(':')
+        .expect("host:port")
+        .0
+        .to_owned();
+    let out = client(&server, &["--forget-host", &host, "-p", &port]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let left = std::fs::read_to_string(&known_hosts).expect("known_hosts");
+    assert!(!left.contains(&server.dest), "{left}");
+    // A -p that disagrees with the port written is a usage mistake.
+    let out = client(&server, &["--forget-host", &server.dest, "-p", "1"]);
+    assert_eq!(code(&out), 255);
+    assert!(stderr(&out).contains("disagrees"), "{}", stderr(&out));
+}
+
 /// Kills the namespace-holding process when the test ends, however it ends.
 struct Holder(std::process::Child);
 

@@ -480,11 +480,14 @@ fn print_config(plan: &Plan) -> ExitCode {
 
 /// `--forget-host HOST[:PORT]`: drops the host's lines from known_hosts,
 /// keeping the old file as `known_hosts.old`, as `ssh-keygen -R` does.
-fn forget_host(home: &RshHome, host: &str) -> anyhow::Result<()> {
+fn forget_host(home: &RshHome, host: &str, flag_port: Option<u16>) -> anyhow::Result<()> {
     let host_port = match host.parse::<Dest>()?.target {
-        Target::Host { host, port } => {
-            rsh_tls::host_port(&host, port.unwrap_or(rsh_config::DEFAULT_TCP_PORT))
-        }
+        // `-p PORT` names the port as it does for a connection (it was
+        // ignored, and the default port's entry looked for instead).
+        Target::Host { host, port } => rsh_tls::host_port(
+            &host,
+            reconcile_port(flag_port, port)?.unwrap_or(rsh_config::DEFAULT_TCP_PORT),
+        ),
         Target::Unix(_) => anyhow::bail!("a Unix socket has no host key"),
     };
     let path = home.known_hosts_path();
@@ -607,7 +610,7 @@ async fn run(args: Args) -> ExitCode {
         };
     }
     if let Some(host) = &args.forget_host {
-        return match forget_host(&home, host) {
+        return match forget_host(&home, host, args.port) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => fail(&format!("{err:#}")),
         };
