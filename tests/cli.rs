@@ -364,6 +364,29 @@ fn new_host_keys_are_announced_and_can_be_forgotten() {
     assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
 }
 
+/// `--forget-host HOST -p PORT` forgets HOST:PORT, as `-p` names the port
+/// of a connection (it was ignored: the default port's entry was looked for).
+#[test]
+fn forget_host_takes_the_port_from_dash_p() {
+    let server = TestServer::start(Transport::Tls);
+    let port = tcp_port(&server).to_string();
+    let known_hosts = server.client_home.path().join("known_hosts");
+    let host = server
+        .dest
+        .rsplit_once(':')
+        .expect("host:port")
+        .0
+        .to_owned();
+    let out = client(&server, &["--forget-host", &host, "-p", &port]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let left = std::fs::read_to_string(&known_hosts).expect("known_hosts");
+    assert!(!left.contains(&server.dest), "{left}");
+    // A -p that disagrees with the port written is a usage mistake.
+    let out = client(&server, &["--forget-host", &server.dest, "-p", "1"]);
+    assert_eq!(code(&out), 255);
+    assert!(stderr(&out).contains("disagrees"), "{}", stderr(&out));
+}
+
 /// Kills the namespace-holding process when the test ends, however it ends.
 struct Holder(std::process::Child);
 
@@ -510,6 +533,19 @@ fn dash_i_chooses_the_identity() {
     let out = client(&server, &["-6", &server.dest, "true"]);
     assert_eq!(code(&out), 255);
     assert!(stderr(&out).contains("IPv6"), "{}", stderr(&out));
+}
+
+/// A key file that cannot be created is named once in the one-line reason
+/// (it read "PATH: PATH: No such file or directory").
+#[test]
+fn dash_i_in_a_missing_directory_names_the_file_once() {
+    let server = TestServer::start(Transport::Tls);
+    let key = server.client_home.path().join("no-such-dir").join("id");
+    let key = key.to_str().expect("utf-8 path");
+    let out = client(&server, &["-i", key, &server.dest, "true"]);
+    assert_eq!(code(&out), 255, "{}", stderr(&out));
+    assert_eq!(stderr(&out).matches(key).count(), 1, "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
 }
 
 /// A local SIGTERM or SIGHUP ends the client as it ends ssh: exit 255 and

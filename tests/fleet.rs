@@ -461,6 +461,14 @@ fn unknown_host_keys_are_refused_and_named_then_accept_new_records_them() {
 
     let out = fleet.run(&["-H", "n[1-3]", "--accept-new"], "echo hi");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Each key recorded is named, as for one host; the known one is not.
+    let stderr = text(&out.stderr);
+    let added: BTreeSet<&str> = stderr
+        .lines()
+        .filter(|line| line.contains(": Warning: Permanently added '"))
+        .filter_map(|line| line.split(':').next())
+        .collect();
+    assert_eq!(added, BTreeSet::from(["n2", "n3"]), "{stderr}");
     let known = std::fs::read_to_string(fleet.client_home.path().join("known_hosts"))
         .expect("read known_hosts");
     let expected: BTreeSet<&str> = fleet.known_hosts.lines().collect();

@@ -159,6 +159,34 @@ fn check_config_prints_effective_settings_and_names_bad_lines() {
 }
 
 #[test]
+fn an_unreadable_file_is_reported_once_on_one_line() {
+    // The I/O error was both in the message and its error source, so the
+    // `{:#}` chain printed "No such file or directory" twice.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = check_config(tmp.path(), &["--config", "/nonexistent/rsh-server.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        "rsh-server: /nonexistent/rsh-server.toml: No such file or directory (os error 2)\n"
+    );
+
+    // The same for the client's config file (-F).
+    let out = Command::new(util::client_bin())
+        .env("RSH_HOME", tmp.path())
+        .args(["-F", "/nonexistent/config", "-c", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rsh-client");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    assert_eq!(
+        stderr,
+        "rsh-client: cannot read /nonexistent/config: No such file or directory (os error 2)\n"
+    );
+}
+
+#[test]
 fn log_lines_have_no_colours_when_stderr_is_not_a_terminal() {
     let server = TestServer::start(Transport::Unix);
     server.run("echo hi", b"");

@@ -244,6 +244,31 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
+/// `rsh-client true` (as `rsh-client -c true` reads) takes `true` for a
+/// host, as ssh would; rsh's local default makes that an easy slip, so a
+/// bare word that is no host name gets a pointer to `-c`.
+fn local_command_hint(
+    args: &Args,
+    endpoint: &Endpoint,
+    no_command: bool,
+    err: &ClientError,
+) -> String {
+    let Some(dest) = args.dest.as_deref() else {
+        return String::new();
+    };
+    // Not a config alias (its HostName is the user's choice) nor a name
+    // with a domain, user or port: those are meant as hosts.
+    let bare = !dest.contains(['.', ':', '@', '[', '/'])
+        && matches!(endpoint, Endpoint::Tcp { host, .. } if host == dest);
+    let unresolved = matches!(err, ClientError::Connect { reason, .. }
+        if reason.contains("failed to lookup address"));
+    if no_command && bare && unresolved {
+        format!(" (no host {dest:?}; to run it on the local server: rsh-client -c '{dest}')")
+    } else {
+        String::new()
+    }
+}
+
 fn fail(reason: &str) -> ExitCode {
     eprintln!("rsh-client: {reason}");
     ExitCode::from(EXIT_RSH_FAILURE)
@@ -455,11 +480,14 @@ fn print_config(plan: &Plan) -> ExitCode {
 
 /// `--forget-host HOST[:PORT]`: drops the host's lines from known_hosts,
 /// keeping the old file as `known_hosts.old`, as `ssh-keygen -R` does.
-fn forget_host(home: &RshHome, host: &str) -> anyhow::Result<()> {
+fn forget_host(home: &RshHome, host: &str, flag_port: Option<u16>) -> anyhow::Result<()> {
     let host_port = match host.parse::<Dest>()?.target {
-        Target::Host { host, port } => {
-            rsh_tls::host_port(&host, port.unwrap_or(rsh_config::DEFAULT_TCP_PORT))
-        }
+        // `-p PORT` names the port as it does for a connection (it was
+        // ignored, and the default port's entry looked for instead).
+        Target::Host { host, port } => rsh_tls::host_port(
+            &host,
+            reconcile_port(flag_port, port)?.unwrap_or(rsh_config::DEFAULT_TCP_PORT),
+        ),
         Target::Unix(_) => anyhow::bail!("a Unix socket has no host key"),
     };
     let path = home.known_hosts_path();
@@ -582,7 +610,7 @@ async fn run(args: Args) -> ExitCode {
         };
     }
     if let Some(host) = &args.forget_host {
-        return match forget_host(&home, host) {
+        return match forget_host(&home, host, args.port) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => fail(&format!("{err:#}")),
         };
@@ -611,7 +639,12 @@ async fn run(args: Args) -> ExitCode {
     tracing::info!(endpoint = %plan.endpoint, "connecting");
     let client = match Client::connect(&plan.endpoint, &plan.options).await {
         Ok(client) => client,
-        Err(err) => return fail(&err.to_string()),
+        Err(err) => {
+            return fail(&format!(
+                "{err}{}",
+                local_command_hint(&args, &plan.endpoint, command.is_none(), &err)
+            ))
+        }
     };
     tracing::info!(version = client.protocol_version(), "connected");
     let stdin_tty = std::io::stdin().is_terminal();
@@ -1128,6 +1161,43 @@ pub fn command() -> clap::Command {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    /// `rsh-client true` read as `rsh-client -c true`: the unknown host gets
+    /// a pointer to -c; a real host name, an alias or a command does not.
+    /// (Checked here, not end to end: that would need a DNS lookup.)
+    #[test]
+    fn a_bare_word_that_is_no_host_points_to_dash_c() {
+        let unresolved = ClientError::Connect {
+            endpoint: "true:7022".to_owned(),
+            reason: "failed to lookup address information: Name or service not known".to_owned(),
+        };
+        let hint = |argv: &[&str], host: &str, err: &ClientError| {
+            let args = Args::try_parse_from(argv).expect("parse");
+            let endpoint = Endpoint::Tcp {
+                host: host.to_owned(),
+                port: 7022,
+            };
+            local_command_hint(&args, &endpoint, args.words.is_empty(), err)
+        };
+        assert_eq!(
+            hint(&["rsh-client", "true"], "true", &unresolved),
+            " (no host \"true\"; to run it on the local server: rsh-client -c 'true')"
+        );
+        assert_eq!(hint(&["rsh-client", "true", "x"], "true", &unresolved), "");
+        assert_eq!(
+            hint(&["rsh-client", "a.example"], "a.example", &unresolved),
+            ""
+        );
+        assert_eq!(
+            hint(&["rsh-client", "web"], "web1.example", &unresolved),
+            ""
+        );
+        let refused = ClientError::Connect {
+            endpoint: "web:7022".to_owned(),
+            reason: "Connection refused (os error 111)".to_owned(),
+        };
+        assert_eq!(hint(&["rsh-client", "web"], "web", &refused), "");
+    }
 
     fn parse(args: &[&str]) -> Args {
         Args::try_parse_from(std::iter::once("rsh-client").chain(args.iter().copied()))

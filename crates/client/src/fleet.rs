@@ -18,7 +18,7 @@ mod hosts;
 mod sink;
 mod stdin;
 
-use crate::{Client, ClientError, ConnectOptions, Event, ExecRequest, ExitStatus};
+use crate::{Client, ClientError, ConnectOptions, Event, ExecRequest, ExitStatus, Fingerprint};
 use bytes::Bytes;
 use rsh_config::ssh_config::{ClientConfig, Overrides};
 use rsh_config::RshHome;
@@ -524,6 +524,20 @@ async fn run_host(
     let work = async {
         let mut options = ConnectOptions::new(home);
         options.host_keys = target.host_keys.clone();
+        if target.note_added_key {
+            // As for one host (and as ssh under pdsh): each key recorded is
+            // named, so a first --accept-new run shows what it now trusts.
+            let label = target.label.clone();
+            options.host_key_added = Some(Arc::new(
+                move |host_port: &str, fingerprint: &Fingerprint| {
+                    // One write for the whole line, so it does not split another's.
+                    let line = format!(
+                    "{label}: Warning: Permanently added '{host_port}' ({fingerprint}) to the list of known hosts.\n"
+                );
+                    eprint!("{line}");
+                },
+            ));
+        }
         options.connect_timeout = target.connect_timeout;
         let client = Client::connect(&target.endpoint, &options).await?;
         let mut request = (*request).clone();

@@ -149,8 +149,16 @@ pub fn client_identity(home: &RshHome) -> Result<Identity, ClientError> {
 pub fn identity_at(home: &RshHome, path: &Path) -> Result<Identity, ClientError> {
     home.ensure()
         .map_err(|err| ClientError::Keys(err.to_string()))?;
-    Identity::load_or_create(path, &default_comment())
-        .map_err(|err| ClientError::Keys(format!("{}: {err}", path.display())))
+    Identity::load_or_create(path, &default_comment()).map_err(|err| {
+        // Most of rsh_tls's errors name the file already; say it once.
+        let reason = err.to_string();
+        let shown = path.display().to_string();
+        ClientError::Keys(if reason.contains(&shown) {
+            reason
+        } else {
+            format!("{shown}: {reason}")
+        })
+    })
 }
 
 /// Why a handshake that the server cut short failed, as the user sees it.

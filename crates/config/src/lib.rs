@@ -35,12 +35,14 @@ pub enum ConfigError {
     #[error("cannot find the rsh home: set RSH_HOME or HOME")]
     NoHome,
     /// The directory could not be created or inspected.
-    #[error("cannot prepare {path}: {source}")]
+    #[error("cannot prepare {path}: {cause}")]
     Io {
         /// The directory.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        /// Not a `#[source]`: the message already ends with it, and a
+        /// `{:#}` chain would print it twice.
+        cause: std::io::Error,
     },
     /// An address that is neither `unix:PATH` nor `HOST[:PORT]`.
     #[error("invalid address {addr:?}: {reason}")]
@@ -99,7 +101,7 @@ impl RshHome {
             .create(&self.dir)
             .map_err(|source| ConfigError::Io {
                 path: self.dir.clone(),
-                source,
+                cause: source,
             })?;
         Ok(self)
     }

@@ -83,12 +83,14 @@ impl fmt::Display for Origin {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigFileError {
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: io::Error,
+        /// Not a `#[source]`: the message already ends with it, and a
+        /// `{:#}` chain would print it twice.
+        cause: io::Error,
     },
     /// A config file others could change, refused as ssh refuses it.
     #[error("bad permissions on {path}: it is writable by group or others")]
@@ -612,7 +614,7 @@ impl ClientConfig {
     /// As [`ClientConfig::load`], except for a missing file.
     pub fn load_if_exists(path: impl AsRef<Path>) -> Result<Self, ConfigFileError> {
         match ClientConfig::load(path.as_ref()) {
-            Err(ConfigFileError::Io { source, .. })
+            Err(ConfigFileError::Io { cause: source, .. })
                 if source.kind() == io::ErrorKind::NotFound && !path.as_ref().exists() =>
             {
                 Ok(ClientConfig::empty())
@@ -787,7 +789,7 @@ fn check_tokens(s: &str, allowed: &str) -> Result<(), String> {
 fn read_config(path: &Path) -> Result<String, ConfigFileError> {
     let io = |source| ConfigFileError::Io {
         path: path.to_owned(),
-        source,
+        cause: source,
     };
     let meta = std::fs::metadata(path).map_err(io)?;
     if meta.permissions().mode() & 0o022 != 0 {

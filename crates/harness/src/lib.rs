@@ -443,7 +443,7 @@ pub fn wait_for_ready_file(
         match ReadyFile::read(path) {
             Ok(ready) if ready.pid == child.id() => return Ok(ready),
             Ok(_) => {}
-            Err(rsh_server::ready::ReadyFileError::Io { source, .. })
+            Err(rsh_server::ready::ReadyFileError::Io { cause: source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(err.into()),
         }

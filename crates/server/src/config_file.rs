@@ -94,12 +94,14 @@ struct RawFile {
 pub enum ConfigFileError {
     /// The file exists (or was named with --config) but cannot be read, or
     /// is writable by group or others.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The failure.
-        source: std::io::Error,
+        /// Not a `#[source]`: the message already ends with it, and a
+        /// `{:#}` chain would print it twice.
+        cause: std::io::Error,
     },
     /// The file is not valid TOML or has a bad setting.
     #[error("{}:{line}: {message}", path.display())]
@@ -145,7 +147,7 @@ impl FileConfig {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound && !required => Ok(None),
             Err(source) => Err(ConfigFileError::Io {
                 path: path.to_owned(),
-                source,
+                cause: source,
             }),
         }
     }

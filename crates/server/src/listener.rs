@@ -49,12 +49,14 @@ pub enum ListenerError {
     #[error("{0}: cannot resolve the host")]
     Unresolved(String),
     /// The OS refused.
-    #[error("{source}")]
+    #[error("{cause}")]
     Io {
         /// The endpoint.
         path: String,
         /// The cause.
-        source: std::io::Error,
+        /// Not a `#[source]`: the message already ends with it, and a
+        /// `{:#}` chain would print it twice.
+        cause: std::io::Error,
     },
 }
 
@@ -267,7 +269,7 @@ impl TlsListener {
         .to_string();
         let io_err = |source| ListenerError::Io {
             path: shown.clone(),
-            source,
+            cause: source,
         };
         let addr = (host, port)
             .to_socket_addrs()
@@ -637,7 +639,7 @@ impl UnixSocket {
     fn bind(path: &Path) -> Result<Self, ListenerError> {
         let io_err = |source| ListenerError::Io {
             path: path.display().to_string(),
-            source,
+            cause: source,
         };
         match std::fs::symlink_metadata(path) {
             Ok(meta) if !meta.file_type().is_socket() => {

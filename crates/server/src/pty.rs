@@ -71,13 +71,14 @@ pub enum PtyError {
     #[error("cannot allocate a pseudo-terminal: {0}")]
     Open(#[source] io::Error),
     /// The program could not be started on it.
-    #[error("cannot run {program}: {source}")]
+    #[error("cannot run {program}: {cause}")]
     Spawn {
         /// The program, as it would appear in a message.
         program: String,
         /// What went wrong.
-        #[source]
-        source: io::Error,
+        /// Not a `#[source]`: the message already ends with it, and a
+        /// `{:#}` chain would print it twice.
+        cause: io::Error,
     },
 }
 
@@ -377,7 +378,7 @@ pub async fn spawn_with<T>(
             Some(_) => format!("{program} in {}", cwd.display()),
             None => program.clone(),
         },
-        source,
+        cause: source,
     };
     let started = started.map_err(spawn_error)?;
     let Some(sid) = pid else {

@@ -59,12 +59,14 @@ pub enum ReadyFileError {
         reason: String,
     },
     /// Writing, renaming or reading failed.
-    #[error("ready file {path}: {source}")]
+    #[error("ready file {path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The failure.
-        source: std::io::Error,
+        /// Not a `#[source]`: the message already ends with it, and a
+        /// `{:#}` chain would print it twice.
+        cause: std::io::Error,
     },
 }
 
@@ -155,7 +157,7 @@ impl ReadyFile {
         let text = self.render()?;
         let io = |source| ReadyFileError::Io {
             path: path.to_owned(),
-            source,
+            cause: source,
         };
         let mut temp_name = path.as_os_str().to_owned();
         temp_name.push(format!(".tmp.{}", std::process::id()));
@@ -179,7 +181,7 @@ impl ReadyFile {
     pub fn read(path: &Path) -> Result<ReadyFile, ReadyFileError> {
         let text = std::fs::read_to_string(path).map_err(|source| ReadyFileError::Io {
             path: path.to_owned(),
-            source,
+            cause: source,
         })?;
         ReadyFile::parse(&text)
     }

@@ -9,13 +9,14 @@ use crate::Fingerprint;
 #[non_exhaustive]
 pub enum Error {
     /// Reading, writing or creating a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file concerned.
         path: PathBuf,
         /// What the OS said.
-        #[source]
-        source: std::io::Error,
+        /// Not a `#[source]`: the message already ends with it, and a
+        /// `{:#}` chain would print it twice.
+        cause: std::io::Error,
     },
 
     /// A private key file that others than its owner may read or write,
@@ -96,7 +97,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }

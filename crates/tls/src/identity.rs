@@ -37,7 +37,7 @@ impl Identity {
     /// [`Error::UnprotectedKeyFile`], as ssh does.
     pub fn load_or_create(path: &Path, comment: &str) -> Result<Identity, Error> {
         match Identity::create(path, comment) {
-            Err(Error::Io { source, .. }) if source.kind() == ErrorKind::AlreadyExists => {
+            Err(Error::Io { cause: source, .. }) if source.kind() == ErrorKind::AlreadyExists => {
                 Identity::load(path)
             }
             other => other,

@@ -27,6 +27,8 @@ pub(crate) struct Target {
     pub connect_timeout: Duration,
     /// What to do with an unknown host key.
     pub host_keys: HostKeyPolicy,
+    /// Say so on stderr when a new host key is recorded (not with -q).
+    pub note_added_key: bool,
 }
 
 /// Expands `-H`, `--hosts-file` and `--exclude` into resolved hosts, in the
@@ -137,6 +139,7 @@ fn resolve(entry: &HostEntry, options: &FleetOptions) -> anyhow::Result<Target> 
         user: dest.user.clone().or(resolved.user.clone()),
         connect_timeout: resolved.connect_timeout.unwrap_or(options.connect_timeout),
         host_keys,
+        note_added_key: !options.quiet,
         label,
     })
 }
