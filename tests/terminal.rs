@@ -386,6 +386,51 @@ fn tls_twenty_megabytes_through_the_pty_arrive_whole() {
     twenty_megabytes_through_the_pty_arrive_whole(Transport::Tls);
 }
 
+/// Ctrl-\ quits the remote foreground job even when the server was started
+/// with SIGQUIT ignored, as `rsh-server &` from a script starts it: the
+/// shells it runs get the default action, not the server's inheritance.
+#[test]
+fn ctrl_backslash_quits_though_the_server_was_started_ignoring_sigquit() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let wrapper = dir.path().join("rsh-server-ignoring-quit");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ntrap '' QUIT\nexec '{}' \"$@\"\n",
+            util::server_bin().display()
+        ),
+    )
+    .expect("write the wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let bins = rsh_harness::Binaries {
+        server: wrapper,
+        client: util::client_bin(),
+    };
+    let server = rsh_harness::ServerBuilder::new(&bins)
+        .args(["--kill-grace", "0.5"])
+        .start_limit(WAIT)
+        .start()
+        .expect("start the server");
+    let dest = server.unix_dest().expect("a Unix socket");
+    let mut s = Session::start_at(&dest, server.client_home.path(), 24, 80);
+    s.type_keys(b"PS1='rsh''> '\r");
+    s.wait_for(PROMPT);
+    let shell = s.shell_pid();
+    s.wait_for(PROMPT);
+    s.type_keys(b"sleep 100\r");
+    let sleep = foreground_sleep(shell);
+    s.type_keys(b"\x1c");
+    assert!(
+        wait_gone(&[sleep], WAIT).is_empty(),
+        "Ctrl-\\ ended the sleep"
+    );
+    s.wait_for(PROMPT);
+    s.type_keys(b"exit 0\r");
+    assert_eq!(s.wait_exit(), Some(0));
+    s.assert_terminal_restored();
+}
+
 /// A version-2 server that plays a remote terminal by script, so the
 /// client's side of a session is tested whatever the real server offers:
 /// it reports the Exec it gets, echoes typed bytes back as a pty with echo
