@@ -12,6 +12,7 @@ mod fleet;
 mod report;
 mod rsh;
 mod ssh;
+mod terminal;
 mod util;
 
 use anyhow::Context;
@@ -36,7 +37,7 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
 
-    /// Run only these figures (comma-separated numbers, 1-7).
+    /// Run only these figures (comma-separated numbers, 1-8).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     only: Vec<u8>,
 
@@ -162,6 +163,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if wanted(7) {
         eprintln!("figure 7: {}", report::FIGURES[6]);
         bench.fleet().context("figure 7")?;
+    }
+    if wanted(8) {
+        eprintln!("figure 8: {}", report::FIGURES[7]);
+        bench.terminal().context("figure 8")?;
     }
     drop(bench.sshd.take());
     notes.push(format!(

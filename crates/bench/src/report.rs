@@ -124,7 +124,7 @@ impl Row {
     }
 }
 
-pub const FIGURES: [&str; 7] = [
+pub const FIGURES: [&str; 8] = [
     "One-shot `true`, new connection each time (latency)",
     "Commands per second over one persistent connection",
     "Throughput through the client binary into a pipe",
@@ -132,6 +132,7 @@ pub const FIGURES: [&str; 7] = [
     "Server memory",
     "Cost as the output grows (Unix socket, fresh server per size)",
     "Fleets: `true` on many loopback hosts from one client",
+    "Terminal sessions (-tt): keystroke round trip, output through the pty",
 ];
 
 pub struct Report {
