@@ -3,10 +3,11 @@
 //! a pipe) and `-e none`, rsh over TLS to its own server, ssh to the private
 //! sshd.
 //!
-//! - Keystroke round trip: the remote side is `cat` on the pty, in canonical
-//!   mode, so each byte written to the client is echoed by the remote line
-//!   discipline at once (what a shell's echo of a typed key costs, without
-//!   the shell). One byte is written, its echo read back, then the next.
+//! - Keystroke round trip: the client runs on a local pty (a terminal, as a
+//!   user's), the remote side is `cat` on the remote pty in canonical mode,
+//!   so each byte typed is echoed by the remote line discipline at once (what
+//!   a shell's echo of a typed key costs, without the shell). One byte is
+//!   written to the local pty, its echo read back, then the next.
 //! - Output: 100 MB of `head -c` through the remote pty, timed from the first
 //!   byte to the last, so the connection setup is not in it.
 
@@ -45,6 +46,111 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// A client on a local pty (a terminal, as a user's: raw mode and all; a
+/// pipe would time other code paths), its remote side `cat`, ready for
+/// keystrokes.
+struct Typist<'a> {
+    child: Child,
+    master: std::fs::File,
+    output: std::sync::mpsc::Receiver<Vec<u8>>,
+    _armed: crate::util::Armed<'a>,
+}
+
+impl<'a> Typist<'a> {
+    fn start(bench: &'a Bench, mut command: Command) -> anyhow::Result<Typist<'a>> {
+        let pty = nix::pty::openpty(None, None).context("openpty")?;
+        let slave = std::fs::File::from(pty.slave);
+        command
+            .stdin(slave.try_clone().context("dup")?)
+            .stdout(slave.try_clone().context("dup")?)
+            .stderr(Stdio::null());
+        let child = command.spawn().context("cannot spawn the client")?;
+        let armed = bench.watchdog.arm(child.id(), SESSION_LIMIT);
+        let master = std::fs::File::from(pty.master);
+        let (tx, output) = std::sync::mpsc::channel::<Vec<u8>>();
+        let mut reader = master.try_clone().context("dup")?;
+        // Ends with EIO once the client (the last slave) is gone.
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let typist = Typist {
+            child,
+            master,
+            output,
+            _armed: armed,
+        };
+        let mut seen = Vec::new();
+        while !seen.windows(READY.len()).any(|w| w == READY) {
+            let chunk = typist
+                .output
+                .recv_timeout(SESSION_LIMIT)
+                .context("the session never became ready")?;
+            seen.extend_from_slice(&chunk);
+        }
+        // The client's raw mode is on (else the local terminal would echo,
+        // and the round trip would never leave this machine).
+        let raw = nix::sys::termios::tcgetattr(&slave).context("tcgetattr")?;
+        if raw
+            .local_flags
+            .contains(nix::sys::termios::LocalFlags::ECHO)
+        {
+            bail!("the client did not put its terminal in raw mode");
+        }
+        Ok(typist)
+    }
+
+    /// One keystroke's round trip, in microseconds.
+    fn key(&mut self) -> anyhow::Result<f64> {
+        let started = Instant::now();
+        self.master.write_all(b"a").context("write a keystroke")?;
+        // Anything left of the ready line comes first.
+        loop {
+            let chunk = self.output.recv_timeout(SESSION_LIMIT).context("no echo")?;
+            if chunk.contains(&b'a') {
+                return Ok(started.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+    }
+}
+
+impl Drop for Typist<'_> {
+    fn drop(&mut self) {
+        // A newline and an end of file end `cat`, and so the session.
+        let _ = self.master.write_all(b"\r\x04");
+        stop(&mut self.child);
+    }
+}
+
+/// Keystroke round trips (microseconds) of several clients, taken in turn
+/// (one key each, then the next round), so drift hits all alike.
+fn type_in_turn(
+    typists: &mut [Option<Typist<'_>>],
+    keystrokes: usize,
+) -> Vec<anyhow::Result<Vec<f64>>> {
+    let mut results: Vec<anyhow::Result<Vec<f64>>> = typists
+        .iter()
+        .map(|_| Ok(Vec::with_capacity(keystrokes)))
+        .collect();
+    for i in 0..WARM_UP + keystrokes {
+        for (typist, result) in typists.iter_mut().zip(results.iter_mut()) {
+            let (Some(t), Ok(samples)) = (typist.as_mut(), result.as_mut()) else {
+                continue;
+            };
+            match t.key() {
+                Ok(us) if i >= WARM_UP => samples.push(us),
+                Ok(_) => {}
+                Err(err) => *result = Err(err),
+            }
+        }
+    }
+    results
+}
+
 impl Bench {
     fn spawn_piped(&self, mut command: Command) -> anyhow::Result<Child> {
         command
@@ -53,49 +159,6 @@ impl Bench {
             .stderr(Stdio::null())
             .spawn()
             .context("cannot spawn the client")
-    }
-
-    /// Round trips in microseconds of `keystrokes` one-byte keystrokes.
-    fn keystrokes(&self, command: Command, keystrokes: usize) -> anyhow::Result<Vec<f64>> {
-        let mut child = self.spawn_piped(command)?;
-        let _armed = self.watchdog.arm(child.id(), SESSION_LIMIT);
-        let result = (|| {
-            let mut stdin = child.stdin.take().context("no stdin")?;
-            let mut stdout = child.stdout.take().context("no stdout")?;
-            let mut seen = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !seen.windows(READY.len()).any(|w| w == READY) {
-                let n = stdout.read(&mut buf).context("read")?;
-                if n == 0 || seen.len() > 1 << 20 {
-                    bail!(
-                        "the session never became ready: {:?}",
-                        String::from_utf8_lossy(&seen)
-                    );
-                }
-                seen.extend_from_slice(&buf[..n]);
-            }
-            let mut samples = Vec::with_capacity(keystrokes);
-            for i in 0..WARM_UP + keystrokes {
-                let started = Instant::now();
-                stdin.write_all(b"a").context("write a keystroke")?;
-                let mut echo = [0u8; 1];
-                // Anything left of the ready line comes first.
-                loop {
-                    stdout.read_exact(&mut echo).context("read the echo")?;
-                    if echo[0] == b'a' {
-                        break;
-                    }
-                }
-                if i >= WARM_UP {
-                    samples.push(started.elapsed().as_secs_f64() * 1e6);
-                }
-            }
-            // A newline and an end of file end `cat`, and so the session.
-            let _ = stdin.write_all(b"\r\x04");
-            Ok(samples)
-        })();
-        stop(&mut child);
-        result
     }
 
     /// MB/s of `OUTPUT_BYTES` through the remote pty, first byte to last.
@@ -139,8 +202,34 @@ impl Bench {
         let rsh = |remote: &str| server.tty_client(&dest, remote);
         let ssh = |remote: &str| self.sshd.as_ref().map(|sshd| sshd.ssh_tty(remote));
 
-        let rsh_keys = self.keystrokes(rsh(READY_REMOTE), keystrokes);
-        let ssh_keys = ssh(READY_REMOTE).map(|command| self.keystrokes(command, keystrokes));
+        let rsh_typist = Typist::start(self, rsh(READY_REMOTE));
+        let ssh_typist = ssh(READY_REMOTE).map(|command| Typist::start(self, command));
+        let mut typists = Vec::new();
+        let mut start_errors = Vec::new();
+        for typist in [Some(rsh_typist), ssh_typist].into_iter().flatten() {
+            match typist {
+                Ok(typist) => {
+                    typists.push(Some(typist));
+                    start_errors.push(None);
+                }
+                Err(err) => {
+                    typists.push(None);
+                    start_errors.push(Some(err));
+                }
+            }
+        }
+        let mut results = type_in_turn(&mut typists, keystrokes).into_iter();
+        drop(typists);
+        let mut start_errors = start_errors.into_iter();
+        let mut next_result = || -> anyhow::Result<Vec<f64>> {
+            let result = results.next().unwrap_or_else(|| Ok(Vec::new()));
+            match start_errors.next().flatten() {
+                Some(err) => Err(err),
+                None => result,
+            }
+        };
+        let rsh_keys = next_result();
+        let ssh_keys = self.sshd.as_ref().map(|_| next_result());
         let output = format!("head -c {OUTPUT_BYTES} /dev/zero");
         let mut rsh_out = Vec::new();
         let mut ssh_out = Vec::new();
