@@ -243,12 +243,12 @@ fn stat(pid: u32) -> Option<(char, u32, u32, i64)> {
 }
 
 /// Running, not a zombie waiting for the server's reaper.
-fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     stat(pid).is_some_and(|(state, ..)| state != 'Z')
 }
 
 /// Polls (bounded by `limit`) until none of `pids` is alive; the ones left.
-fn wait_gone(pids: &[u32], limit: Duration) -> Vec<u32> {
+pub(crate) fn wait_gone(pids: &[u32], limit: Duration) -> Vec<u32> {
     let deadline = Instant::now() + limit;
     loop {
         let left: Vec<u32> = pids.iter().copied().filter(|&pid| alive(pid)).collect();
@@ -261,14 +261,20 @@ fn wait_gone(pids: &[u32], limit: Duration) -> Vec<u32> {
 
 /// Waits until a `sleep` of session `sid` is the terminal's foreground job;
 /// its pid.
-fn foreground_sleep(sid: u32) -> u32 {
+pub(crate) fn foreground_sleep(sid: u32) -> u32 {
+    foreground_job(sid, "sleep")
+}
+
+/// Waits until a process named `name` (its `comm`) of session `sid` is in
+/// the terminal's foreground process group; its pid.
+pub(crate) fn foreground_job(sid: u32, name: &str) -> u32 {
     let deadline = Instant::now() + WAIT;
     loop {
         let found = rsh_server::session::session_members(sid)
             .into_iter()
             .find(|&pid| {
                 let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                comm.trim() == "sleep"
+                comm.trim() == name
                     && stat(pid).is_some_and(|(_, pgrp, _, tpgid)| i64::from(pgrp) == tpgid)
             });
         if let Some(pid) = found {
@@ -276,7 +282,7 @@ fn foreground_sleep(sid: u32) -> u32 {
         }
         assert!(
             Instant::now() < deadline,
-            "no foreground sleep in session {sid} within {WAIT:?}"
+            "no foreground {name} in session {sid} within {WAIT:?}"
         );
         std::thread::sleep(Duration::from_millis(10));
     }

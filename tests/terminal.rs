@@ -3,16 +3,32 @@
 //! terminal, as in a terminal emulator) against the real server, over the
 //! Unix socket and TLS.
 //!
-//! The remote prompt is whatever the login shell prints, so the tests wait
-//! for command output that cannot be the echo of what was typed
-//! (`echo A$((1+1))` prints `A2`).
+//! The terminal echoes what is typed, so the tests only trust output that
+//! cannot be that echo: a marker typed as `echo =b$((7))=` shows as
+//! `=b$((7))=` in the echo and as `=b7=` only when the shell ran it.
 
+use crate::pty::{alive, foreground_job, foreground_sleep, wait_gone};
 use crate::util::{self, TestServer, Transport, WAIT};
 use nix::sys::termios::{self, Termios};
 use std::io::{Read, Write};
 use std::process::Child;
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The prompt the tests give the remote shell (typed as `'rsh''> '`, so
+/// the echo of that line never shows it).
+const PROMPT: &str = "rsh> ";
+
+/// How long the session's processes may take to go once it ended: the
+/// hangup, the test server's 0.5 s kill grace, and the reaper.
+const GONE: Duration = Duration::from_secs(2);
+
+/// Where `needle` starts in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
 
 /// The client on a pty, and what its terminal showed.
 struct Session {
@@ -22,7 +38,10 @@ struct Session {
     slave: std::fs::File,
     before: Termios,
     output: mpsc::Receiver<Vec<u8>>,
-    seen: String,
+    /// Shown but not yet consumed by a `wait_for`.
+    seen: Vec<u8>,
+    /// Numbers the markers of [`Session::ask`], so each is unique.
+    asked: u32,
 }
 
 impl Session {
@@ -55,7 +74,7 @@ impl Session {
         let mut reader = master.try_clone().expect("dup master");
         let (tx, output) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
+            let mut buf = vec![0u8; 64 * 1024];
             // Ends when the last slave closes (EIO) or the test is done.
             while let Ok(n) = reader.read(&mut buf) {
                 if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
@@ -69,39 +88,87 @@ impl Session {
             slave,
             before,
             output,
-            seen: String::new(),
+            seen: Vec::new(),
+            asked: 0,
         }
+    }
+
+    /// A session on `server` whose remote shell shows [`PROMPT`], and
+    /// shows it now.
+    fn with_prompt(server: &TestServer, rows: u16, cols: u16) -> Session {
+        let mut s = Session::start(server, rows, cols);
+        s.type_keys(b"PS1='rsh''> '\r");
+        s.wait_for(PROMPT);
+        s
     }
 
     fn type_keys(&mut self, keys: &[u8]) {
         self.master.write_all(keys).expect("type");
     }
 
-    /// Waits until the terminal shows `needle`; returns what came up to it.
-    fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(at) = self.seen.find(needle) {
-                let upto: String = self.seen.drain(..at + needle.len()).collect();
-                return upto;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.output.recv_timeout(left) {
-                Ok(chunk) => self.seen.push_str(&String::from_utf8_lossy(&chunk)),
-                Err(_) => panic!(
-                    "the terminal never showed {needle:?}; it showed {:?}",
-                    self.seen
-                ),
-            }
+    /// One more piece of output, or a panic after `limit` with what showed.
+    fn receive(&mut self, limit: Duration, waiting_for: &str) {
+        match self.output.recv_timeout(limit) {
+            Ok(chunk) => self.seen.extend_from_slice(&chunk),
+            Err(_) => panic!(
+                "the terminal never showed {waiting_for:?}; it showed {:?}",
+                String::from_utf8_lossy(&self.seen)
+            ),
         }
     }
 
-    /// Runs `command` in the remote shell and returns the line it printed
-    /// after `marker` (`command` must print `marker` before its answer).
-    fn ask(&mut self, command: &str, marker: &str) -> String {
-        self.type_keys(format!("{command}\r").as_bytes());
-        self.wait_for(marker);
-        self.wait_for("\r\n").trim().to_owned()
+    /// Waits until the terminal shows `needle`; returns what came before it
+    /// (and consumes both).
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(at) = find(&self.seen, needle.as_bytes()) {
+                let upto: Vec<u8> = self.seen.drain(..at + needle.len()).collect();
+                return String::from_utf8_lossy(&upto[..at]).into_owned();
+            }
+            self.receive(deadline.saturating_duration_since(Instant::now()), needle);
+        }
+    }
+
+    /// Counts `byte` in what the terminal shows until `end`, looking at each
+    /// piece once (the output may be many megabytes). Bounded by `WAIT`
+    /// without output and by ten times that in all.
+    fn count_until(&mut self, byte: u8, end: &str) -> usize {
+        let end = end.as_bytes();
+        let overall = Instant::now() + 10 * WAIT;
+        let mut count = 0;
+        loop {
+            if let Some(at) = find(&self.seen, end) {
+                count += self.seen[..at].iter().filter(|&&b| b == byte).count();
+                self.seen.drain(..at + end.len());
+                return count;
+            }
+            // Keep what could be the start of `end`; count the rest.
+            let done = self.seen.len().saturating_sub(end.len());
+            count += self.seen[..done].iter().filter(|&&b| b == byte).count();
+            self.seen.drain(..done);
+            assert!(
+                Instant::now() < overall,
+                "no end marker within {:?}",
+                10 * WAIT
+            );
+            self.receive(WAIT, &String::from_utf8_lossy(end));
+        }
+    }
+
+    /// Runs `command` in the remote shell and returns what it printed,
+    /// trimmed: the output between two markers only the shell prints.
+    fn ask(&mut self, command: &str) -> String {
+        self.asked += 1;
+        let n = self.asked;
+        self.type_keys(format!("echo =b$(({n}))=; {command}; echo =e$(({n}))=\r").as_bytes());
+        self.wait_for(&format!("=b{n}=\r\n"));
+        self.wait_for(&format!("=e{n}=\r\n")).trim().to_owned()
+    }
+
+    /// The remote shell's pid (which is also its session id).
+    fn shell_pid(&mut self) -> u32 {
+        self.ask("echo $$").parse().expect("the shell's pid")
     }
 
     fn resize(&self, rows: u16, cols: u16) {
@@ -122,7 +189,8 @@ impl Session {
             .code()
     }
 
-    /// The terminal's settings are what they were before the session.
+    /// The terminal's settings are what they were before the session
+    /// (what `stty -g` shows: every flag and control character).
     fn assert_terminal_restored(&self) {
         let after = termios::tcgetattr(&self.slave).expect("tcgetattr");
         assert_eq!(after.input_flags, self.before.input_flags);
@@ -130,6 +198,14 @@ impl Session {
         assert_eq!(after.local_flags, self.before.local_flags);
         assert_eq!(after.control_flags, self.before.control_flags);
         assert_eq!(after.control_chars, self.before.control_chars);
+        assert_eq!(
+            termios::cfgetispeed(&after),
+            termios::cfgetispeed(&self.before)
+        );
+        assert_eq!(
+            termios::cfgetospeed(&after),
+            termios::cfgetospeed(&self.before)
+        );
     }
 }
 
@@ -140,33 +216,32 @@ impl Drop for Session {
     }
 }
 
-fn pid_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
 fn shell_state_tty_and_size(transport: Transport) {
     let server = TestServer::start(transport);
     let mut s = Session::start(&server, 33, 101);
     s.type_keys(b"cd /tmp\r");
     s.type_keys(b"X=5\r");
-    assert_eq!(s.ask("echo A$((1+1)); echo \"$X:$(pwd)\"", "A2"), "5:/tmp");
-    assert!(s.ask("echo B$((1+1)); tty", "B2").starts_with("/dev/pts/"));
-    assert_eq!(s.ask("echo C$((1+1)); stty size", "C2"), "33 101");
+    assert_eq!(s.ask("pwd"), "/tmp");
+    assert_eq!(s.ask("echo \"X is $X\""), "X is 5");
+    let tty = s.ask("tty");
+    assert!(tty.starts_with("/dev/pts/"), "tty printed {tty:?}");
+    assert_eq!(s.ask("stty size"), "33 101");
     s.resize(40, 120);
     // The resize travels on its own; ask until the new size shows (bounded).
     let mut size = String::new();
-    for round in 0..50 {
-        size = s.ask(
-            &format!("echo D$(({round}+1000)); stty size"),
-            &format!("D{}", round + 1000),
-        );
+    for _ in 0..50 {
+        size = s.ask("stty size");
         if size == "40 120" {
             break;
         }
     }
     assert_eq!(size, "40 120");
-    // A program reading /dev/tty (as sudo does for a password) gets the line.
-    s.type_keys(b"read -r line < /dev/tty; echo \"got:$line\"\r");
+    // A program reading /dev/tty (as sudo does for a password) gets the
+    // line. It is typed once `head` runs: the shell's line editor would
+    // take it as typeahead before that.
+    let shell = s.shell_pid();
+    s.type_keys(b"head -n 1 < /dev/tty | sed 's/^/got:/'\r");
+    foreground_job(shell, "head");
     s.type_keys(b"secret\r");
     s.wait_for("got:secret");
     s.type_keys(b"exit 7\r");
@@ -175,91 +250,184 @@ fn shell_state_tty_and_size(transport: Transport) {
 }
 
 #[test]
-#[ignore = "needs the server pty integration (h/serverpty)"]
 fn unix_shell_state_tty_and_size() {
     shell_state_tty_and_size(Transport::Unix);
 }
 
 #[test]
-#[ignore = "needs the server pty integration (h/serverpty)"]
 fn tls_shell_state_tty_and_size() {
     shell_state_tty_and_size(Transport::Tls);
 }
 
-#[test]
-#[ignore = "needs the server pty integration (h/serverpty)"]
-fn ctrl_c_interrupts_and_tilde_dot_disconnects() {
-    let server = TestServer::start(Transport::Unix);
-    let mut s = Session::start(&server, 24, 80);
-    let shell: u32 = s
-        .ask("echo P$((1+1)); echo $$", "P2")
-        .parse()
-        .expect("the shell's pid");
+/// Ctrl-C interrupts the remote foreground job and the shell prompts
+/// again; `~.` then disconnects, and every process of the session (a job in
+/// its own process group and a foreground one included) is gone soon after.
+fn ctrl_c_interrupts_and_tilde_dot_disconnects(transport: Transport) {
+    let server = TestServer::start(transport);
+    let mut s = Session::with_prompt(&server, 24, 80);
+    let shell = s.shell_pid();
+    let background: u32 = s
+        .ask("sleep 101 & echo $!")
+        .lines()
+        .last()
+        .and_then(|line| line.trim().parse().ok())
+        .expect("the background job's pid");
+    s.wait_for(PROMPT);
+
     s.type_keys(b"sleep 100\r");
+    // Typed before the shell has read the line, Ctrl-C would flush it.
+    let sleep = foreground_sleep(shell);
     s.type_keys(b"\x03");
-    assert_eq!(s.ask("echo Q$((1+1)); echo back", "Q2"), "back");
-    // `~.` after a newline: the client leaves, the session ends.
+    assert!(
+        wait_gone(&[sleep], WAIT).is_empty(),
+        "Ctrl-C ended the sleep"
+    );
+    s.wait_for(PROMPT);
+    assert_eq!(s.ask("echo back"), "back");
+    assert!(alive(shell) && alive(background));
+
+    // `~.` after a newline, with a job in the foreground: the client
+    // leaves, the session ends.
+    s.type_keys(b"sleep 102\r");
+    let foreground = foreground_sleep(shell);
+    let members = rsh_server::session::session_members(shell);
+    for pid in [shell, background, foreground] {
+        assert!(members.contains(&pid), "{pid} is in session {shell}");
+    }
     s.type_keys(b"\r~.");
     assert_eq!(s.wait_exit(), Some(255));
     s.assert_terminal_restored();
-    let deadline = Instant::now() + std::time::Duration::from_secs(2);
-    while pid_alive(shell) && Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert!(!pid_alive(shell), "the session's shell {shell} outlived ~.");
+    assert_eq!(
+        wait_gone(&members, GONE),
+        Vec::<u32>::new(),
+        "processes of the session outlived ~."
+    );
 }
 
 #[test]
-#[ignore = "needs the server pty integration (h/serverpty)"]
-fn terminal_is_restored_when_the_server_dies() {
-    let server = TestServer::start(Transport::Unix);
+fn unix_ctrl_c_interrupts_and_tilde_dot_disconnects() {
+    ctrl_c_interrupts_and_tilde_dot_disconnects(Transport::Unix);
+}
+
+#[test]
+fn tls_ctrl_c_interrupts_and_tilde_dot_disconnects() {
+    ctrl_c_interrupts_and_tilde_dot_disconnects(Transport::Tls);
+}
+
+/// `exit` with a job still running in the background ends the session: the
+/// client exits with the shell's status and the job does not live on.
+fn a_background_job_does_not_keep_the_session(transport: Transport) {
+    let server = TestServer::start(transport);
+    let mut s = Session::with_prompt(&server, 24, 80);
+    let shell = s.shell_pid();
+    let job: u32 = s
+        .ask("sleep 103 & echo $!")
+        .lines()
+        .last()
+        .and_then(|line| line.trim().parse().ok())
+        .expect("the background job's pid");
+    assert!(alive(job));
+    s.type_keys(b"exit 4\r");
+    assert_eq!(s.wait_exit(), Some(4));
+    s.assert_terminal_restored();
+    assert_eq!(wait_gone(&[shell, job], GONE), Vec::<u32>::new());
+}
+
+#[test]
+fn unix_a_background_job_does_not_keep_the_session() {
+    a_background_job_does_not_keep_the_session(Transport::Unix);
+}
+
+#[test]
+fn tls_a_background_job_does_not_keep_the_session() {
+    a_background_job_does_not_keep_the_session(Transport::Tls);
+}
+
+fn terminal_is_restored_when_the_server_dies(transport: Transport) {
+    let server = TestServer::start(transport);
     let mut s = Session::start(&server, 24, 80);
-    s.ask("echo R$((1+1)); echo up", "R2");
+    assert_eq!(s.ask("echo up"), "up");
     util::signal(server.pid(), nix::sys::signal::Signal::SIGKILL);
     assert_eq!(s.wait_exit(), Some(255));
     s.assert_terminal_restored();
 }
 
 #[test]
-#[ignore = "needs the server pty integration (h/serverpty)"]
-fn twenty_megabytes_through_the_pty_arrive_whole() {
-    let server = TestServer::start(Transport::Unix);
+fn unix_terminal_is_restored_when_the_server_dies() {
+    terminal_is_restored_when_the_server_dies(Transport::Unix);
+}
+
+#[test]
+fn tls_terminal_is_restored_when_the_server_dies() {
+    terminal_is_restored_when_the_server_dies(Transport::Tls);
+}
+
+/// 20 MB of 'x' in 1000-byte lines between two markers: every one arrives.
+fn twenty_megabytes_through_the_pty_arrive_whole(transport: Transport) {
+    let server = TestServer::start(transport);
     let mut s = Session::start(&server, 24, 80);
-    // 20 MB of 'x' in 1000-byte lines, then a marker; the pty turns each
-    // "\n" into "\r\n".
-    s.type_keys(b"head -c 20000000 /dev/zero | tr '\\0' x | fold -w 1000; echo E$((1+1))\r");
-    let upto = s.wait_for("E2\r\n");
-    let xs = upto.bytes().filter(|&b| b == b'x').count();
-    assert_eq!(xs, 20_000_000);
+    s.type_keys(
+        b"echo =s$((1))=; head -c 20000000 /dev/zero | tr '\\0' x | fold -w 1000; echo =t$((1))=\r",
+    );
+    s.wait_for("=s1=\r\n");
+    assert_eq!(s.count_until(b'x', "=t1=\r\n"), 20_000_000);
     s.type_keys(b"exit\r");
     assert_eq!(s.wait_exit(), Some(0));
     s.assert_terminal_restored();
 }
 
-/// Today's server refuses terminal sessions: the client says so on one
-/// line, exits 255, and leaves the terminal as it found it. (Passes before
-/// and after the server side lands: it only checks the refusal path when
-/// the server refuses.)
 #[test]
-fn a_refused_session_leaves_the_terminal_as_it_was() {
-    let server = TestServer::start(Transport::Unix);
-    let mut s = Session::start(&server, 24, 80);
-    let mut first = String::new();
-    let deadline = Instant::now() + WAIT;
-    // Either a session starts (the server has ptys) or it is refused.
-    while !first.contains("refused") && !first.contains('$') && !first.contains('#') {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match s.output.recv_timeout(left) {
-            Ok(chunk) => first.push_str(&String::from_utf8_lossy(&chunk)),
-            Err(_) => panic!("no prompt and no refusal; the terminal showed {first:?}"),
-        }
-    }
-    if first.contains("refused") {
-        assert_eq!(s.wait_exit(), Some(255));
-    } else {
-        s.type_keys(b"exit\r");
-        assert_eq!(s.wait_exit(), Some(0));
-    }
+fn unix_twenty_megabytes_through_the_pty_arrive_whole() {
+    twenty_megabytes_through_the_pty_arrive_whole(Transport::Unix);
+}
+
+#[test]
+fn tls_twenty_megabytes_through_the_pty_arrive_whole() {
+    twenty_megabytes_through_the_pty_arrive_whole(Transport::Tls);
+}
+
+/// Ctrl-\ quits the remote foreground job even when the server was started
+/// with SIGQUIT ignored, as `rsh-server &` from a script starts it: the
+/// shells it runs get the default action, not the server's inheritance.
+#[test]
+fn ctrl_backslash_quits_though_the_server_was_started_ignoring_sigquit() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let wrapper = dir.path().join("rsh-server-ignoring-quit");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ntrap '' QUIT\nexec '{}' \"$@\"\n",
+            util::server_bin().display()
+        ),
+    )
+    .expect("write the wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let bins = rsh_harness::Binaries {
+        server: wrapper,
+        client: util::client_bin(),
+    };
+    let server = rsh_harness::ServerBuilder::new(&bins)
+        .args(["--kill-grace", "0.5"])
+        .start_limit(WAIT)
+        .start()
+        .expect("start the server");
+    let dest = server.unix_dest().expect("a Unix socket");
+    let mut s = Session::start_at(&dest, server.client_home.path(), 24, 80);
+    s.type_keys(b"PS1='rsh''> '\r");
+    s.wait_for(PROMPT);
+    let shell = s.shell_pid();
+    s.wait_for(PROMPT);
+    s.type_keys(b"sleep 100\r");
+    let sleep = foreground_sleep(shell);
+    s.type_keys(b"\x1c");
+    assert!(
+        wait_gone(&[sleep], WAIT).is_empty(),
+        "Ctrl-\\ ended the sleep"
+    );
+    s.wait_for(PROMPT);
+    s.type_keys(b"exit 0\r");
+    assert_eq!(s.wait_exit(), Some(0));
     s.assert_terminal_restored();
 }
 

@@ -13,6 +13,7 @@ mod fleet;
 mod report;
 mod rsh;
 mod ssh;
+mod terminal;
 mod util;
 
 use anyhow::Context;
@@ -37,7 +38,7 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
 
-    /// Run only these figures (comma-separated numbers, 1-8).
+    /// Run only these figures (comma-separated numbers, 1-9).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     only: Vec<u8>,
 
@@ -167,6 +168,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if wanted(8) {
         eprintln!("figure 8: {}", report::FIGURES[7]);
         bench.ansible().context("figure 8")?;
+    }
+    if wanted(9) {
+        eprintln!("figure 9: {}", report::FIGURES[8]);
+        bench.terminal().context("figure 9")?;
     }
     drop(bench.sshd.take());
     notes.push(format!(

@@ -124,7 +124,7 @@ impl Row {
     }
 }
 
-pub const FIGURES: [&str; 8] = [
+pub const FIGURES: [&str; 9] = [
     "One-shot `true`, new connection each time (latency)",
     "Commands per second over one persistent connection",
     "Throughput through the client binary into a pipe",
@@ -133,6 +133,7 @@ pub const FIGURES: [&str; 8] = [
     "Cost as the output grows (Unix socket, fresh server per size)",
     "Fleets: `true` on many loopback hosts from one client",
     "Ansible playbook (integrations/ansible/test/playbook.yml), 3 loopback hosts: rsh against ssh",
+    "Terminal sessions (-tt): keystroke round trip, output through the pty",
 ];
 
 pub struct Report {

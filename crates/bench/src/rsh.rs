@@ -128,6 +128,14 @@ impl RshServer {
         command
     }
 
+    /// `rsh-client DEST -tt -e none -c COMMAND`: a remote pty although stdin
+    /// is a pipe, no escape character.
+    pub fn tty_client(&self, dest: &str, remote: &str) -> Command {
+        let mut command = self.server.client(dest);
+        command.args(["-tt", "-e", "none", "-c", remote]);
+        command
+    }
+
     /// Same, for tokio.
     pub fn tokio_client(&self, dest: &str, remote: &str) -> tokio::process::Command {
         tokio::process::Command::from(self.client(dest, remote))

@@ -137,6 +137,18 @@ impl Sshd {
         command
     }
 
+    /// `ssh -tt -e none [options] 127.0.0.1 REMOTE`: a remote pty although
+    /// stdin is a pipe (the options' `-T` comes first; `-tt` overrides it),
+    /// no escape character.
+    pub fn ssh_tty(&self, remote: &str) -> Command {
+        let mut command = Command::new("ssh");
+        command
+            .args(self.options())
+            .args(["-tt", "-e", "none", "127.0.0.1"])
+            .arg(remote);
+        command
+    }
+
     /// Same, for tokio.
     pub fn tokio_ssh(&self, remote: &str) -> tokio::process::Command {
         tokio::process::Command::from(self.ssh(Mode::New, None, remote))

@@ -38,7 +38,7 @@ use tracing::{debug, error, info};
 ///
 /// SIGHUP reloads: the config file is re-read and new connections get its
 /// settings (running ones keep theirs); listen addresses, connection limits,
-/// the host key and logging need a restart. SIGINT or SIGTERM stops
+/// the host key and logging need a restart. SIGINT, SIGTERM or SIGQUIT stops
 /// accepting, gives running commands the shutdown grace, ends the rest,
 /// removes the socket and exits 0. Under systemd (Type=notify) the server
 /// reports ready, reloading and stopping.
