@@ -82,33 +82,14 @@ impl Raw {
 
 /// Zombie processes whose parent is `parent`.
 fn zombie_children(parent: u32) -> Vec<u32> {
-    let mut zombies = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return zombies;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // After the parenthesised command name: state ppid ...
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        if fields.first() == Some(&"Z")
-            && fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent)
-        {
-            zombies.push(pid);
-        }
-    }
-    zombies
+    crate::util::proc_stats()
+        .into_iter()
+        .filter(|(_, fields)| {
+            fields.first().map(String::as_str) == Some("Z")
+                && fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent)
+        })
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 /// Processes that leave the command's group (`setsid -f`) or double-fork

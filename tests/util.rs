@@ -202,12 +202,13 @@ pub fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc status")
 }
 
-/// Pids of live processes in process group `pgid` (from /proc).
-pub fn processes_in_group(pgid: u32) -> Vec<u32> {
-    let mut pids = Vec::new();
+/// Every process in /proc with the fields of its `stat` after the
+/// parenthesised command name (`state ppid pgrp session ...`).
+pub fn proc_stats() -> Vec<(u32, Vec<String>)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return pids;
+        return Vec::new();
     };
+    let mut stats = Vec::new();
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -219,16 +220,22 @@ pub fn processes_in_group(pgid: u32) -> Vec<u32> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        // Fields after the parenthesised command name: state ppid pgrp ...
+        // The command name may hold spaces and parentheses: split after the last ')'.
         let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
             continue;
         };
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        if fields.get(2).and_then(|p| p.parse::<u32>().ok()) == Some(pgid) {
-            pids.push(pid);
-        }
+        stats.push((pid, after.split_whitespace().map(str::to_owned).collect()));
     }
-    pids
+    stats
+}
+
+/// Pids of live processes in process group `pgid` (from /proc).
+pub fn processes_in_group(pgid: u32) -> Vec<u32> {
+    proc_stats()
+        .into_iter()
+        .filter(|(_, fields)| fields.get(2).and_then(|p| p.parse::<u32>().ok()) == Some(pgid))
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 /// Deterministic pseudo-random bytes (xorshift), fast enough for 50 MB.
