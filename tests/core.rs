@@ -616,10 +616,12 @@ async fn cwd_and_env_are_applied(t: Transport) {
         String::from_utf8_lossy(&out.stdout),
         format!("{}\n", dir.display())
     );
-    let out = run_args(&server, &["-c", "pwd"]);
+    // HOME's directory, and SHELL names the shell running the command even
+    // though the harness starts the daemon without one.
+    let out = run_args(&server, &["-c", "pwd; echo \"$SHELL\""]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        format!("{}\n", server.home.path().display())
+        format!("{}\n/bin/sh\n", server.home.path().display())
     );
     let out = run_args(&server, &["--cwd", "/nonexistent/dir", "-c", "true"]);
     assert_eq!(code(&out), 255);

@@ -153,6 +153,9 @@ impl ServerBuilder {
             .env("RSH_HOME", home.path())
             .env("HOME", home.path())
             .env("RUST_LOG", "info")
+            // As a daemon started by init or a CI job may be: commands must
+            // not depend on the daemon's own SHELL.
+            .env_remove("SHELL")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -589,7 +589,13 @@ fn spawn_piped(
                 .env("SHELL", &account.shell);
         }
         None => {
-            command.arg("-c").arg(OsStr::from_bytes(&exec.command));
+            // SHELL names the shell that runs the command, as sshd sets it:
+            // tools rely on it remotely (GNU parallel's worker execs
+            // `$SHELL`), and a daemon started by init may have none.
+            command
+                .arg("-c")
+                .arg(OsStr::from_bytes(&exec.command))
+                .env("SHELL", &config.shell);
         }
     }
     command
