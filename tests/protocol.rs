@@ -436,3 +436,109 @@ async fn a_silent_peer_is_dropped_after_the_handshake_timeout() {
         "dropped after {waited:?}, before the timeout"
     );
 }
+
+/// Typing: one-byte Stdin frames, each echoed back before the next is sent,
+/// as keystrokes in a terminal session are. The server tops the stdin window
+/// up only once half of it is used (as ssh does), so the keystrokes cost no
+/// WindowAdjust each: one frame on the wire per key each way, not two.
+#[tokio::test]
+async fn typed_bytes_cost_no_window_adjust_each() {
+    let mut peer = connect(config()).await;
+    peer.send(exec(1, 1024 * 1024, "cat")).await;
+    let mut grants = Vec::new();
+    let mut granted = 0u64;
+    const KEYS: usize = 50;
+    for key in 0..KEYS {
+        // The initial grant may come before or after the first echo.
+        while granted == 0 {
+            match peer.next().await.expect("the initial grant") {
+                Frame::WindowAdjust {
+                    channel: 1,
+                    increment,
+                } => {
+                    granted += u64::from(increment);
+                    grants.push(increment);
+                }
+                other => panic!("unexpected before the grant: {other:?}"),
+            }
+        }
+        peer.send(Frame::Stdin {
+            channel: 1,
+            data: Bytes::from_static(b"k"),
+        })
+        .await;
+        let echoed = loop {
+            match peer.next().await.expect("the echo") {
+                Frame::Stdout { channel: 1, data } => break data,
+                Frame::WindowAdjust {
+                    channel: 1,
+                    increment,
+                } => grants.push(increment),
+                other => panic!("unexpected while typing: {other:?}"),
+            }
+        };
+        assert_eq!(&echoed[..], b"k", "key {key}");
+        peer.grant(1, echoed.len()).await;
+    }
+    assert_eq!(
+        grants.len(),
+        1,
+        "grants while typing {KEYS} keys: {grants:?}"
+    );
+    peer.send(Frame::StdinEnd { channel: 1 }).await;
+    let outcome = peer.run_to_exit(1, &mut Vec::new()).await;
+    assert_eq!(outcome.status, Some(ExitStatus::Code(0)));
+    peer.close_and_wait().await;
+}
+
+/// A window used up by more than half is topped up again, in a grant that
+/// restores the whole window, so a client that sends all it may keeps going.
+#[tokio::test]
+async fn a_half_used_stdin_window_is_topped_up_in_full() {
+    let mut peer = connect(ServerConfig {
+        stdin_window: 16,
+        ..config()
+    })
+    .await;
+    peer.send(exec(1, 1024, "cat")).await;
+    let mut sent = 0usize;
+    let mut credit = 0u64;
+    let mut echoed = Vec::new();
+    let mut grants = Vec::new();
+    // 64 bytes through a 16-byte window: only possible with top-ups.
+    while echoed.len() < 64 {
+        if credit > 0 && sent < 64 {
+            let len = credit.min(64 - sent as u64) as usize;
+            peer.send(Frame::Stdin {
+                channel: 1,
+                data: Bytes::from(vec![b'x'; len]),
+            })
+            .await;
+            sent += len;
+            credit -= len as u64;
+            continue;
+        }
+        match peer.next().await.expect("a frame") {
+            Frame::WindowAdjust {
+                channel: 1,
+                increment,
+            } => {
+                credit += u64::from(increment);
+                grants.push(increment);
+            }
+            Frame::Stdout { channel: 1, data } => {
+                echoed.extend_from_slice(&data);
+                peer.grant(1, data.len()).await;
+            }
+            other => panic!("unexpected: {other:?}"),
+        }
+    }
+    assert_eq!(echoed, vec![b'x'; 64]);
+    // The first grant is the window; each top-up restores at least half.
+    assert_eq!(grants.first(), Some(&16), "{grants:?}");
+    assert!(grants.iter().all(|&g| g >= 8), "{grants:?}");
+    peer.send(Frame::StdinEnd { channel: 1 }).await;
+    let outcome = peer.run_to_exit(1, &mut Vec::new()).await;
+    assert_eq!(outcome.status, Some(ExitStatus::Code(0)));
+    peer.close_and_wait().await;
+}

@@ -799,6 +799,10 @@ async fn pump_stdin(
     let mut enlarged = false;
     loop {
         let want = window.saturating_sub(lease.held());
+        // Top up only once half the window is used, as ssh does: a grant
+        // per Stdin frame would put one more frame on the wire (and one more
+        // wake-up in the client) for every keystroke of a terminal session.
+        let top_up = want > 0 && lease.held() <= window / 2;
         tokio::select! {
             // Data first: a client that already ended stdin (most one-shot
             // commands) is granted nothing, one frame fewer per command.
@@ -823,7 +827,7 @@ async fn pump_stdin(
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
                 lease.give_back(data.len() as u64);
             }
-            taken = ctx.stdin_budget.take(want), if want > 0 => {
+            taken = ctx.stdin_budget.take(want), if top_up => {
                 lease.add(taken);
                 // Credit first, then the frame: the client may send as soon
                 // as it reads it.
