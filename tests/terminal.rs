@@ -386,6 +386,33 @@ fn tls_twenty_megabytes_through_the_pty_arrive_whole() {
     twenty_megabytes_through_the_pty_arrive_whole(Transport::Tls);
 }
 
+/// A paste: 200 kB typed in one go into a program that reads the remote
+/// terminal raw. Every byte arrives: the client reads its raw terminal with
+/// a shortcut (a short read is taken to have drained it) that must not
+/// strand what is still queued.
+fn a_paste_arrives_whole(transport: Transport) {
+    let server = TestServer::start(transport);
+    let mut s = Session::start(&server, 24, 80);
+    s.type_keys(
+        b"stty raw -echo; echo =r$((1))=; head -c 200000 | tr -dc x | wc -c; stty sane; echo =t$((1))=\r",
+    );
+    s.wait_for("=r1=");
+    s.type_keys(&[b'x'; 200_000]);
+    assert_eq!(s.wait_for("=t1=").trim(), "200000");
+    s.type_keys(b"\rexit\r");
+    assert_eq!(s.wait_exit(), Some(0));
+}
+
+#[test]
+fn unix_a_paste_arrives_whole() {
+    a_paste_arrives_whole(Transport::Unix);
+}
+
+#[test]
+fn tls_a_paste_arrives_whole() {
+    a_paste_arrives_whole(Transport::Tls);
+}
+
 /// Ctrl-\ quits the remote foreground job even when the server was started
 /// with SIGQUIT ignored, as `rsh-server &` from a script starts it: the
 /// shells it runs get the default action, not the server's inheritance.

@@ -798,7 +798,7 @@ enum LocalInput {
 /// file (no thread left blocked on it when we exit), else tokio's stdin.
 fn local_reader() -> Box<dyn tokio::io::AsyncRead + Unpin + Send> {
     if std::io::stdin().is_terminal() {
-        if let Ok(tty) = crate::terminal::Tty::open(std::io::stdin()) {
+        if let Ok(tty) = crate::terminal::Tty::input(std::io::stdin()) {
             return Box::new(tty);
         }
     }
@@ -981,15 +981,22 @@ async fn terminal_session(
         )))
     })?;
     let output: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if std::io::stdout().is_terminal() {
-        match crate::terminal::Tty::open(std::io::stdout()) {
+        match crate::terminal::Tty::output(std::io::stdout()) {
             Ok(tty) => Box::new(tty),
             Err(_) => Box::new(tokio::io::stdout()),
         }
     } else {
         Box::new(tokio::io::stdout())
     };
+    // Raw mode is entered below whenever stdin is a terminal.
+    let input = match std::io::stdin().is_terminal() {
+        true => crate::terminal::Tty::raw_input(std::io::stdin())
+            .map(|tty| Box::new(tty) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)
+            .unwrap_or_else(|_| local_reader()),
+        false => local_reader(),
+    };
     let local = Local {
-        input: local_reader(),
+        input,
         output,
         messages: tokio::io::stderr(),
     };

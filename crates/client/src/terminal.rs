@@ -229,6 +229,10 @@ impl Drop for RawMode {
 #[derive(Debug)]
 pub struct Tty {
     file: tokio::io::unix::AsyncFd<std::fs::File>,
+    /// In raw mode a read hands over all that is queued, so a short one
+    /// drained the terminal (see [`Tty::raw_input`]). Not in canonical
+    /// mode, where a read returns one line and more may be queued.
+    short_read_drains: bool,
 }
 
 impl Tty {
@@ -239,6 +243,44 @@ impl Tty {
     /// If `fd` is not a terminal or its device cannot be opened; the caller
     /// may fall back to `tokio::io::stdin()` and `stdout()`.
     pub fn open(fd: impl AsFd) -> std::io::Result<Tty> {
+        Self::open_with(
+            fd,
+            tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE,
+        )
+    }
+
+    /// [`Tty::open`] for reading only (our stdin): no wake-up each time the
+    /// terminal drains what we wrote to it through another descriptor.
+    ///
+    /// # Errors
+    /// As [`Tty::open`].
+    pub fn input(fd: impl AsFd) -> std::io::Result<Tty> {
+        Self::open_with(fd, tokio::io::Interest::READABLE)
+    }
+
+    /// [`Tty::input`] for a terminal the caller keeps in raw mode
+    /// ([`RawMode`]) while reading: a short read forgets the readiness at
+    /// once (tokio keeps any that arrived since) instead of learning it from
+    /// an EAGAIN read, which a typed key's trip to the remote would wait for.
+    ///
+    /// # Errors
+    /// As [`Tty::open`].
+    pub fn raw_input(fd: impl AsFd) -> std::io::Result<Tty> {
+        let mut tty = Self::input(fd)?;
+        tty.short_read_drains = true;
+        Ok(tty)
+    }
+
+    /// [`Tty::open`] for writing only (our stdout): no wake-up for typed
+    /// keys, which the input's descriptor reads.
+    ///
+    /// # Errors
+    /// As [`Tty::open`].
+    pub fn output(fd: impl AsFd) -> std::io::Result<Tty> {
+        Self::open_with(fd, tokio::io::Interest::WRITABLE)
+    }
+
+    fn open_with(fd: impl AsFd, interest: tokio::io::Interest) -> std::io::Result<Tty> {
         use std::os::unix::fs::OpenOptionsExt;
         let path = nix::unistd::ttyname(fd)?;
         let file = std::fs::OpenOptions::new()
@@ -250,8 +292,11 @@ impl Tty {
         // registered, which a `File` cannot; the replacement is an `unsafe
         // fn`, which the workspace does not allow.
         #[allow(deprecated)]
-        let file = tokio::io::unix::AsyncFd::new(file)?;
-        Ok(Tty { file })
+        let file = tokio::io::unix::AsyncFd::with_interest(file, interest)?;
+        Ok(Tty {
+            file,
+            short_read_drains: false,
+        })
     }
 }
 
@@ -269,8 +314,12 @@ impl tokio::io::AsyncRead for Tty {
                 Poll::Pending => return Poll::Pending,
             };
             let unfilled = buf.initialize_unfilled();
+            let room = unfilled.len();
             match ready.try_io(|file| file.get_ref().read(unfilled)) {
                 Ok(Ok(len)) => {
+                    if self.short_read_drains && len > 0 && len < room {
+                        ready.clear_ready();
+                    }
                     buf.advance(len);
                     return Poll::Ready(Ok(()));
                 }

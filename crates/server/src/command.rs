@@ -139,6 +139,11 @@ pub(crate) enum Output {
 /// most a few KiB per read, so a larger block would be zeroed for nothing.
 const PTY_READ: usize = 16 * 1024;
 
+/// A first pty read shorter than this is sent at once, without trying for
+/// more: a fast writer's reads come in KiBs (what the terminal queued), a
+/// typed key's echo in bytes.
+const PTY_TRICKLE: usize = 512;
+
 impl Output {
     async fn readable(&self) -> std::io::Result<()> {
         match self {
@@ -149,10 +154,10 @@ impl Output {
 
     /// Reads what is there, at most `limit` bytes, onto the end of `buf`;
     /// `Ok(0)` at the end, `WouldBlock` if nothing is there yet.
-    fn try_read_into(&mut self, buf: &mut BytesMut, limit: usize) -> std::io::Result<usize> {
+    async fn try_read_into(&mut self, buf: &mut BytesMut, limit: usize) -> std::io::Result<usize> {
         match self {
             Output::Pipe(pipe) => pipe.try_read_buf(&mut buf.limit(limit)),
-            Output::Pty(reader) => read_pty(reader, buf, limit),
+            Output::Pty(reader) => read_pty(reader, buf, limit).await,
         }
     }
 
@@ -168,7 +173,16 @@ impl Output {
 /// Reads the pty until nothing more is there or `limit` is reached: a pty
 /// read returns at most a few KiB, and gathering them makes one frame of a
 /// fast writer's output instead of one per read.
-fn read_pty(reader: &mut PtyReader, buf: &mut BytesMut, limit: usize) -> std::io::Result<usize> {
+///
+/// A first read shorter than [`PTY_TRICKLE`] (an echoed key) is returned at
+/// once and marks the terminal drained, so the next wait needs new output:
+/// asking again would only meet EAGAIN, and the echo's round trip would wait
+/// for that read.
+async fn read_pty(
+    reader: &mut PtyReader,
+    buf: &mut BytesMut,
+    limit: usize,
+) -> std::io::Result<usize> {
     let start = buf.len();
     let mut total = 0;
     let result = loop {
@@ -177,10 +191,19 @@ fn read_pty(reader: &mut PtyReader, buf: &mut BytesMut, limit: usize) -> std::io
         }
         let want = (limit - total).min(PTY_READ);
         buf.resize(start + total + want, 0);
-        match reader.try_read(&mut buf[start + total..]) {
+        let read = if total == 0 {
+            reader.read_first(&mut buf[start..], PTY_TRICKLE).await
+        } else {
+            reader.try_read(&mut buf[start + total..])
+        };
+        match read {
             // The end: what was read before it goes out first; the next
             // call says 0 again.
             Ok(0) => break Ok(total),
+            Ok(n) if total == 0 && n < PTY_TRICKLE => {
+                total = n;
+                break Ok(total);
+            }
             Ok(n) => total += n,
             Err(_) if total > 0 => break Ok(total),
             Err(err) => break Err(err),
@@ -746,7 +769,7 @@ async fn pump_output(
             return;
         };
         let buf = buffers.room(credit);
-        let n = match output.try_read_into(buf, credit) {
+        let n = match output.try_read_into(buf, credit).await {
             Ok(n) => n,
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
                 // Readiness was stale; wait again, holding nothing.

@@ -469,6 +469,40 @@ impl PtyReader {
         self.master.0.readable().await.map(|_| ())
     }
 
+    /// The first read after [`PtyReader::readable`]: as
+    /// [`PtyReader::try_read`], except that a read shorter than `trickle`
+    /// also forgets the readiness, as an EAGAIN would, without the extra
+    /// read. The terminal hands over all it holds in one read, so a short
+    /// one drained it; readiness that arrived since is kept (tokio compares
+    /// its tick with the one this guard saw).
+    ///
+    /// # Errors
+    /// As [`PtyReader::try_read`].
+    pub async fn read_first(&mut self, buf: &mut [u8], trickle: usize) -> io::Result<usize> {
+        if self.eof || buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            // At once when `readable` was just awaited: it is cached.
+            let mut guard = self.master.0.readable().await?;
+            match guard.try_io(|fd| read_master(fd.get_ref(), buf)) {
+                Ok(Ok(0)) => {
+                    self.eof = true;
+                    return Ok(0);
+                }
+                Ok(Ok(n)) => {
+                    if n < trickle {
+                        guard.clear_ready();
+                    }
+                    return Ok(n);
+                }
+                Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(err)) => return Err(err),
+                Err(_would_block) => return Err(io::ErrorKind::WouldBlock.into()),
+            }
+        }
+    }
+
     /// Reads what is there without waiting: `Ok(0)` is the end of output,
     /// `WouldBlock` that nothing is there yet.
     ///
