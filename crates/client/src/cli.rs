@@ -981,7 +981,7 @@ async fn terminal_session(
         )))
     })?;
     let output: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if std::io::stdout().is_terminal() {
-        match crate::terminal::Tty::output(std::io::stdout()) {
+        match crate::terminal::TtyOutput::open(std::io::stdout()) {
             Ok(tty) => Box::new(tty),
             Err(_) => Box::new(tokio::io::stdout()),
         }

@@ -271,23 +271,8 @@ impl Tty {
         Ok(tty)
     }
 
-    /// [`Tty::open`] for writing only (our stdout): no wake-up for typed
-    /// keys, which the input's descriptor reads.
-    ///
-    /// # Errors
-    /// As [`Tty::open`].
-    pub fn output(fd: impl AsFd) -> std::io::Result<Tty> {
-        Self::open_with(fd, tokio::io::Interest::WRITABLE)
-    }
-
     fn open_with(fd: impl AsFd, interest: tokio::io::Interest) -> std::io::Result<Tty> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = nix::unistd::ttyname(fd)?;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
-            .open(path)?;
+        let file = open_own(fd)?;
         // Deprecated because a `T` could change its descriptor while it is
         // registered, which a `File` cannot; the replacement is an `unsafe
         // fn`, which the workspace does not allow.
@@ -297,6 +282,106 @@ impl Tty {
             file,
             short_read_drains: false,
         })
+    }
+}
+
+/// The terminal `fd` is on, opened anew by its name, non-blocking (see
+/// [`Tty`] for why not `fd` itself).
+fn open_own(fd: impl AsFd) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = nix::unistd::ttyname(fd)?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+}
+
+/// Our terminal as the session's output: written at once, and watched for
+/// room only while a write would block.
+///
+/// A descriptor registered for writability wakes the client each time the
+/// terminal takes what was written, which is after every echoed key: one
+/// more wake-up per keystroke than ssh, which polls its terminal for room
+/// only when it has output waiting. So the descriptor is registered when a
+/// write meets EAGAIN and deregistered once one succeeds again.
+#[derive(Debug)]
+pub struct TtyOutput {
+    /// Registered while a write waits for room. Declared before `file` so
+    /// that it is dropped (deregistered) while the descriptor is still open.
+    waiting: Option<tokio::io::unix::AsyncFd<std::os::fd::RawFd>>,
+    file: std::fs::File,
+}
+
+impl TtyOutput {
+    /// Opens the terminal that `fd` (our stdout) is on, for writing.
+    ///
+    /// # Errors
+    /// As [`Tty::open`].
+    pub fn open(fd: impl AsFd) -> std::io::Result<TtyOutput> {
+        Ok(TtyOutput {
+            waiting: None,
+            file: open_own(fd)?,
+        })
+    }
+}
+
+impl tokio::io::AsyncWrite for TtyOutput {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            match (&this.file).write(data) {
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                result => {
+                    // Room again: stop watching (one epoll_ctl, only after
+                    // the terminal was full).
+                    this.waiting = None;
+                    return Poll::Ready(result);
+                }
+            }
+            let waiting = match &mut this.waiting {
+                Some(waiting) => waiting,
+                // Registering reports the current state, so room that came
+                // since the EAGAIN is not missed. The raw descriptor stays
+                // open for as long as this registration: see `waiting`.
+                none => {
+                    #[allow(deprecated)]
+                    let fd = tokio::io::unix::AsyncFd::with_interest(
+                        this.file.as_raw_fd(),
+                        tokio::io::Interest::WRITABLE,
+                    )?;
+                    none.insert(fd)
+                }
+            };
+            match waiting.poll_write_ready(cx) {
+                Poll::Ready(Ok(mut ready)) => ready.clear_ready(),
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        // Nothing is buffered here; the terminal has what was written.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -553,6 +638,42 @@ pub(crate) mod tests {
         );
         let no_size = openpty(None, None).expect("openpty");
         assert_eq!(window_size(&no_size.slave), None);
+    }
+
+    /// More than the terminal holds, to a reader that drains it slowly:
+    /// the writes that meet a full terminal wait for room (registered only
+    /// then) and every byte arrives.
+    #[tokio::test]
+    async fn output_waits_for_room_when_the_terminal_is_full() {
+        use std::io::Read;
+        use tokio::io::AsyncWriteExt;
+        const LEN: usize = 256 * 1024;
+        let pty = openpty(None, None).expect("openpty");
+        let mut out = TtyOutput::open(&pty.slave).expect("open the tty");
+        let mut screen = std::fs::File::from(pty.master.try_clone().expect("dup"));
+        let reader = std::thread::spawn(move || {
+            let mut seen = 0;
+            let mut buf = [0u8; 1024];
+            // Bounded: LEN bytes, then the writer's end.
+            while seen < LEN {
+                match screen.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen += buf[..n].iter().filter(|&&b| b == b'x').count(),
+                }
+                // Slower than the writer, so the terminal fills.
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            seen
+        });
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            out.write_all(&[b'x'; LEN]),
+        )
+        .await
+        .expect("written within 30 s")
+        .expect("write");
+        assert_eq!(reader.join().expect("reader"), LEN);
+        assert!(out.waiting.is_none(), "no longer watched once written");
     }
 
     #[tokio::test]
