@@ -136,8 +136,9 @@ pub(crate) enum Output {
 }
 
 /// Zeroed room offered to one read of the pty: the kernel hands out at
-/// most a few KiB per read, so a larger block would be zeroed for nothing.
-const PTY_READ: usize = 16 * 1024;
+/// most 4095 bytes per read (the terminal's 4 KiB queue), so a larger block
+/// would be zeroed for nothing, once per echoed key too.
+const PTY_READ: usize = 4 * 1024;
 
 /// A first pty read shorter than this is sent at once, without trying for
 /// more: a fast writer's reads come in KiBs (what the terminal queued), a
