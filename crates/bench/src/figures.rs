@@ -603,6 +603,17 @@ impl Bench {
             attack.stop().await;
             result
         });
+        if delayed.failed > 0 {
+            // What the server said about them (its pre-auth summaries).
+            let log = server.log();
+            eprintln!(
+                "{} of {n} failed through the delay proxy; the server's last log lines:",
+                delayed.failed
+            );
+            for line in log.iter().skip(log.len().saturating_sub(20)) {
+                eprintln!("  {line}");
+            }
+        }
         let relayed = proxy.counts().accepted.load(Ordering::Relaxed);
         let resets = proxy.counts().resets.load(Ordering::Relaxed);
         drop(proxy);

@@ -146,6 +146,11 @@ impl RshServer {
         self.server.connect_options()
     }
 
+    /// The server's last log lines (at most `LOG_KEEP`).
+    pub fn log(&self) -> Vec<String> {
+        self.server.log()
+    }
+
     /// Pins the server's host key for `dest` too, in the client's
     /// known_hosts: a proxy in front of the server (see [`crate::delay`])
     /// is another host:port to the client.
