@@ -8,6 +8,7 @@
 //! loopback and temp sockets; every wait is bounded.
 
 mod ansible;
+mod delay;
 mod figures;
 mod fleet;
 mod report;

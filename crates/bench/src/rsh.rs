@@ -146,6 +146,31 @@ impl RshServer {
         self.server.connect_options()
     }
 
+    /// The server's last log lines (at most `LOG_KEEP`).
+    pub fn log(&self) -> Vec<String> {
+        self.server.log()
+    }
+
+    /// Pins the server's host key for `dest` too, in the client's
+    /// known_hosts: a proxy in front of the server (see [`crate::delay`])
+    /// is another host:port to the client.
+    pub fn trust_alias(&self, dest: &str) -> anyhow::Result<()> {
+        use std::io::Write;
+        let fingerprint = self
+            .server
+            .ready
+            .fingerprint
+            .as_deref()
+            .context("the server named no host key fingerprint")?;
+        let path = self.server.client_home.path().join("known_hosts");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        writeln!(file, "{dest} {fingerprint}")
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
     pub fn endpoint(&self, dest: &str) -> anyhow::Result<rsh_config::Endpoint> {
         dest.parse()
             .with_context(|| format!("bad endpoint {dest:?}"))
