@@ -9,6 +9,7 @@ mod util;
 mod cli;
 mod core;
 mod fleet;
+mod interop;
 mod network;
 mod processes;
 mod protocol;
