@@ -3,7 +3,8 @@
 //! real server over TLS 1.3 with its own key, sending megabytes of stdin and
 //! reading megabytes of output. Both directions cross many TLS records, so
 //! the server's record layer is checked against another implementation's,
-//! not only against our own client's.
+//! not only against our own client's; and the real client against a server
+//! on OpenSSL, for the client's.
 
 use crate::util::{TestServer, Transport};
 use std::process::Command;
@@ -140,7 +141,159 @@ fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
-/// The client's Ed25519 key as a version-1 PKCS#8 PEM. Our key file holds
+/// The server: one connection; greeting, one Exec, the whole stdin (its
+/// length and SHA-256 are the first output line), then `out_len` bytes of
+/// 'z' under the client's output window, then Exit 0. Prints its port once
+/// listening.
+const SERVER: &str = r#"
+import hashlib, socket, ssl, struct, sys
+cert_der, key_pem, cert_pem, out_len = sys.argv[1:5]
+out_len = int(out_len)
+with open(cert_der, "rb") as f:
+    pem = ssl.DER_cert_to_PEM_cert(f.read())
+with open(cert_pem, "w") as f:
+    f.write(pem)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+ctx.load_cert_chain(cert_pem, key_pem)
+ctx.set_alpn_protocols(["rsh/1"])
+listener = socket.create_server(("127.0.0.1", 0))
+listener.settimeout(60)
+print(listener.getsockname()[1], flush=True)
+raw, _ = listener.accept()
+raw.settimeout(60)
+s = ctx.wrap_socket(raw, server_side=True)
+
+def recv_exact(n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise SystemExit("connection closed after %d of %d bytes" % (len(buf), n))
+        buf += chunk
+    return bytes(buf)
+
+def read_frame():
+    (length,) = struct.unpack(">I", recv_exact(4))
+    assert 5 <= length <= 1048576, length
+    body = recv_exact(length)
+    return body[0], struct.unpack(">I", body[1:5])[0], body[5:]
+
+def frame(kind, channel, payload=b""):
+    return struct.pack(">IBI", 5 + len(payload), kind, channel) + payload
+
+s.sendall(b"RSH\x00\x00\x01\x00\x00")
+hello = recv_exact(8)
+assert hello[:4] == b"RSH\x00", hello
+kind, channel, payload = read_frame()
+assert kind == 0x01, kind
+(window,) = struct.unpack(">I", payload[:4])
+s.sendall(frame(0x05, channel, struct.pack(">I", 1 << 20)))
+digest, got = hashlib.sha256(), 0
+while True:
+    kind, _, payload = read_frame()
+    if kind == 0x02:
+        digest.update(payload)
+        got += len(payload)
+        if got % (1 << 20) < len(payload):
+            s.sendall(frame(0x05, channel, struct.pack(">I", 1 << 20)))
+    elif kind == 0x03:
+        break
+    elif kind == 0x05:
+        window += struct.unpack(">I", payload)[0]
+first = ("%d %s\n" % (got, digest.hexdigest())).encode()
+s.sendall(frame(0x10, channel, first))
+window -= len(first)
+sent = 0
+while sent < out_len:
+    while window <= 0:
+        kind, _, payload = read_frame()
+        if kind == 0x05:
+            window += struct.unpack(">I", payload)[0]
+    n = min(window, 64 * 1024, out_len - sent)
+    s.sendall(frame(0x10, channel, b"z" * n))
+    sent += n
+    window -= n
+s.sendall(frame(0x12, channel, b"\x00" + struct.pack(">i", 0)))
+# The client closes after the Exit.
+try:
+    while s.recv(65536):
+        pass
+except (ssl.SSLError, OSError):
+    pass
+print("served", flush=True)
+"#;
+
+#[test]
+fn client_moves_megabytes_both_ways_with_an_openssl_server() {
+    use std::io::{BufRead, BufReader};
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let home = scratch.path().join("client");
+    std::fs::create_dir(&home).expect("mkdir");
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod");
+    let host_key = rsh_tls::Identity::generate("openssl server").expect("a host key");
+    let cert_der = scratch.path().join("cert.der");
+    std::fs::write(&cert_der, host_key.cert_der().as_ref()).expect("write the certificate");
+    let key = scratch.path().join("key.pem");
+    std::fs::write(&key, pkcs8_v1_pem(&host_key)).expect("write the key");
+    let out_len = 3_000_000;
+    let mut server = Command::new("python3")
+        .arg("-c")
+        .arg(SERVER)
+        .arg(&cert_der)
+        .arg(&key)
+        .arg(scratch.path().join("cert.pem"))
+        .arg(out_len.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut lines = BufReader::new(server.stdout.take().expect("stdout")).lines();
+    // Bounded: the script prints its port first, or exits.
+    let port = lines
+        .next()
+        .and_then(Result::ok)
+        .and_then(|line| line.trim().parse::<u16>().ok())
+        .expect("the Python server's port");
+    let dest = format!("127.0.0.1:{port}");
+    std::fs::write(
+        home.join("known_hosts"),
+        format!("{dest} {}\n", host_key.fingerprint()),
+    )
+    .expect("known_hosts");
+    let input = crate::util::random_bytes(2_000_000, 7);
+    let mut client = Command::new(crate::util::client_bin());
+    client.env("RSH_HOME", &home).args([&dest, "-c", "ignored"]);
+    let out = crate::util::run_with_stdin(&mut client, &input);
+    let status = crate::util::wait_child(&mut server, crate::util::WAIT);
+    let mut server_err = String::new();
+    if let Some(mut err) = server.stderr.take() {
+        use std::io::Read;
+        let _ = err.read_to_string(&mut server_err);
+    }
+    assert!(
+        out.status.success(),
+        "client: {:?} {}\nserver: {server_err}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        status.map(|s| s.success()),
+        Some(true),
+        "server: {server_err}"
+    );
+    let first = format!("{} {}\n", input.len(), sha256_hex(&input));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout[..first.len().min(out.stdout.len())]),
+        first
+    );
+    assert_eq!(out.stdout.len(), first.len() + out_len);
+    assert!(out.stdout[first.len()..].iter().all(|&b| b == b'z'));
+}
+
+/// An Ed25519 key as a version-1 PKCS#8 PEM. Our key file holds
 /// the version-2 form (with the public key, as ring writes it), which
 /// OpenSSL 3.0 refuses to read ("unsupported"); version 1 is the same seed.
 fn pkcs8_v1_pem(identity: &rsh_tls::Identity) -> String {
