@@ -29,6 +29,7 @@ mod fingerprint;
 mod identity;
 mod known_hosts;
 mod lines;
+pub mod stream;
 pub mod trust;
 
 pub use authorized_keys::{AuthorizedKey, AuthorizedKeys, AuthorizedKeysFile, LoadedKeys};
