@@ -786,7 +786,6 @@ where
         match step {
             Step::Again => {}
             Step::Write => {
-                let wrote = sent > 0;
                 if let Err(error) = write_out(&mut io, &outgoing[..sent]).await {
                     return Err(HandshakeError {
                         error: failed.take().unwrap_or(error),
@@ -795,12 +794,11 @@ where
                 }
                 outgoing.clear();
                 sent = 0;
-                if !wrote {
-                    if let Some(error) = failed.take() {
-                        // Nothing more queued after the failure: the
-                        // alert, if any, is out.
-                        return Err(HandshakeError { error, io });
-                    }
+                if let Some(error) = failed.take() {
+                    // The alert rustls queued for the failure is out (asking
+                    // rustls for more would make it fail again on the same
+                    // bytes).
+                    return Err(HandshakeError { error, io });
                 }
             }
             Step::Read => {

@@ -45,10 +45,12 @@ fn name() -> ServerName<'static> {
 async fn ours_both() -> (TlsStream<DuplexStream>, TlsStream<DuplexStream>) {
     let (server, client, _dir) = configs(true).await;
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-    let (s, c) = tokio::time::timeout(
-        LIMIT,
-        async { tokio::join!(accept(server, server_io), connect(client, name(), client_io)) },
-    )
+    let (s, c) = tokio::time::timeout(LIMIT, async {
+        tokio::join!(
+            accept(server, server_io),
+            connect(client, name(), client_io)
+        )
+    })
     .await
     .expect("handshake timed out");
     (s.expect("server handshake"), c.expect("client handshake"))
@@ -156,10 +158,12 @@ async fn shutdown_is_the_end_of_the_stream_for_the_peer() {
 async fn a_refused_client_reads_the_access_denied_alert() {
     let (server, client, _dir) = configs(false).await;
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-    let (s, c) = tokio::time::timeout(
-        LIMIT,
-        async { tokio::join!(accept(server, server_io), connect(client, name(), client_io)) },
-    )
+    let (s, c) = tokio::time::timeout(LIMIT, async {
+        tokio::join!(
+            accept(server, server_io),
+            connect(client, name(), client_io)
+        )
+    })
     .await
     .expect("handshake timed out");
     assert!(s.is_err(), "the server must refuse the key");
@@ -194,10 +198,12 @@ async fn our_client_and_a_rustls_server_interoperate_across_key_updates() {
     let (server, client, _dir) = configs(true).await;
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
     let acceptor = tokio_rustls::TlsAcceptor::from(server);
-    let (s, c) = tokio::time::timeout(
-        LIMIT,
-        async { tokio::join!(acceptor.accept(server_io), connect(client, name(), client_io)) },
-    )
+    let (s, c) = tokio::time::timeout(LIMIT, async {
+        tokio::join!(
+            acceptor.accept(server_io),
+            connect(client, name(), client_io)
+        )
+    })
     .await
     .expect("handshake timed out");
     let (mut theirs, mut ours) = (s.expect("rustls server"), c.expect("our client"));
