@@ -48,6 +48,9 @@ const TAG: usize = 16;
 const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
 /// Received bytes read per system call, at most: many records at once.
 const READ_BUFFER: usize = 256 * 1024;
+/// The read buffer of a connection that has not yet filled it: what idle
+/// and interactive connections keep (two whole records).
+const READ_BUFFER_START: usize = 2 * (HEADER + MAX_CIPHERTEXT);
 /// Encrypted bytes held before a write waits for the socket.
 const WRITE_BUFFER: usize = 512 * 1024;
 /// Handshake messages are small here (one certificate each way); rustls's
@@ -245,7 +248,7 @@ impl<IO> TlsStream<IO> {
     ) -> Self {
         let mut rbuf = plaintext.to_vec();
         rbuf.extend_from_slice(leftover);
-        rbuf.resize(rbuf.len().max(READ_BUFFER), 0);
+        rbuf.resize(rbuf.len().max(READ_BUFFER_START), 0);
         TlsStream {
             io,
             tx: keys.tx,
@@ -262,7 +265,9 @@ impl<IO> TlsStream<IO> {
             next: plaintext.len(),
             end: plaintext.len() + leftover.len(),
             read_closed: false,
-            wbuf: Vec::with_capacity(WRITE_BUFFER + MAX_CIPHERTEXT + HEADER),
+            // Grows with what is written at once, up to a bit over
+            // WRITE_BUFFER (and twice that while the socket lags).
+            wbuf: Vec::new(),
             written: 0,
             write_closed: false,
         }
@@ -533,6 +538,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<IO> {
             let mut room = ReadBuf::new(&mut this.rbuf[this.end..]);
             ready!(Pin::new(&mut this.io).poll_read(cx, &mut room))?;
             let n = room.filled().len();
+            if n == room.capacity() && this.rbuf.len() < READ_BUFFER {
+                // Bulk data: read more records per system call from now on.
+                this.rbuf.resize(READ_BUFFER, 0);
+            }
             if n == 0 {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
