@@ -49,8 +49,8 @@ const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
 /// Received bytes read per system call, at most: many records at once.
 const READ_BUFFER: usize = 256 * 1024;
 /// The read buffer of a connection that has not yet filled it: what idle
-/// and interactive connections keep (two whole records).
-const READ_BUFFER_START: usize = 2 * (HEADER + MAX_CIPHERTEXT);
+/// and interactive connections keep (grown as soon as a record does not fit).
+const READ_BUFFER_START: usize = 4 * 1024;
 /// Encrypted bytes held before a write waits for the socket.
 const WRITE_BUFFER: usize = 512 * 1024;
 /// Handshake messages are small here (one certificate each way); rustls's
@@ -534,6 +534,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<IO> {
                 this.rbuf.copy_within(this.next..this.end, 0);
                 this.end -= this.next;
                 this.next = 0;
+            }
+            if this.end == this.rbuf.len() {
+                // A record bigger than the small start buffer.
+                this.rbuf.resize(READ_BUFFER, 0);
             }
             let mut room = ReadBuf::new(&mut this.rbuf[this.end..]);
             ready!(Pin::new(&mut this.io).poll_read(cx, &mut room))?;
