@@ -124,7 +124,14 @@ struct ReadBlocks {
     /// Where the block the read buffer is in now starts and ends, to tell it
     /// from a buffer the reader grew on its own.
     current: Option<(usize, usize)>,
+    /// Small frames in a row since the last big one.
+    small_run: u32,
 }
+
+/// Small frames in a row after which bulk data is taken to be over and the
+/// blocks are let go (a connection that goes on with small frames keeps no
+/// megabytes it no longer needs).
+const SMALL_FRAMES_TO_RELEASE: u32 = 64;
 
 impl ReadBlocks {
     /// Moves what `src` holds into a block with room for at least `want`
@@ -190,7 +197,8 @@ impl Codec {
     /// recycled once their frames are dropped, instead of faulting in a
     /// fresh allocation per frame. Frames under 16 KiB take no block, so a
     /// connection that moves no bulk data holds none; one that did keeps up
-    /// to four blocks (the one in use and three spare) while it lives.
+    /// to four blocks (the one in use and three spare) until 64 small frames
+    /// in a row say the bulk data is over.
     pub fn with_read_block(mut self, bytes: usize) -> Self {
         self.read_block = bytes.min(self.max_frame_len + LEN_PREFIX);
         self
@@ -267,6 +275,18 @@ impl Decoder for Codec {
         }
         src.advance(LEN_PREFIX);
         let body = src.split_to(len).freeze();
+        if self.blocks.active() {
+            if len >= BLOCK_FRAMES_FROM {
+                self.blocks.small_run = 0;
+            } else {
+                self.blocks.small_run += 1;
+                if self.blocks.small_run >= SMALL_FRAMES_TO_RELEASE && src.is_empty() {
+                    // The block goes once its last frame does.
+                    self.blocks = ReadBlocks::default();
+                    *src = BytesMut::new();
+                }
+            }
+        }
         if self.blocks.active()
             && src.capacity() < FULL_DATA_FRAME
             && src.len() <= EARLY_SWITCH_COPY

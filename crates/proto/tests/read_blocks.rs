@@ -132,3 +132,45 @@ fn a_stream_of_big_frames_reuses_a_few_blocks() {
         blocks.len()
     );
 }
+
+/// Once bulk data is over and small frames follow, the decoder lets its
+/// blocks go: the read buffer is small again.
+#[test]
+fn blocks_are_let_go_when_small_frames_follow_bulk_data() {
+    let big = Frame::Stdin {
+        channel: 1,
+        data: Bytes::from(vec![7; rsh_proto::MAX_DATA_LEN]),
+    };
+    let small = Frame::WindowAdjust {
+        channel: 1,
+        increment: 4096,
+    };
+    let mut codec = Codec::new().with_read_block(4 * (rsh_proto::MAX_DATA_LEN + 64));
+    let mut buf = BytesMut::new();
+    let mut feed = |bytes: &[u8], buf: &mut BytesMut| {
+        let mut got = 0;
+        for piece in bytes.chunks(64 * 1024) {
+            buf.extend_from_slice(piece);
+            while codec.decode(buf).expect("valid stream").is_some() {
+                got += 1;
+            }
+        }
+        got
+    };
+    let bulk = wire(&vec![big; 8]);
+    assert_eq!(feed(&bulk, &mut buf), 8);
+    assert!(
+        buf.capacity() >= rsh_proto::MAX_DATA_LEN,
+        "bulk data is read into a block"
+    );
+    let mut decoded = 0;
+    for _ in 0..100 {
+        decoded += feed(&wire(std::slice::from_ref(&small)), &mut buf);
+    }
+    assert_eq!(decoded, 100);
+    assert!(
+        buf.capacity() < 64 * 1024,
+        "read buffer still holds {} bytes after the bulk data",
+        buf.capacity()
+    );
+}
