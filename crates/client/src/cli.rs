@@ -834,6 +834,66 @@ async fn forward_stdin(
     let _ = stdin.close().await;
 }
 
+/// Reads in flight from a piped stdin: enough to keep the reading thread
+/// one chunk ahead of the connection.
+const STDIN_AHEAD: usize = 2;
+
+/// Feeds our stdin (a pipe or a file, not a terminal) to the remote stdin,
+/// then ends it. A thread reads it with blocking reads straight into
+/// recycled blocks, so each chunk is read once and sent as it is: tokio's
+/// stdin would read into its own buffer on a blocking-pool thread, then copy.
+async fn forward_piped_stdin(stdin: StdinWriter) {
+    let (chunks_tx, mut chunks) = tokio::sync::mpsc::channel::<bytes::Bytes>(STDIN_AHEAD);
+    let reader = std::thread::Builder::new()
+        .name("stdin".to_owned())
+        .spawn(move || read_stdin_chunks(&chunks_tx));
+    if reader.is_err() {
+        // No thread to be had: tokio's reader does the same, slower.
+        return forward_stdin(local_reader(), stdin, None).await;
+    }
+    while let Some(chunk) = chunks.recv().await {
+        if stdin.write(chunk).await.is_err() {
+            // The reading thread stops at its next chunk (the channel is
+            // closed) or stays blocked until we exit, as tokio's would.
+            return;
+        }
+    }
+    let _ = stdin.close().await;
+}
+
+/// The reading thread of [`forward_piped_stdin`]: chunks until end of file
+/// (or an error, taken as the end, as before), or until nobody listens.
+fn read_stdin_chunks(chunks: &tokio::sync::mpsc::Sender<bytes::Bytes>) {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() else {
+        return;
+    };
+    let mut file = std::fs::File::from(fd);
+    // The remote window (1 MiB), the chunks queued here and the one filling.
+    let mut buffers = ChunkBuffers::new(1024 * 1024, 4);
+    loop {
+        let buf = buffers.room(crate::MAX_STDIN_CHUNK);
+        let start = buf.len();
+        buf.resize(start + crate::MAX_STDIN_CHUNK, 0);
+        let n = match file.read(&mut buf[start..]) {
+            Ok(n) => n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {
+                buf.truncate(start);
+                continue;
+            }
+            Err(_) => 0,
+        };
+        buf.truncate(start + n);
+        if n == 0 {
+            return;
+        }
+        if chunks.blocking_send(buf.split().freeze()).is_err() {
+            return;
+        }
+    }
+}
+
 async fn one_shot(
     client: &Client,
     request: ExecRequest,
@@ -841,6 +901,9 @@ async fn one_shot(
 ) -> Result<ExitCode, Failure> {
     let command = client.exec(request).await?;
     let forwarder = match input {
+        LocalInput::Open if !std::io::stdin().is_terminal() => {
+            Some(tokio::spawn(forward_piped_stdin(command.stdin())))
+        }
         LocalInput::Open => Some(tokio::spawn(forward_stdin(
             local_reader(),
             command.stdin(),

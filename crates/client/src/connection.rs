@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 pub(crate) const OUTPUT_WINDOW: u32 = 2 * 1024 * 1024;
 /// Time the server has to greet us.
 const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
-/// Read buffer growth step: four full data frames per allocation.
-const READ_BLOCK: usize = 4 * rsh_proto::MAX_DATA_LEN;
+/// Recycled read blocks (see `Codec::with_read_block`): four full data
+/// frames (and their headers) each.
+const READ_BLOCK: usize = 4 * (rsh_proto::MAX_DATA_LEN + 64);
 /// Frames queued for the writer.
 const OUTGOING_QUEUE: usize = 64;
 
@@ -171,6 +172,7 @@ where
     });
     tokio::spawn({
         let shared = shared.clone();
+        let codec = codec.clone();
         async move {
             let abort = shared.closed.clone();
             if let Err(err) = rsh_proto::io::write_frames(write_half, frames_rx, codec, abort).await

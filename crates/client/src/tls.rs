@@ -6,12 +6,12 @@
 use crate::ClientError;
 use rsh_config::RshHome;
 use rsh_tls::rustls::pki_types::ServerName;
+use rsh_tls::stream::TlsStream;
 use rsh_tls::{Fingerprint, Identity, KnownHosts};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 
 /// Asked about an unknown host: gets `host:port` and its key, says yes or no.
 pub type HostKeyPrompt = Arc<dyn Fn(&str, &Fingerprint) -> bool + Send + Sync>;
@@ -281,9 +281,9 @@ pub(crate) async fn handshake(
         // Server names are not checked (keys are pinned), but rustls wants one.
         let name =
             ServerName::try_from("rsh.invalid").map_err(|err| ClientError::Tls(err.to_string()))?;
-        tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
+        rsh_tls::stream::connect(config, name, tcp)
             .await
+            .map_err(|failed| failed.error)
             .map_err(|err| match presented.get() {
                 Some(seen) if !pinned.is_empty() && !pinned.contains(&seen) => {
                     ClientError::HostKeyChanged {
@@ -303,15 +303,12 @@ pub(crate) async fn handshake(
                 _ => ClientError::Tls(format!("TLS handshake with {host_port} failed: {err}")),
             })
     };
-    let mut stream = tokio::time::timeout(options.connect_timeout, handshake)
+    let stream = tokio::time::timeout(options.connect_timeout, handshake)
         .await
         .map_err(|_| connect_err(format!("timed out after {:?}", options.connect_timeout)))??;
-    // rustls's default 64 KiB of buffered records splits each stdin chunk
-    // into several writes.
-    stream.get_mut().1.set_buffer_limit(Some(1024 * 1024));
 
     if pinned.is_empty() {
-        let seen = rsh_tls::peer_fingerprint(stream.get_ref().1)
+        let seen = rsh_tls::peer_fingerprint_of_certs(&stream.peer().certificates)
             .map_err(|err| ClientError::Tls(err.to_string()))?;
         let asked = match &options.host_keys {
             HostKeyPolicy::Strict => {
@@ -345,7 +342,7 @@ pub(crate) async fn handshake(
         }
     }
 
-    let server_key = rsh_tls::peer_fingerprint(stream.get_ref().1)
+    let server_key = rsh_tls::peer_fingerprint_of_certs(&stream.peer().certificates)
         .map_err(|err| ClientError::Tls(err.to_string()))?;
     Ok(Handshake::Authenticated(Box::new(Authenticated {
         stream,

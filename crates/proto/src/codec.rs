@@ -66,11 +66,14 @@ pub enum CodecError {
 /// unknown type does: fatal in version 1; in version 2 a type in
 /// [`EXTENSION_TYPES`] decodes as [`Frame::Unknown`] (to be skipped) and any
 /// other unknown type is fatal.
-#[derive(Debug, Clone, Copy)]
+///
+/// A clone has the same settings and none of the recycled read blocks.
+#[derive(Debug)]
 pub struct Codec {
     max_frame_len: usize,
     read_block: usize,
     version: u16,
+    blocks: ReadBlocks,
 }
 
 impl Default for Codec {
@@ -79,7 +82,85 @@ impl Default for Codec {
             max_frame_len: MAX_FRAME_LEN,
             read_block: 0,
             version: VERSION,
+            blocks: ReadBlocks::default(),
         }
+    }
+}
+
+impl Clone for Codec {
+    fn clone(&self) -> Self {
+        Codec {
+            blocks: ReadBlocks::default(),
+            ..*self
+        }
+    }
+}
+
+/// Read blocks kept for reuse per decoder: enough for the frames a reader
+/// has in flight (a 2 MiB output window, or a 1 MiB stdin window, in 1 MiB
+/// blocks) plus the one being filled.
+const READ_BLOCKS: usize = 3;
+/// Frames this big or bigger move the read buffer into a block.
+const BLOCK_FRAMES_FROM: usize = 16 * 1024;
+/// A full data frame, prefix included.
+const FULL_DATA_FRAME: usize = LEN_PREFIX + BODY_HEADER + crate::MAX_DATA_LEN;
+/// Bytes of the next frame, already read, that may be copied to move on to
+/// a fresh block as soon as a frame is cut off the current one (rather than
+/// once the next frame turns out not to fit, with more of it read).
+const EARLY_SWITCH_COPY: usize = 64 * 1024;
+
+/// The recycled blocks a decoder's read buffer moves into when a big frame
+/// does not fit where it is.
+///
+/// Growing the buffer in place cannot reuse memory: the frames decoded from
+/// it are still alive (queued for a pipe), so every growth is a fresh
+/// allocation that the kernel faults in page by page, and the allocator
+/// hands back once the frames are written. Blocks whose frames are all gone
+/// are taken back whole instead ([`BytesMut::try_reclaim`]).
+#[derive(Debug, Default)]
+struct ReadBlocks {
+    /// Earlier blocks, possibly still shared with frames in flight.
+    spare: Vec<BytesMut>,
+    /// Where the block the read buffer is in now starts and ends, to tell it
+    /// from a buffer the reader grew on its own.
+    current: Option<(usize, usize)>,
+    /// Small frames in a row since the last big one.
+    small_run: u32,
+}
+
+/// Small frames in a row after which bulk data is taken to be over and the
+/// blocks are let go (a connection that goes on with small frames keeps no
+/// megabytes it no longer needs).
+const SMALL_FRAMES_TO_RELEASE: u32 = 64;
+
+impl ReadBlocks {
+    /// Moves what `src` holds into a block with room for at least `want`
+    /// bytes in all, keeping `src`'s old block for reuse if it was one.
+    fn switch(&mut self, src: &mut BytesMut, want: usize, block: usize) {
+        let want = want.max(src.len());
+        let reused = self
+            .spare
+            .iter_mut()
+            .position(|spare| spare.try_reclaim(want))
+            .map(|index| self.spare.swap_remove(index));
+        let mut next = reused.unwrap_or_else(|| BytesMut::with_capacity(want.max(block)));
+        next.extend_from_slice(src);
+        let base = next.as_ptr() as usize;
+        let old = std::mem::replace(src, next);
+        let old_start = old.as_ptr() as usize;
+        let was_block = self
+            .current
+            .is_some_and(|(start, end)| (start..=end).contains(&old_start));
+        self.current = Some((base, base + src.capacity()));
+        if was_block && self.spare.len() < READ_BLOCKS {
+            let mut old = old;
+            old.clear();
+            self.spare.push(old);
+        }
+    }
+
+    fn active(&self) -> bool {
+        self.current.is_some()
     }
 }
 
@@ -110,12 +191,14 @@ impl Codec {
         self.version
     }
 
-    /// When the read buffer must grow for a frame, grow it to at least
-    /// `bytes` (capped at the frame limit), so that a stream of big data
-    /// frames shares a few allocations instead of taking one each. Costs
-    /// that much memory per connection while data flows; for a reader that
-    /// consumes its frames promptly (a client), not one that keeps many
-    /// connections (a server).
+    /// When a frame does not fit in the read buffer, move the buffer into a
+    /// block of at least `bytes` (capped at the frame limit) instead of
+    /// growing it: a stream of big data frames then shares a few blocks,
+    /// recycled once their frames are dropped, instead of faulting in a
+    /// fresh allocation per frame. Frames under 16 KiB take no block, so a
+    /// connection that moves no bulk data holds none; one that did keeps up
+    /// to four blocks (the one in use and three spare) until 64 small frames
+    /// in a row say the bulk data is over.
     pub fn with_read_block(mut self, bytes: usize) -> Self {
         self.read_block = bytes.min(self.max_frame_len + LEN_PREFIX);
         self
@@ -180,16 +263,39 @@ impl Decoder for Codec {
             return Err(CodecError::FrameTooShort(len));
         }
         if src.len() < LEN_PREFIX + len {
-            // Safe to reserve now: `len` is within the limit. A bigger read
-            // block lets several frames share one allocation.
-            let want = (LEN_PREFIX + len).max(self.read_block);
+            // Safe to reserve now: `len` is within the limit.
             if src.capacity() < LEN_PREFIX + len {
-                src.reserve(want - src.len());
+                if self.read_block > 0 && (len >= BLOCK_FRAMES_FROM || self.blocks.active()) {
+                    self.blocks.switch(src, LEN_PREFIX + len, self.read_block);
+                } else {
+                    src.reserve(LEN_PREFIX + len - src.len());
+                }
             }
             return Ok(None);
         }
         src.advance(LEN_PREFIX);
         let body = src.split_to(len).freeze();
+        if self.blocks.active() {
+            if len >= BLOCK_FRAMES_FROM {
+                self.blocks.small_run = 0;
+            } else {
+                self.blocks.small_run += 1;
+                if self.blocks.small_run >= SMALL_FRAMES_TO_RELEASE && src.is_empty() {
+                    // The block goes once its last frame does.
+                    self.blocks = ReadBlocks::default();
+                    *src = BytesMut::new();
+                }
+            }
+        }
+        if self.blocks.active()
+            && src.capacity() < FULL_DATA_FRAME
+            && src.len() <= EARLY_SWITCH_COPY
+        {
+            // Bulk data is flowing and the next data frame would not fit
+            // here: go on in a recycled block now, while little of the next
+            // frame has to be copied there.
+            self.blocks.switch(src, self.read_block, self.read_block);
+        }
         parse_body(body, self.version).map(Some)
     }
 }

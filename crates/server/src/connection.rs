@@ -28,6 +28,10 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 /// Frames queued for the writer, per connection.
 const OUTGOING_QUEUE: usize = 64;
+/// Read blocks for big stdin frames (see `Codec::with_read_block`): four
+/// full data frames (and their headers) each. Only a connection that
+/// receives bulk stdin takes any.
+const READ_BLOCK: usize = 4 * (rsh_proto::MAX_DATA_LEN + 64);
 /// How long queued frames (an error, exits) may take to reach a client
 /// whose connection is ending.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
@@ -114,7 +118,7 @@ where
         write_frames(
             write_half,
             frames_rx,
-            codec,
+            codec.clone(),
             client_gone.clone(),
             abort_writer.clone(),
         )
@@ -133,7 +137,10 @@ where
         done_rx,
         refusals: LogLimiter::new(REFUSALS_INTERVAL, REFUSALS_LOGGED),
     };
-    let frames = BoundedFrames::new(FramedRead::new(read_half, codec), ctx.config.frame_timeout);
+    let frames = BoundedFrames::new(
+        FramedRead::new(read_half, codec.with_read_block(READ_BLOCK)),
+        ctx.config.frame_timeout,
+    );
     let end = conn.read_frames(frames).await;
     match &end {
         End::ClientClosed => debug!("client closed the connection"),

@@ -73,7 +73,7 @@ pub enum Listener {
 /// the pre-auth limits.
 #[derive(Clone)]
 pub struct TlsSetup {
-    acceptor: tokio_rustls::TlsAcceptor,
+    config: Arc<rsh_tls::rustls::ServerConfig>,
     authorized_keys: Arc<rsh_tls::AuthorizedKeysFile>,
     handshakes: Arc<HandshakeSlots>,
     silent: Arc<EvictingPool>,
@@ -103,7 +103,7 @@ impl TlsSetup {
     ) -> Result<Self, rsh_tls::Error> {
         let config = rsh_tls::server_config(host_key, authorized_keys.clone())?;
         Ok(TlsSetup {
-            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            config,
             authorized_keys,
             handshakes: Arc::new(HandshakeSlots::new(limits)),
             silent: Arc::new(EvictingPool::new(limits.max_silent)),
@@ -254,9 +254,6 @@ async fn back_off(ctx: &ServerContext, backoff: &mut Duration, err: &std::io::Er
 /// Pending connections the kernel may queue (capped by net.core.somaxconn).
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// Plaintext rustls may buffer per connection before writes wait.
-const TLS_BUFFER_LIMIT: usize = 1024 * 1024;
-
 /// How long a refused TLS peer gets to read our alert before we close.
 const ALERT_LINGER: Duration = Duration::from_secs(1);
 
@@ -406,7 +403,7 @@ async fn authenticate(
     peer: IpAddr,
     tls: &TlsSetup,
     timeout: Duration,
-) -> Option<(tokio_rustls::server::TlsStream<Watched<TcpStream>>, String)> {
+) -> Option<(rsh_tls::stream::TlsStream<Watched<TcpStream>>, String)> {
     let deadline = tokio::time::Instant::now() + timeout;
     // Holding no TLS state while the peer is silent. (`peek` waits for a
     // byte; `readable` may wake spuriously on a fresh socket.) When the pool
@@ -471,10 +468,8 @@ async fn authenticate(
         );
         return None;
     }
-    let handshake = tls
-        .acceptor
-        .accept(Watched::new(tcp, progress.clone()))
-        .into_fallible();
+    let handshake =
+        rsh_tls::stream::accept(tls.config.clone(), Watched::new(tcp, progress.clone()));
     // A place is given up early only by a handshake that has shown it is
     // stalled (a record left half-sent, or no answer to our flight, for a
     // while), and only while someone waits for it.
@@ -497,7 +492,10 @@ async fn authenticate(
             );
             return None;
         }
-        Ok(Err((err, tcp))) => {
+        Ok(Err(rsh_tls::stream::HandshakeError {
+            error: err,
+            io: tcp,
+        })) => {
             drop(place);
             if tls.note(reason::HANDSHAKE_FAILED, peer) {
                 warn!(reason = reason::HANDSHAKE_FAILED, cause = %err, "TLS handshake failed; closing (more like it are counted, not logged)");
@@ -508,15 +506,12 @@ async fn authenticate(
         Ok(Ok(stream)) => stream,
     };
     drop(place);
-    stream.get_mut().0.retire();
-    // rustls's default 64 KiB of buffered records splits each 256 KiB
-    // output chunk into several writes.
-    stream.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
-    if stream.get_ref().1.alpn_protocol() != Some(rsh_tls::ALPN_PROTOCOL) {
+    stream.get_mut().retire();
+    if stream.peer().alpn_protocol.as_deref() != Some(rsh_tls::ALPN_PROTOCOL) {
         warn!("peer did not negotiate ALPN rsh/1; closing");
         return None;
     }
-    let fingerprint = match rsh_tls::peer_fingerprint(stream.get_ref().1) {
+    let fingerprint = match rsh_tls::peer_fingerprint_of_certs(&stream.peer().certificates) {
         Ok(fingerprint) => fingerprint,
         Err(err) => {
             warn!(cause = %err, "authenticated peer without a usable key; closing");

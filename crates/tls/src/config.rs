@@ -82,6 +82,8 @@ pub fn server_config(
     // Every connection must go through the client key check.
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
+    // The record layer is ours after the handshake (crate::stream).
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
@@ -116,6 +118,8 @@ pub fn client_config(
     config.alpn_protocols = vec![ALPN_PROTOCOL.to_vec()];
     config.resumption = Resumption::disabled();
     config.enable_sni = false;
+    // The record layer is ours after the handshake (crate::stream).
+    config.enable_secret_extraction = true;
     Ok((Arc::new(config), slot))
 }
 

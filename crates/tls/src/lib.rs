@@ -16,6 +16,9 @@
 //!   [`ServerKeySlot`] so that the caller can ask the user and remember it
 //!   (see [`client_config`]).
 //!
+//! * [`stream`] runs the handshake with rustls and then the TLS 1.3 record
+//!   layer itself, in buffers it owns (the connections' hot path).
+//!
 //! Only TLS 1.3 is offered or accepted, session resumption is disabled (so
 //! every connection is checked against the current authorized_keys), and
 //! both sides ask for the ALPN protocol [`ALPN_PROTOCOL`].
@@ -29,6 +32,7 @@ mod fingerprint;
 mod identity;
 mod known_hosts;
 mod lines;
+pub mod stream;
 pub mod trust;
 
 pub use authorized_keys::{AuthorizedKey, AuthorizedKeys, AuthorizedKeysFile, LoadedKeys};

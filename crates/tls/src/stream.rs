@@ -1,0 +1,885 @@
+//! A TLS 1.3 stream whose records are sealed and opened in buffers it owns.
+//!
+//! rustls runs the handshake (its unbuffered API, so that it can hand the
+//! session over); after that rustls keeps only the key schedule (a
+//! [`KernelConnection`], the API meant for kTLS) and this stream does the
+//! record layer itself with ring's AEADs, the same primitives rustls uses:
+//!
+//! - Received records are read from the socket in large reads (many records
+//!   per system call) and decrypted in place; the plaintext is copied once,
+//!   into the caller's buffer. rustls's buffered connection reads at most
+//!   one record's worth per call and copies every record's plaintext into a
+//!   fresh `Vec` before the caller copies it again.
+//! - Sent data is gathered (vectored writes too) into full 16 KiB records,
+//!   encrypted in place in one reused buffer and written with as few system
+//!   calls as the socket allows.
+//!
+//! What the record layer handles after the handshake (RFC 8446): application
+//! data; `close_notify` (end of stream) and any other alert (an error, as
+//! rustls reports it: `rustls::Error::AlertReceived` inside an
+//! `InvalidData` I/O error); `KeyUpdate` both ways (the peer's is applied;
+//! if it asks for ours, ours goes before our next record; ours is sent on
+//! our own before a key reaches a fraction of its cipher's confidentiality
+//! limit); `NewSessionTicket` is ignored (resumption is disabled on both
+//! sides). Anything else ends the stream with an error.
+//!
+//! The same secrets could be handed to the kernel (kTLS) where it has the
+//! `tls` ULP; these machines' kernels do not, so this is the only path.
+
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::crypto::cipher::{AeadKey, Iv};
+use rustls::kernel::KernelConnection;
+use rustls::pki_types::CertificateDer;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
+use rustls::{AlertDescription, ConnectionTrafficSecrets, ExtractedSecrets, SupportedCipherSuite};
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// Largest plaintext of one record (RFC 8446 §5.1).
+const MAX_PLAINTEXT: usize = 16 * 1024;
+/// Record header: type, legacy version, length.
+const HEADER: usize = 5;
+/// AEAD tag of every suite rustls offers.
+const TAG: usize = 16;
+/// Largest ciphertext of one record (RFC 8446 §5.2: plaintext + 256).
+const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
+/// Received bytes read per system call, at most: many records at once.
+const READ_BUFFER: usize = 256 * 1024;
+/// The read buffer of a connection that has not yet filled it: what idle
+/// and interactive connections keep (grown as soon as a record does not fit).
+const READ_BUFFER_START: usize = 4 * 1024;
+/// Encrypted bytes held before a write waits for the socket.
+const WRITE_BUFFER: usize = 512 * 1024;
+/// Handshake messages are small here (one certificate each way); rustls's
+/// own limit for a buffered handshake message is 64 KiB.
+const HANDSHAKE_BUFFER_MAX: usize = 64 * 1024 + MAX_CIPHERTEXT;
+
+const CONTENT_ALERT: u8 = 21;
+const CONTENT_HANDSHAKE: u8 = 22;
+const CONTENT_APPLICATION_DATA: u8 = 23;
+const HANDSHAKE_NEW_SESSION_TICKET: u8 = 4;
+const HANDSHAKE_KEY_UPDATE: u8 = 24;
+
+/// What the handshake learned about the peer, kept after rustls's
+/// connection is reduced to its key schedule.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// The peer's certificate chain.
+    pub certificates: Vec<CertificateDer<'static>>,
+    /// The ALPN protocol both sides agreed on.
+    pub alpn_protocol: Option<Vec<u8>>,
+}
+
+enum Kernel {
+    Client(KernelConnection<ClientConnectionData>),
+    Server(KernelConnection<ServerConnectionData>),
+}
+
+impl Kernel {
+    fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+        match self {
+            Kernel::Client(conn) => conn.update_tx_secret(),
+            Kernel::Server(conn) => conn.update_tx_secret(),
+        }
+    }
+
+    fn update_rx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+        match self {
+            Kernel::Client(conn) => conn.update_rx_secret(),
+            Kernel::Server(conn) => conn.update_rx_secret(),
+        }
+    }
+
+    fn suite(&self) -> SupportedCipherSuite {
+        match self {
+            Kernel::Client(conn) => conn.negotiated_cipher_suite(),
+            Kernel::Server(conn) => conn.negotiated_cipher_suite(),
+        }
+    }
+}
+
+/// One direction's key and record counter.
+struct RecordKey {
+    key: ring::aead::LessSafeKey,
+    iv: [u8; ring::aead::NONCE_LEN],
+    seq: u64,
+}
+
+impl RecordKey {
+    fn new((seq, secrets): (u64, ConnectionTrafficSecrets)) -> io::Result<Self> {
+        let (algorithm, key, iv): (_, AeadKey, Iv) = match secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&ring::aead::AES_128_GCM, key, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&ring::aead::AES_256_GCM, key, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+                (&ring::aead::CHACHA20_POLY1305, key, iv)
+            }
+            _ => return Err(io::Error::other("unsupported TLS cipher suite")),
+        };
+        let key = ring::aead::UnboundKey::new(algorithm, key.as_ref())
+            .map_err(|_| io::Error::other("bad TLS traffic key"))?;
+        let iv: [u8; ring::aead::NONCE_LEN] = iv
+            .as_ref()
+            .try_into()
+            .map_err(|_| io::Error::other("bad TLS traffic IV"))?;
+        Ok(RecordKey {
+            key: ring::aead::LessSafeKey::new(key),
+            iv,
+            seq,
+        })
+    }
+
+    /// The per-record nonce (RFC 8446 §5.3), and the counter moved on.
+    fn next_nonce(&mut self) -> ring::aead::Nonce {
+        let mut nonce = self.iv;
+        for (byte, seq) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
+            *byte ^= seq;
+        }
+        self.seq += 1;
+        ring::aead::Nonce::assume_unique_for_key(nonce)
+    }
+}
+
+/// Both directions' keys, and the confidentiality limit of their cipher.
+struct Keys {
+    tx: RecordKey,
+    rx: RecordKey,
+    limit: u64,
+}
+
+impl Keys {
+    fn new(secrets: ExtractedSecrets, kernel: &Kernel) -> io::Result<Self> {
+        let limit = match kernel.suite() {
+            SupportedCipherSuite::Tls13(suite) => suite.common.confidentiality_limit,
+            #[allow(unreachable_patterns)]
+            _ => return Err(io::Error::other("TLS 1.3 is required")),
+        };
+        Ok(Keys {
+            tx: RecordKey::new(secrets.tx)?,
+            rx: RecordKey::new(secrets.rx)?,
+            limit,
+        })
+    }
+}
+
+fn record_header(len: usize) -> [u8; HEADER] {
+    let len = (len as u16).to_be_bytes();
+    [CONTENT_APPLICATION_DATA, 3, 3, len[0], len[1]]
+}
+
+fn invalid(err: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, err)
+}
+
+fn peer_misbehaved(what: &'static str) -> io::Error {
+    invalid(rustls::Error::General(format!(
+        "TLS peer misbehaved: {what}"
+    )))
+}
+
+/// A TLS 1.3 connection over `IO` after its handshake (see the module
+/// documentation).
+pub struct TlsStream<IO> {
+    io: IO,
+    kernel: Kernel,
+    peer: PeerInfo,
+    tx: RecordKey,
+    rx: RecordKey,
+    /// Our key is replaced once it has sealed this many records.
+    rekey_after: u64,
+    /// The peer asked for a KeyUpdate of ours: it goes before our next record.
+    key_update_owed: bool,
+    /// Received bytes: `rbuf[plain]` decrypted data not yet handed out, then
+    /// `rbuf[next..end]` records not yet opened.
+    rbuf: Vec<u8>,
+    plain: std::ops::Range<usize>,
+    next: usize,
+    end: usize,
+    /// The peer sent close_notify.
+    read_closed: bool,
+    /// Sealed records not yet written: `wbuf[written..]`.
+    wbuf: Vec<u8>,
+    written: usize,
+    /// We sent close_notify.
+    write_closed: bool,
+}
+
+impl<IO> std::fmt::Debug for TlsStream<IO> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsStream").finish_non_exhaustive()
+    }
+}
+
+impl<IO> TlsStream<IO> {
+    /// The transport.
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
+
+    /// The transport, mutably (not to read or write it: the records would
+    /// no longer line up).
+    pub fn get_mut(&mut self) -> &mut IO {
+        &mut self.io
+    }
+
+    /// What the handshake learned about the peer.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+
+    /// Replaces our key after `records` sealed records instead of a quarter
+    /// of the cipher's confidentiality limit (for tests of key updates).
+    #[doc(hidden)]
+    pub fn set_rekey_after(&mut self, records: u64) {
+        self.rekey_after = records.max(1);
+    }
+
+    /// `plaintext` came with the end of the handshake, before `leftover`:
+    /// records rustls did not get to.
+    fn new(
+        io: IO,
+        keys: Keys,
+        kernel: Kernel,
+        peer: PeerInfo,
+        plaintext: &[u8],
+        leftover: &[u8],
+    ) -> Self {
+        let mut rbuf = plaintext.to_vec();
+        rbuf.extend_from_slice(leftover);
+        rbuf.resize(rbuf.len().max(READ_BUFFER_START), 0);
+        TlsStream {
+            io,
+            tx: keys.tx,
+            rx: keys.rx,
+            kernel,
+            peer,
+            // Well before the limit, as rustls does: a key that has sealed
+            // this much is replaced (every 2^22 records, 64 GiB, for
+            // AES-GCM under ring).
+            rekey_after: (keys.limit / 4).max(1),
+            key_update_owed: false,
+            rbuf,
+            plain: 0..plaintext.len(),
+            next: plaintext.len(),
+            end: plaintext.len() + leftover.len(),
+            read_closed: false,
+            // Grows with what is written at once, up to a bit over
+            // WRITE_BUFFER (and twice that while the socket lags).
+            wbuf: Vec::new(),
+            written: 0,
+            write_closed: false,
+        }
+    }
+
+    /// Opens the next whole record in `rbuf[next..end]`, if there is one.
+    /// Returns whether one was consumed.
+    fn open_record(&mut self) -> io::Result<bool> {
+        let available = &self.rbuf[self.next..self.end];
+        if available.len() < HEADER {
+            return Ok(false);
+        }
+        let header: [u8; HEADER] = [
+            available[0],
+            available[1],
+            available[2],
+            available[3],
+            available[4],
+        ];
+        let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+        if header[0] != CONTENT_APPLICATION_DATA {
+            return Err(peer_misbehaved("unprotected record after the handshake"));
+        }
+        if !(TAG + 1..=MAX_CIPHERTEXT).contains(&len) {
+            return Err(invalid(rustls::Error::PeerSentOversizedRecord));
+        }
+        if available.len() < HEADER + len {
+            return Ok(false);
+        }
+        let start = self.next + HEADER;
+        self.next = start + len;
+        let nonce = self.rx.next_nonce();
+        let plaintext = self
+            .rx
+            .key
+            .open_in_place(
+                nonce,
+                ring::aead::Aad::from(header),
+                &mut self.rbuf[start..start + len],
+            )
+            .map_err(|_| invalid(rustls::Error::DecryptError))?;
+        // TLSInnerPlaintext: content, content type, zero padding.
+        let Some(type_at) = plaintext.iter().rposition(|&byte| byte != 0) else {
+            return Err(peer_misbehaved("record without a content type"));
+        };
+        let content_type = plaintext[type_at];
+        let content = start..start + type_at;
+        if content.len() > MAX_PLAINTEXT {
+            return Err(invalid(rustls::Error::PeerSentOversizedRecord));
+        }
+        match content_type {
+            CONTENT_APPLICATION_DATA => self.plain = content,
+            CONTENT_ALERT => {
+                let alert = &self.rbuf[content];
+                let [_level, description] = alert else {
+                    return Err(peer_misbehaved("malformed alert"));
+                };
+                let description = AlertDescription::from(*description);
+                if description == AlertDescription::CloseNotify {
+                    self.read_closed = true;
+                } else {
+                    return Err(invalid(rustls::Error::AlertReceived(description)));
+                }
+            }
+            CONTENT_HANDSHAKE => self.handshake_messages(content)?,
+            _ => return Err(peer_misbehaved("unexpected record type")),
+        }
+        Ok(true)
+    }
+
+    /// Post-handshake messages of one record (a message never spans records
+    /// here: both kinds are far smaller than one).
+    fn handshake_messages(&mut self, mut range: std::ops::Range<usize>) -> io::Result<()> {
+        while !range.is_empty() {
+            let message = &self.rbuf[range.clone()];
+            let [kind, a, b, c, body @ ..] = message else {
+                return Err(peer_misbehaved("truncated handshake message"));
+            };
+            let len = u32::from_be_bytes([0, *a, *b, *c]) as usize;
+            if body.len() < len {
+                return Err(peer_misbehaved("handshake message split across records"));
+            }
+            match *kind {
+                HANDSHAKE_KEY_UPDATE => {
+                    let request = match body[..len] {
+                        [0] => false,
+                        [1] => true,
+                        _ => return Err(peer_misbehaved("malformed KeyUpdate")),
+                    };
+                    if range.len() != 4 + len {
+                        // RFC 8446 §5.1: a key change ends its record.
+                        return Err(peer_misbehaved("data after a KeyUpdate"));
+                    }
+                    self.rx = RecordKey::new(self.kernel.update_rx().map_err(invalid)?)?;
+                    self.key_update_owed |= request;
+                }
+                // Resumption is disabled on both sides: nothing to keep.
+                HANDSHAKE_NEW_SESSION_TICKET => {}
+                _ => return Err(peer_misbehaved("unexpected handshake message")),
+            }
+            range.start += 4 + len;
+        }
+        Ok(())
+    }
+
+    /// Appends one sealed record of `content_type` holding the plaintext
+    /// gathered from `pieces` (at most [`MAX_PLAINTEXT`] bytes in all).
+    fn seal_record(&mut self, content_type: u8, pieces: &[&[u8]]) -> io::Result<()> {
+        let len: usize = pieces.iter().map(|piece| piece.len()).sum();
+        let start = self.wbuf.len();
+        self.wbuf.extend_from_slice(&record_header(len + 1 + TAG));
+        for piece in pieces {
+            self.wbuf.extend_from_slice(piece);
+        }
+        self.wbuf.push(content_type);
+        let header: [u8; HEADER] = record_header(len + 1 + TAG);
+        let nonce = self.tx.next_nonce();
+        let tag = self
+            .tx
+            .key
+            .seal_in_place_separate_tag(
+                nonce,
+                ring::aead::Aad::from(header),
+                &mut self.wbuf[start + HEADER..],
+            )
+            .map_err(|_| io::Error::other("TLS encryption failed"))?;
+        self.wbuf.extend_from_slice(tag.as_ref());
+        Ok(())
+    }
+
+    /// Sends a KeyUpdate under the current key and moves to the next one,
+    /// if the peer asked for one or ours has sealed enough.
+    fn update_key_if_due(&mut self) -> io::Result<()> {
+        if !self.key_update_owed && self.tx.seq < self.rekey_after {
+            return Ok(());
+        }
+        // update_not_requested: we only move our own key on.
+        self.seal_record(CONTENT_HANDSHAKE, &[&[HANDSHAKE_KEY_UPDATE, 0, 0, 1, 0]])?;
+        self.tx = RecordKey::new(self.kernel.update_tx().map_err(invalid)?)?;
+        self.key_update_owed = false;
+        Ok(())
+    }
+
+    /// Seals as much of `bufs` as the write buffer takes; returns how many
+    /// bytes that was.
+    fn seal_data(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut taken = 0;
+        let mut slices = bufs
+            .iter()
+            .map(|buf| &buf[..])
+            .filter(|buf| !buf.is_empty());
+        let mut current: &[u8] = &[];
+        let mut pieces: Vec<&[u8]> = Vec::new();
+        while self.wbuf.len() - self.written < WRITE_BUFFER {
+            // One record's worth of plaintext, across slices.
+            pieces.clear();
+            let mut len = 0;
+            while len < MAX_PLAINTEXT {
+                if current.is_empty() {
+                    match slices.next() {
+                        Some(next) => current = next,
+                        None => break,
+                    }
+                }
+                let take = current.len().min(MAX_PLAINTEXT - len);
+                pieces.push(&current[..take]);
+                current = &current[take..];
+                len += take;
+            }
+            if len == 0 {
+                break;
+            }
+            self.update_key_if_due()?;
+            self.seal_record(CONTENT_APPLICATION_DATA, &pieces)?;
+            taken += len;
+        }
+        Ok(taken)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> TlsStream<IO> {
+    /// Writes sealed records until none are left (`Ready`) or the socket is
+    /// full (`Pending`).
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.wbuf.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        self.wbuf.clear();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_write_slices(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.write_closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if bufs.iter().all(|buf| buf.is_empty()) {
+            return Poll::Ready(Ok(0));
+        }
+        // Full: what is sealed must go first (partly is enough).
+        if self.wbuf.len() - self.written >= WRITE_BUFFER
+            && self.poll_drain(cx)?.is_pending()
+            && self.wbuf.len() - self.written >= WRITE_BUFFER
+        {
+            return Poll::Pending;
+        }
+        if self.written >= WRITE_BUFFER {
+            // Keep the buffer bounded when the socket never takes all of it:
+            // the written part goes (a move of less than what was written).
+            self.wbuf.drain(..self.written);
+            self.written = 0;
+        }
+        let taken = self.seal_data(bufs)?;
+        // Start the write now; what the socket does not take yet goes on
+        // the next write or flush.
+        if let Poll::Ready(Err(err)) = self.poll_drain(cx) {
+            return Poll::Ready(Err(err));
+        }
+        Poll::Ready(Ok(taken))
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let mut filled = false;
+        loop {
+            if !this.plain.is_empty() {
+                let n = this.plain.len().min(buf.remaining());
+                buf.put_slice(&this.rbuf[this.plain.start..this.plain.start + n]);
+                this.plain.start += n;
+                filled = true;
+                if buf.remaining() == 0 {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            if this.read_closed {
+                return Poll::Ready(Ok(()));
+            }
+            if this.open_record()? {
+                continue;
+            }
+            if filled {
+                // Hand out what was opened; the rest of the records waits.
+                return Poll::Ready(Ok(()));
+            }
+            // Need more bytes: make room for at least one whole record.
+            if this.next == this.end {
+                this.next = 0;
+                this.end = 0;
+            } else if this.rbuf.len() - this.next < HEADER + MAX_CIPHERTEXT + 1 {
+                this.rbuf.copy_within(this.next..this.end, 0);
+                this.end -= this.next;
+                this.next = 0;
+            }
+            if this.end == this.rbuf.len() {
+                // A record bigger than the small start buffer.
+                this.rbuf.resize(READ_BUFFER, 0);
+            }
+            let mut room = ReadBuf::new(&mut this.rbuf[this.end..]);
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut room))?;
+            let n = room.filled().len();
+            if n == room.capacity() && this.rbuf.len() < READ_BUFFER {
+                // Bulk data: read more records per system call from now on.
+                this.rbuf.resize(READ_BUFFER, 0);
+            }
+            if n == 0 {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed connection without sending TLS close_notify",
+                )));
+            }
+            this.end += n;
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write_slices(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write_slices(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.write_closed {
+            // close_notify: warning level, description 0.
+            this.seal_record(CONTENT_ALERT, &[&[1, 0]])?;
+            this.write_closed = true;
+        }
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+/// Why a handshake failed, with the transport back (to let the peer read
+/// an alert before closing, say).
+pub struct HandshakeError<IO> {
+    /// The failure: a rustls error inside an `InvalidData` error, or the
+    /// transport's.
+    pub error: io::Error,
+    /// The transport.
+    pub io: IO,
+}
+
+impl<IO> std::fmt::Debug for HandshakeError<IO> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandshakeError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The two unbuffered connection types, driven alike.
+trait Handshaking {
+    type Data;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    fn common(&self) -> &rustls::CommonState;
+    fn into_kernel(self) -> Result<(ExtractedSecrets, Kernel), rustls::Error>;
+}
+
+impl Handshaking for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+    fn common(&self) -> &rustls::CommonState {
+        self
+    }
+    fn into_kernel(self) -> Result<(ExtractedSecrets, Kernel), rustls::Error> {
+        self.dangerous_into_kernel_connection()
+            .map(|(secrets, conn)| (secrets, Kernel::Client(conn)))
+    }
+}
+
+impl Handshaking for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+    fn common(&self) -> &rustls::CommonState {
+        self
+    }
+    fn into_kernel(self) -> Result<(ExtractedSecrets, Kernel), rustls::Error> {
+        self.dangerous_into_kernel_connection()
+            .map(|(secrets, conn)| (secrets, Kernel::Server(conn)))
+    }
+}
+
+/// Runs the client side of the handshake over `io` (the config must have
+/// `enable_secret_extraction`, as [`crate::client_config`]'s has).
+///
+/// # Errors
+/// The handshake failed; the transport comes back with the error.
+pub async fn connect<IO>(
+    config: std::sync::Arc<rustls::ClientConfig>,
+    name: rustls::pki_types::ServerName<'static>,
+    io: IO,
+) -> Result<TlsStream<IO>, HandshakeError<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    match UnbufferedClientConnection::new(config, name) {
+        Ok(conn) => handshake(conn, io).await,
+        Err(err) => Err(HandshakeError {
+            error: invalid(err),
+            io,
+        }),
+    }
+}
+
+/// Runs the server side of the handshake over `io` (the config must have
+/// `enable_secret_extraction`, as [`crate::server_config`]'s has).
+///
+/// # Errors
+/// The handshake failed (after the alert, if any, was sent); the transport
+/// comes back with the error.
+pub async fn accept<IO>(
+    config: std::sync::Arc<rustls::ServerConfig>,
+    io: IO,
+) -> Result<TlsStream<IO>, HandshakeError<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    match UnbufferedServerConnection::new(config) {
+        Ok(conn) => handshake(conn, io).await,
+        Err(err) => Err(HandshakeError {
+            error: invalid(err),
+            io,
+        }),
+    }
+}
+
+/// One step of the handshake, decided while rustls borrows the buffers.
+enum Step {
+    Again,
+    Read,
+    Write,
+    Done,
+    Failed(io::Error),
+}
+
+async fn handshake<C, IO>(mut conn: C, mut io: IO) -> Result<TlsStream<IO>, HandshakeError<IO>>
+where
+    C: Handshaking,
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut incoming = vec![0u8; MAX_CIPHERTEXT + HEADER];
+    let mut used = 0;
+    let mut outgoing: Vec<u8> = Vec::new();
+    let mut sent = 0;
+    let mut early: Vec<u8> = Vec::new();
+    // A failure is reported once the alert rustls queued for it is sent.
+    let mut failed: Option<io::Error> = None;
+    loop {
+        let UnbufferedStatus { discard, state } = conn.process(&mut incoming[..used]);
+        let step = match state {
+            Err(err) => match failed.take() {
+                // Once more, for the alert rustls queued for it.
+                None => {
+                    failed = Some(invalid(err));
+                    Step::Again
+                }
+                Some(first) => Step::Failed(first),
+            },
+            Ok(ConnectionState::EncodeTlsData(mut data)) => loop {
+                match data.encode(&mut outgoing[sent..]) {
+                    Ok(n) => {
+                        sent += n;
+                        break Step::Write;
+                    }
+                    Err(EncodeError::InsufficientSize(size)) => {
+                        outgoing.resize(sent + size.required_size, 0);
+                    }
+                    Err(err) => break Step::Failed(io::Error::other(err.to_string())),
+                }
+            },
+            Ok(ConnectionState::TransmitTlsData(data)) => {
+                // Written below, before the next step; rustls only needs to
+                // know that it will be.
+                data.done();
+                Step::Write
+            }
+            // After a failure, only the alert is of interest.
+            Ok(_) if failed.is_some() => Step::Write,
+            Ok(ConnectionState::BlockedHandshake) => Step::Read,
+            Ok(ConnectionState::WriteTraffic(_)) => Step::Done,
+            Ok(ConnectionState::ReadTraffic(mut data)) => {
+                // The peer's first data, in the same read as its Finished
+                // (the client's greeting, on the server): kept for the
+                // stream's first read.
+                let mut step = Step::Again;
+                while let Some(record) = data.next_record() {
+                    match record {
+                        Ok(record)
+                            if early.len() + record.payload.len() <= HANDSHAKE_BUFFER_MAX =>
+                        {
+                            early.extend_from_slice(record.payload);
+                        }
+                        Ok(_) => {
+                            step = Step::Failed(invalid(rustls::Error::General(
+                                "too much data during the handshake".into(),
+                            )));
+                            break;
+                        }
+                        Err(err) => {
+                            step = Step::Failed(invalid(err));
+                            break;
+                        }
+                    }
+                }
+                step
+            }
+            Ok(ConnectionState::ReadEarlyData(_)) => Step::Failed(invalid(rustls::Error::General(
+                "0-RTT data is not accepted".into(),
+            ))),
+            Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => {
+                Step::Failed(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed during the TLS handshake",
+                ))
+            }
+            Ok(_) => Step::Failed(io::Error::other("unexpected TLS handshake state")),
+        };
+        incoming.copy_within(discard..used, 0);
+        used -= discard;
+        match step {
+            Step::Again => {}
+            Step::Write => {
+                if let Err(error) = write_out(&mut io, &outgoing[..sent]).await {
+                    return Err(HandshakeError {
+                        error: failed.take().unwrap_or(error),
+                        io,
+                    });
+                }
+                outgoing.clear();
+                sent = 0;
+                if let Some(error) = failed.take() {
+                    // The alert rustls queued for the failure is out (asking
+                    // rustls for more would make it fail again on the same
+                    // bytes).
+                    return Err(HandshakeError { error, io });
+                }
+            }
+            Step::Read => {
+                if let Some(error) = failed.take() {
+                    // The alert (if any) is out.
+                    return Err(HandshakeError { error, io });
+                }
+                if used == incoming.len() {
+                    if incoming.len() >= HANDSHAKE_BUFFER_MAX {
+                        return Err(HandshakeError {
+                            error: invalid(rustls::Error::General(
+                                "handshake message too large".into(),
+                            )),
+                            io,
+                        });
+                    }
+                    incoming.resize((incoming.len() * 2).min(HANDSHAKE_BUFFER_MAX), 0);
+                }
+                match io.read(&mut incoming[used..]).await {
+                    Ok(0) => {
+                        return Err(HandshakeError {
+                            error: io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "tls handshake eof",
+                            ),
+                            io,
+                        })
+                    }
+                    Ok(n) => used += n,
+                    Err(error) => return Err(HandshakeError { error, io }),
+                }
+            }
+            Step::Failed(error) => return Err(HandshakeError { error, io }),
+            Step::Done => {
+                if let Some(error) = failed.take() {
+                    return Err(HandshakeError { error, io });
+                }
+                let common = conn.common();
+                let peer = PeerInfo {
+                    certificates: common
+                        .peer_certificates()
+                        .map(|certs| certs.iter().map(|cert| cert.clone().into_owned()).collect())
+                        .unwrap_or_default(),
+                    alpn_protocol: common.alpn_protocol().map(<[u8]>::to_vec),
+                };
+                let built = conn
+                    .into_kernel()
+                    .map_err(invalid)
+                    .and_then(|(secrets, kernel)| {
+                        Keys::new(secrets, &kernel).map(|keys| (keys, kernel))
+                    });
+                return match built {
+                    Ok((keys, kernel)) => Ok(TlsStream::new(
+                        io,
+                        keys,
+                        kernel,
+                        peer,
+                        &early,
+                        &incoming[..used],
+                    )),
+                    Err(error) => Err(HandshakeError { error, io }),
+                };
+            }
+        }
+    }
+}
+
+async fn write_out<IO: AsyncWrite + Unpin>(io: &mut IO, bytes: &[u8]) -> io::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await
+}
