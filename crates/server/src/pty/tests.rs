@@ -36,10 +36,33 @@ struct Session {
 }
 
 async fn start(spec: &PtySpec) -> Session {
+    handle_terminal_signals();
     match spawn(spec, Path::new("/bin/sh")).await {
         Ok((child, terminal)) => Session { child, terminal },
         Err(err) => panic!("cannot start a pty session: {err}"),
     }
+}
+
+/// Handles SIGHUP, SIGINT and SIGQUIT in this process, as the daemon does
+/// (`crate::reload`), so that the sessions started here get their default
+/// action: exec resets a handled signal, but an ignored one stays ignored,
+/// and a test runner started under `nohup` or in the background ignores
+/// them (a shell ignoring SIGHUP would outlive its hangup).
+fn handle_terminal_signals() {
+    use std::sync::OnceLock;
+    use tokio::signal::unix::{signal, SignalKind};
+    static HANDLED: OnceLock<()> = OnceLock::new();
+    HANDLED.get_or_init(|| {
+        for kind in [
+            SignalKind::hangup(),
+            SignalKind::interrupt(),
+            SignalKind::quit(),
+        ] {
+            // The handler stays installed for the process's life once
+            // registered, whether or not the stream is kept.
+            let _ = signal(kind);
+        }
+    });
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
