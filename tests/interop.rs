@@ -9,6 +9,25 @@
 use crate::util::{TestServer, Transport};
 use std::process::Command;
 
+/// What both Python peers share: reading exactly n bytes from the TLS
+/// socket `s` (bound by each script before use) and building a frame
+/// (PROTOCOL.md 4.1).
+const FRAMING: &str = r#"
+import struct
+
+def recv_exact(n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise SystemExit("connection closed after %d of %d bytes" % (len(buf), n))
+        buf += chunk
+    return bytes(buf)
+
+def frame(kind, channel, payload=b""):
+    return struct.pack(">IBI", 5 + len(payload), kind, channel) + payload
+"#;
+
 /// The client: greeting, Exec, stdin under the server's credit, output
 /// under its own window with top-ups at a quarter, Exit. Prints
 /// `stdout=<len> sha256=<hex> exit=<kind>:<value>`.
@@ -31,17 +50,7 @@ raw = socket.create_connection((host, int(port)), timeout=60)
 s = ctx.wrap_socket(raw)
 assert s.version() == "TLSv1.3", s.version()
 
-def recv_exact(n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise SystemExit("connection closed after %d of %d bytes" % (len(buf), n))
-        buf += chunk
-    return bytes(buf)
 
-def frame(kind, channel, payload=b""):
-    return struct.pack(">IBI", 5 + len(payload), kind, channel) + payload
 
 s.sendall(b"RSH\x00\x00\x01\x00\x00")
 hello = recv_exact(8)
@@ -106,7 +115,7 @@ fn openssl_client_moves_megabytes_both_ways() {
     let mut python = Command::new("python3");
     python
         .arg("-c")
-        .arg(CLIENT)
+        .arg(format!("{FRAMING}{CLIENT}"))
         .arg(host)
         .arg(port)
         .arg(&cert_der)
@@ -164,14 +173,6 @@ raw, _ = listener.accept()
 raw.settimeout(60)
 s = ctx.wrap_socket(raw, server_side=True)
 
-def recv_exact(n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise SystemExit("connection closed after %d of %d bytes" % (len(buf), n))
-        buf += chunk
-    return bytes(buf)
 
 def read_frame():
     (length,) = struct.unpack(">I", recv_exact(4))
@@ -179,8 +180,6 @@ def read_frame():
     body = recv_exact(length)
     return body[0], struct.unpack(">I", body[1:5])[0], body[5:]
 
-def frame(kind, channel, payload=b""):
-    return struct.pack(">IBI", 5 + len(payload), kind, channel) + payload
 
 s.sendall(b"RSH\x00\x00\x01\x00\x00")
 hello = recv_exact(8)
@@ -240,7 +239,7 @@ fn client_moves_megabytes_both_ways_with_an_openssl_server() {
     let out_len = 3_000_000;
     let mut server = Command::new("python3")
         .arg("-c")
-        .arg(SERVER)
+        .arg(format!("{FRAMING}{SERVER}"))
         .arg(&cert_der)
         .arg(&key)
         .arg(scratch.path().join("cert.pem"))
