@@ -308,10 +308,11 @@ fn json_log_lines_parse_and_keep_the_command_fields() {
             .any(|span| span["name"] == "conn" && span.get("peer").is_some()),
         "{finished}"
     );
+    // The command as typed: escaped by JSON once, not quoted twice.
     assert!(
-        spans.iter().any(|span| span["command"]
-            .as_str()
-            .is_some_and(|c| c.contains("echo hi"))),
+        spans
+            .iter()
+            .any(|span| span["command"] == "echo hi; exit 3"),
         "{finished}"
     );
 }

@@ -476,8 +476,8 @@ impl Connection {
             "cmd",
             channel,
             proto = self.version,
-            // Debug-quoted: a newline in a command cannot forge a log line.
-            command = ?String::from_utf8_lossy(&exec.command),
+            // Quoted in text logs: a newline cannot forge a log line.
+            command = ?crate::logging::PeerText(&exec.command),
             pid = tracing::field::Empty,
             // Only for what version 2 adds: a login shell, a terminal.
             login_shell = tracing::field::Empty,
@@ -490,7 +490,7 @@ impl Connection {
         if let Some(pty) = &exec.pty {
             span.record(
                 "term",
-                tracing::field::debug(String::from_utf8_lossy(&pty.term)),
+                tracing::field::debug(crate::logging::PeerText(&pty.term)),
             );
         }
         self.ctx

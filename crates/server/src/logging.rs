@@ -11,7 +11,9 @@
 //!
 //! `RUST_LOG` overrides the level in both.
 
+use std::fmt;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -39,6 +41,26 @@ impl LogFormat {
     }
 }
 
+/// Set once the JSON format is installed (see [`PeerText`]).
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Text a peer chose (a command line, a terminal name), as a log field
+/// recorded with `?`. In text logs it is Debug-quoted, so a newline in it
+/// cannot forge a log line; in JSON logs it is the text itself, which the
+/// JSON encoder escapes (quoting it here as well would quote it twice).
+pub struct PeerText<'a>(pub &'a [u8]);
+
+impl fmt::Debug for PeerText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = String::from_utf8_lossy(self.0);
+        if JSON.load(Ordering::Relaxed) {
+            f.write_str(&text)
+        } else {
+            write!(f, "{text:?}")
+        }
+    }
+}
+
 /// Installs the global subscriber writing to stderr. `level` is the
 /// default filter (`info`, `debug`, ...) when `RUST_LOG` is unset.
 pub fn init(format: LogFormat, level: &str) {
@@ -48,12 +70,15 @@ pub fn init(format: LogFormat, level: &str) {
         .with_writer(std::io::stderr);
     // `try_init`: a second call (tests running main twice) keeps the first.
     let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(true)
-            .try_init(),
+        LogFormat::Json => {
+            JSON.store(true, Ordering::Relaxed);
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(true)
+                .try_init()
+        }
         LogFormat::Text if stderr_is_journal() => builder
             .with_ansi(false)
             .event_format(JournalPriority(
