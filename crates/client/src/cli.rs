@@ -797,8 +797,19 @@ enum LocalInput {
 /// Our stdin as an async reader: a terminal through its own non-blocking
 /// file (no thread left blocked on it when we exit), else tokio's stdin.
 fn local_reader() -> Box<dyn tokio::io::AsyncRead + Unpin + Send> {
+    terminal_reader(crate::terminal::Tty::input)
+}
+
+/// [`local_reader`] for a session that keeps our terminal in raw mode.
+fn raw_local_reader() -> Box<dyn tokio::io::AsyncRead + Unpin + Send> {
+    terminal_reader(crate::terminal::Tty::raw_input)
+}
+
+fn terminal_reader(
+    open: fn(std::io::Stdin) -> std::io::Result<crate::terminal::Tty>,
+) -> Box<dyn tokio::io::AsyncRead + Unpin + Send> {
     if std::io::stdin().is_terminal() {
-        if let Ok(tty) = crate::terminal::Tty::input(std::io::stdin()) {
+        if let Ok(tty) = open(std::io::stdin()) {
             return Box::new(tty);
         }
     }
@@ -1051,15 +1062,9 @@ async fn terminal_session(
     } else {
         Box::new(tokio::io::stdout())
     };
-    // Raw mode is entered below whenever stdin is a terminal.
-    let input = match std::io::stdin().is_terminal() {
-        true => crate::terminal::Tty::raw_input(std::io::stdin())
-            .map(|tty| Box::new(tty) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)
-            .unwrap_or_else(|_| local_reader()),
-        false => local_reader(),
-    };
     let local = Local {
-        input,
+        // Raw mode is entered below whenever stdin is a terminal.
+        input: raw_local_reader(),
         output,
         messages: tokio::io::stderr(),
     };

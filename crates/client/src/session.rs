@@ -16,8 +16,8 @@
 //!
 //! ```text
 //! let raw = RawMode::enter(std::io::stdin())?;
-//! let input = Tty::open(std::io::stdin())?;          // else tokio::io::stdin()
-//! let output = Tty::open(std::io::stdout())?;        // if stdout is a terminal
+//! let input = Tty::raw_input(std::io::stdin())?;     // else tokio::io::stdin()
+//! let output = TtyOutput::open(std::io::stdout())?;  // if stdout is a terminal
 //! let end = session::run(
 //!     Local { input, output, messages: tokio::io::stderr() },
 //!     &raw, LocalSignals::install()?, EscapeFilter::new(escape_char),
@@ -817,7 +817,7 @@ mod tests {
             .build()
             .expect("runtime");
         let (end, sent) = runtime.block_on(async {
-            let input = crate::terminal::Tty::open(&pty.slave).expect("open the tty");
+            let input = crate::terminal::Tty::raw_input(&pty.slave).expect("open the tty");
             let mut keyboard = std::fs::File::from(pty.master.try_clone().expect("dup"));
             keyboard.write_all(b"a\x03\r~.").expect("typing");
             let (calls_tx, mut calls) = mpsc::unbounded_channel();

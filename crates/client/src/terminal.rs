@@ -216,11 +216,10 @@ impl Drop for RawMode {
     }
 }
 
-/// A terminal as [`tokio::io::AsyncRead`] and [`tokio::io::AsyncWrite`]
-/// that never block the runtime: keys are read, and output written, when
-/// the reactor says the terminal is ready, with no thread in between (as
-/// `tokio::io::stdin()`/`stdout()` have; a keystroke's round trip is what a
-/// user feels).
+/// Our terminal as [`tokio::io::AsyncRead`] that never blocks the runtime:
+/// keys are read when the reactor says the terminal is ready, with no thread
+/// in between (as `tokio::io::stdin()` has; a keystroke's round trip is what
+/// a user feels). Output goes through [`TtyOutput`].
 ///
 /// The terminal is opened anew by its name, non-blocking. Setting
 /// `O_NONBLOCK` on our stdin instead would set it on the open file shared
@@ -236,26 +235,24 @@ pub struct Tty {
 }
 
 impl Tty {
-    /// Opens the terminal that `fd` is on (stdin for input, stdout for
-    /// output when it is a terminal).
+    /// Opens the terminal that `fd` (our stdin) is on, for reading only: no
+    /// wake-up each time the terminal drains what we wrote to it through
+    /// [`TtyOutput`].
     ///
     /// # Errors
     /// If `fd` is not a terminal or its device cannot be opened; the caller
-    /// may fall back to `tokio::io::stdin()` and `stdout()`.
-    pub fn open(fd: impl AsFd) -> std::io::Result<Tty> {
-        Self::open_with(
-            fd,
-            tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE,
-        )
-    }
-
-    /// [`Tty::open`] for reading only (our stdin): no wake-up each time the
-    /// terminal drains what we wrote to it through another descriptor.
-    ///
-    /// # Errors
-    /// As [`Tty::open`].
+    /// may fall back to `tokio::io::stdin()`.
     pub fn input(fd: impl AsFd) -> std::io::Result<Tty> {
-        Self::open_with(fd, tokio::io::Interest::READABLE)
+        // Deprecated because a `T` could change its descriptor while it is
+        // registered, which a `File` cannot; the replacement is an `unsafe
+        // fn`, which the workspace does not allow.
+        #[allow(deprecated)]
+        let file =
+            tokio::io::unix::AsyncFd::with_interest(open_own(fd)?, tokio::io::Interest::READABLE)?;
+        Ok(Tty {
+            file,
+            short_read_drains: false,
+        })
     }
 
     /// [`Tty::input`] for a terminal the caller keeps in raw mode
@@ -264,24 +261,11 @@ impl Tty {
     /// an EAGAIN read, which a typed key's trip to the remote would wait for.
     ///
     /// # Errors
-    /// As [`Tty::open`].
+    /// As [`Tty::input`].
     pub fn raw_input(fd: impl AsFd) -> std::io::Result<Tty> {
         let mut tty = Self::input(fd)?;
         tty.short_read_drains = true;
         Ok(tty)
-    }
-
-    fn open_with(fd: impl AsFd, interest: tokio::io::Interest) -> std::io::Result<Tty> {
-        let file = open_own(fd)?;
-        // Deprecated because a `T` could change its descriptor while it is
-        // registered, which a `File` cannot; the replacement is an `unsafe
-        // fn`, which the workspace does not allow.
-        #[allow(deprecated)]
-        let file = tokio::io::unix::AsyncFd::with_interest(file, interest)?;
-        Ok(Tty {
-            file,
-            short_read_drains: false,
-        })
     }
 }
 
@@ -317,7 +301,7 @@ impl TtyOutput {
     /// Opens the terminal that `fd` (our stdout) is on, for writing.
     ///
     /// # Errors
-    /// As [`Tty::open`].
+    /// As [`Tty::input`].
     pub fn open(fd: impl AsFd) -> std::io::Result<TtyOutput> {
         Ok(TtyOutput {
             waiting: None,
@@ -417,42 +401,6 @@ impl tokio::io::AsyncRead for Tty {
                 Err(_would_block) => continue,
             }
         }
-    }
-}
-
-impl tokio::io::AsyncWrite for Tty {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        data: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        use std::io::Write;
-        use std::task::Poll;
-        loop {
-            let mut ready = match self.file.poll_write_ready(cx) {
-                Poll::Ready(ready) => ready?,
-                Poll::Pending => return Poll::Pending,
-            };
-            match ready.try_io(|file| file.get_ref().write(data)) {
-                Ok(result) => return Poll::Ready(result),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        // Nothing is buffered here; the terminal has what was written.
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -687,7 +635,8 @@ pub(crate) mod tests {
             OFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).expect("F_GETFL"))
         };
         let before = flags(&pty.slave);
-        let mut tty = Tty::open(&pty.slave).expect("open the tty");
+        let mut tty = Tty::input(&pty.slave).expect("open the tty");
+        let mut out = TtyOutput::open(&pty.slave).expect("open the tty for output");
         assert_eq!(flags(&pty.slave), before, "the caller's file is untouched");
         assert!(!before.contains(OFlag::O_NONBLOCK));
         // Cooked mode: the line arrives once it ends.
@@ -700,7 +649,7 @@ pub(crate) mod tests {
             .expect("read");
         assert_eq!(&buf[..len], b"hello\n");
         // Output reaches the other side (the pty turns \n into \r\n).
-        tokio::io::AsyncWriteExt::write_all(&mut tty, b"out\n")
+        tokio::io::AsyncWriteExt::write_all(&mut out, b"out\n")
             .await
             .expect("write");
         // The echo of "hello" comes first; both are already in the pty.
