@@ -82,13 +82,10 @@ impl Raw {
 
 /// Zombie processes whose parent is `parent`.
 fn zombie_children(parent: u32) -> Vec<u32> {
-    crate::util::proc_stats()
+    rsh_sys::ProcStat::all(usize::MAX)
         .into_iter()
-        .filter(|(_, fields)| {
-            fields.first().map(String::as_str) == Some("Z")
-                && fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent)
-        })
-        .map(|(pid, _)| pid)
+        .filter(|stat| stat.is_zombie() && stat.ppid == parent)
+        .map(|stat| stat.pid)
         .collect()
 }
 

@@ -231,15 +231,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// `/proc/PID/stat`'s state, process group, session and the terminal's
 /// foreground group, or `None` once the process is gone.
 fn stat(pid: u32) -> Option<(char, u32, u32, i64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some((
-        fields.first()?.chars().next()?,
-        fields.get(2)?.parse().ok()?,
-        fields.get(3)?.parse().ok()?,
-        fields.get(5)?.parse().ok()?,
-    ))
+    rsh_sys::ProcStat::read(pid).map(|s| (s.state, s.pgrp, s.session, s.tpgid))
 }
 
 /// Running, not a zombie waiting for the server's reaper.

@@ -223,7 +223,7 @@ fn changed_host_key_is_refused_even_with_accept_new() {
 fn silent_connections_do_not_starve_authorized_clients() {
     // 1,000 as the issue asks, unless this machine's descriptor limit
     // cannot hold them (the test process needs one per connection).
-    let limit = raise_fd_limit();
+    let limit = rsh_sys::raise_fd_limit();
     let count = 1000.min(limit.saturating_sub(200) as usize);
     if count < 1000 {
         eprintln!("note: open-files limit {limit}: testing with {count} silent connections");
@@ -299,20 +299,6 @@ fn key_files_are_private() {
         "{line}"
     );
     let _ = Stdio::null();
-}
-
-/// Raises the soft open-files limit towards the hard one; returns the limit
-/// in force.
-fn raise_fd_limit() -> u64 {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-    if soft < 4096 && hard > soft {
-        let raised = hard.min(65536);
-        if setrlimit(Resource::RLIMIT_NOFILE, raised, hard).is_ok() {
-            return raised;
-        }
-    }
-    soft
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -202,39 +202,12 @@ pub fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc status")
 }
 
-/// Every process in /proc with the fields of its `stat` after the
-/// parenthesised command name (`state ppid pgrp session ...`).
-pub fn proc_stats() -> Vec<(u32, Vec<String>)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut stats = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // The command name may hold spaces and parentheses: split after the last ')'.
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        stats.push((pid, after.split_whitespace().map(str::to_owned).collect()));
-    }
-    stats
-}
-
-/// Pids of live processes in process group `pgid` (from /proc).
+/// Pids of the processes in process group `pgid`, zombies included (from /proc).
 pub fn processes_in_group(pgid: u32) -> Vec<u32> {
-    proc_stats()
+    rsh_sys::ProcStat::all(usize::MAX)
         .into_iter()
-        .filter(|(_, fields)| fields.get(2).and_then(|p| p.parse::<u32>().ok()) == Some(pgid))
-        .map(|(pid, _)| pid)
+        .filter(|stat| stat.pgrp == pgid)
+        .map(|stat| stat.pid)
         .collect()
 }
 

@@ -181,18 +181,13 @@ pub(crate) fn closed_by_peer(err: &std::io::Error) -> bool {
 /// unanswered fail the connection; unacknowledged data fails it after the
 /// same time (keepalive alone does not probe while data is outstanding).
 fn set_keepalive(tcp: &TcpStream, interval: Duration, count: u32) -> nix::Result<()> {
-    use nix::sys::socket::{setsockopt, sockopt};
-    let secs = u32::try_from(interval.as_secs().max(1)).unwrap_or(u32::MAX);
-    let count = count.max(1);
-    setsockopt(tcp, sockopt::KeepAlive, &true)?;
-    setsockopt(tcp, sockopt::TcpKeepIdle, &secs)?;
-    setsockopt(tcp, sockopt::TcpKeepInterval, &secs)?;
-    setsockopt(tcp, sockopt::TcpKeepCount, &count)?;
-    let user_timeout_ms = secs
-        .saturating_mul(count.saturating_add(1))
-        .saturating_mul(1000);
-    setsockopt(tcp, sockopt::TcpUserTimeout, &user_timeout_ms)?;
-    Ok(())
+    rsh_sys::Keepalive {
+        idle: interval,
+        interval,
+        count,
+        user_timeout: true,
+    }
+    .apply(tcp)
 }
 
 /// Connects to the first address of `host` (of the wanted family) that

@@ -280,31 +280,14 @@ async fn authorized_keys(home: &RshHome) -> anyhow::Result<Arc<rsh_tls::Authoriz
     Ok(keys)
 }
 
-fn is_executable(path: &std::path::Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-}
-
-/// Lifts the soft open-files limit to the hard one: each connection and each
-/// command's pipes take descriptors, and 1024 is too few for a busy server.
-fn raise_fd_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
-            tracing::debug!(soft, hard, "cannot raise the open-files limit");
-        }
-    }
-}
-
 async fn serve(args: Args, source: ConfigSource) -> anyhow::Result<()> {
     let home = RshHome::from_env()?;
     if args.fingerprint {
         println!("{}", host_key(&home)?.fingerprint());
         return Ok(());
     }
-    raise_fd_limit();
-    if !is_executable(&args.shell) {
+    rsh_sys::raise_fd_limit();
+    if !rsh_sys::is_executable(&args.shell) {
         anyhow::bail!("--shell {}: not an executable file", args.shell.display());
     }
     let config = server_config(&args)?;
@@ -508,7 +491,7 @@ fn server_config(args: &Args) -> anyhow::Result<ServerConfig> {
 /// effective settings as a config file would say them (like `sshd -T`).
 fn check_config(source: &ConfigSource, args: &Args) -> ExitCode {
     let checked = server_config(args).and_then(|_| {
-        if is_executable(&args.shell) {
+        if rsh_sys::is_executable(&args.shell) {
             Ok(())
         } else {
             anyhow::bail!("shell {}: not an executable file", args.shell.display())
@@ -575,7 +558,7 @@ async fn reload(
     let loaded = tokio::task::spawn_blocking(move || {
         let args = source.load()?;
         let config = server_config(&args)?;
-        if !is_executable(&config.shell) {
+        if !rsh_sys::is_executable(&config.shell) {
             anyhow::bail!("shell {}: not an executable file", config.shell.display());
         }
         Ok((config, args))

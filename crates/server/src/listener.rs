@@ -376,17 +376,13 @@ async fn summarize_preauth(tls: TlsSetup, shutdown: CancellationToken) {
 /// [`KEEPALIVE_PROBES`] unanswered ones. A peer that vanished without FIN
 /// or RST (host gone, network cut) is then noticed and its commands ended.
 pub(crate) fn set_keepalive(tcp: &TcpStream, idle: Duration) -> nix::Result<()> {
-    use nix::sys::socket::{setsockopt, sockopt};
-    let secs = |d: Duration| u32::try_from(d.as_secs().max(1)).unwrap_or(u32::MAX);
-    setsockopt(tcp, sockopt::KeepAlive, &true)?;
-    setsockopt(tcp, sockopt::TcpKeepIdle, &secs(idle))?;
-    setsockopt(
-        tcp,
-        sockopt::TcpKeepInterval,
-        &secs(KEEPALIVE_INTERVAL.min(idle)),
-    )?;
-    setsockopt(tcp, sockopt::TcpKeepCount, &KEEPALIVE_PROBES)?;
-    Ok(())
+    rsh_sys::Keepalive {
+        idle,
+        interval: KEEPALIVE_INTERVAL.min(idle),
+        count: KEEPALIVE_PROBES,
+        user_timeout: false,
+    }
+    .apply(tcp)
 }
 
 /// Between unanswered keepalive probes.

@@ -51,49 +51,20 @@ pub struct Member {
     pub zombie: bool,
 }
 
-/// Parses the fields of `/proc/PID/stat` that matter here: state, process
-/// group and session. The command name (field 2) is in parentheses and may
-/// itself contain spaces and parentheses, so the fields are counted from the
-/// last `)`.
-fn parse_stat(stat: &str) -> Option<(char, u32, u32)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let _ppid = fields.next()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    let session = fields.next()?.parse().ok()?;
-    Some((state, pgrp, session))
-}
-
 /// Every process (zombies included) whose session id is `sid`.
 ///
 /// Reads `/proc`, which is memory, not disk; still, callers on the runtime
 /// should prefer [`members_async`] for big process tables.
 pub fn members(sid: u32) -> Vec<Member> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    for entry in entries.take(MAX_PROC_ENTRIES).flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|name| name.parse::<u32>().ok()) else {
-            continue;
-        };
-        // A process may exit between the listing and the read: skip it.
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        if let Some((state, pgrp, session)) = parse_stat(&stat) {
-            if session == sid {
-                found.push(Member {
-                    pid,
-                    pgrp,
-                    zombie: state == 'Z',
-                });
-            }
-        }
-    }
-    found
+    rsh_sys::ProcStat::all(MAX_PROC_ENTRIES)
+        .into_iter()
+        .filter(|stat| stat.session == sid)
+        .map(|stat| Member {
+            pid: stat.pid,
+            pgrp: stat.pgrp,
+            zombie: stat.is_zombie(),
+        })
+        .collect()
 }
 
 /// [`members`] off the runtime's threads.
@@ -189,16 +160,6 @@ pub async fn wait_empty(sid: u32, limit: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_fields_are_counted_from_the_last_parenthesis() {
-        let stat = "4242 (a (b) c) S 1 4240 4239 34816 4240 4194560 0";
-        assert_eq!(parse_stat(stat), Some(('S', 4240, 4239)));
-        let zombie = "7 (sleep) Z 1 7 7 0 -1 4194564";
-        assert_eq!(parse_stat(zombie), Some(('Z', 7, 7)));
-        assert_eq!(parse_stat("garbage"), None);
-        assert_eq!(parse_stat("1 (x) S 0"), None);
-    }
 
     #[test]
     fn our_own_session_has_us_in_it() {
