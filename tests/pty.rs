@@ -262,7 +262,7 @@ pub(crate) fn foreground_sleep(sid: u32) -> u32 {
 pub(crate) fn foreground_job(sid: u32, name: &str) -> u32 {
     let deadline = Instant::now() + WAIT;
     loop {
-        let found = rsh_server::session::session_members(sid)
+        let found = crate::util::live_session_members(sid)
             .into_iter()
             .find(|&pid| {
                 let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();

@@ -290,7 +290,7 @@ fn ctrl_c_interrupts_and_tilde_dot_disconnects(transport: Transport) {
     // leaves, the session ends.
     s.type_keys(b"sleep 102\r");
     let foreground = foreground_sleep(shell);
-    let members = rsh_server::session::session_members(shell);
+    let members = crate::util::live_session_members(shell);
     for pid in [shell, background, foreground] {
         assert!(members.contains(&pid), "{pid} is in session {shell}");
     }

@@ -211,6 +211,15 @@ pub fn processes_in_group(pgid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Pids of the live (not zombie) processes of session `sid` (from /proc).
+pub fn live_session_members(sid: u32) -> Vec<u32> {
+    rsh_sys::ProcStat::all(usize::MAX)
+        .into_iter()
+        .filter(|stat| stat.session == sid && !stat.is_zombie())
+        .map(|stat| stat.pid)
+        .collect()
+}
+
 /// Deterministic pseudo-random bytes (xorshift), fast enough for 50 MB.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed | 1;

@@ -28,10 +28,11 @@
 //! ```
 
 use crate::escape::{EscapeAction, EscapeFilter};
-use crate::terminal::{RawMode, WindowSize};
+use crate::terminal::RawMode;
 use crate::ClientError;
 use bytes::Bytes;
 use rsh_proto::ExitStatus;
+use rsh_proto::PtySize;
 use std::future::Future;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -56,7 +57,7 @@ pub trait RemoteInput {
     /// Ends the remote terminal's input (our stdin reached its end).
     fn close(&self) -> impl Future<Output = Result<(), ClientError>> + Send;
     /// Tells the remote terminal its new window size.
-    fn resize(&self, size: WindowSize) -> impl Future<Output = Result<(), ClientError>> + Send;
+    fn resize(&self, size: PtySize) -> impl Future<Output = Result<(), ClientError>> + Send;
 }
 
 /// The receiving half of a remote terminal.
@@ -71,7 +72,7 @@ pub trait RemoteOutput {
 /// What the loop needs of the local terminal besides its bytes.
 pub trait LocalTerminal {
     /// Its window size now, if known.
-    fn window_size(&self) -> Option<WindowSize>;
+    fn window_size(&self) -> Option<PtySize>;
     /// Gives the terminal back and stops the client until it is continued
     /// (`~^Z`), then takes it again.
     ///
@@ -81,7 +82,7 @@ pub trait LocalTerminal {
 }
 
 impl LocalTerminal for RawMode {
-    fn window_size(&self) -> Option<WindowSize> {
+    fn window_size(&self) -> Option<PtySize> {
         RawMode::window_size(self)
     }
 
@@ -353,8 +354,8 @@ impl RemoteInput for CommandInput {
         self.stdin.close().await
     }
 
-    async fn resize(&self, size: WindowSize) -> Result<(), ClientError> {
-        self.resizer.send(pty_size(size)).await
+    async fn resize(&self, size: PtySize) -> Result<(), ClientError> {
+        self.resizer.send(size).await
     }
 }
 
@@ -372,14 +373,10 @@ impl RemoteOutput for crate::RemoteCommand {
     }
 }
 
-/// A local window size as the protocol sends it.
-pub fn pty_size(size: WindowSize) -> rsh_proto::PtySize {
-    rsh_proto::PtySize {
-        cols: size.cols,
-        rows: size.rows,
-        pixel_width: size.xpixel,
-        pixel_height: size.ypixel,
-    }
+/// A local window size as the protocol sends it: the same type now, kept
+/// for the command line's use.
+pub fn pty_size(size: PtySize) -> PtySize {
+    size
 }
 
 /// The [`LocalTerminal`] of a session whose stdin is not a terminal (`-tt`
@@ -388,7 +385,7 @@ pub fn pty_size(size: WindowSize) -> rsh_proto::PtySize {
 pub struct NoTerminal;
 
 impl LocalTerminal for NoTerminal {
-    fn window_size(&self) -> Option<WindowSize> {
+    fn window_size(&self) -> Option<PtySize> {
         None
     }
 
@@ -415,7 +412,7 @@ mod tests {
     enum Call {
         Send(Bytes),
         Close,
-        Resize(WindowSize),
+        Resize(PtySize),
     }
 
     struct FakeInput {
@@ -443,7 +440,7 @@ mod tests {
             Ok(())
         }
 
-        async fn resize(&self, size: WindowSize) -> Result<(), ClientError> {
+        async fn resize(&self, size: PtySize) -> Result<(), ClientError> {
             let _ = self.calls.send(Call::Resize(size));
             Ok(())
         }
@@ -458,12 +455,12 @@ mod tests {
     }
 
     struct FakeTerminal {
-        size: Mutex<Option<WindowSize>>,
+        size: Mutex<Option<PtySize>>,
         suspends: AtomicUsize,
     }
 
     impl LocalTerminal for FakeTerminal {
-        fn window_size(&self) -> Option<WindowSize> {
+        fn window_size(&self) -> Option<PtySize> {
             *self.size.lock().expect("size")
         }
 
@@ -475,11 +472,11 @@ mod tests {
         }
     }
 
-    fn size(cols: u16, rows: u16) -> WindowSize {
-        WindowSize {
+    fn size(cols: u16, rows: u16) -> PtySize {
+        PtySize {
             cols,
             rows,
-            ..WindowSize::default()
+            ..PtySize::default()
         }
     }
 

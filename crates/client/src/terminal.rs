@@ -12,42 +12,35 @@
 use nix::sys::termios::{
     self, InputFlags, LocalFlags, OutputFlags, SetArg, SpecialCharacterIndices, Termios,
 };
+use rsh_proto::PtySize;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 
-/// The size of a terminal window, as TIOCGWINSZ reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct WindowSize {
-    /// Columns (characters per line).
-    pub cols: u16,
-    /// Rows (lines).
-    pub rows: u16,
-    /// Width in pixels, 0 if the terminal does not say.
-    pub xpixel: u16,
-    /// Height in pixels, 0 if the terminal does not say.
-    pub ypixel: u16,
-}
+/// The size of a terminal window, as TIOCGWINSZ reports it: the protocol's
+/// [`PtySize`], one type from the local terminal to the remote pty. The old
+/// name stays for the command line's use.
+pub type WindowSize = PtySize;
 
 /// The window size of the terminal on `fd`, or `None` if it is not a
 /// terminal or reports no size (0x0, as a fresh pty does).
-pub fn window_size(fd: impl AsFd) -> Option<WindowSize> {
+pub fn window_size(fd: impl AsFd) -> Option<PtySize> {
     // rustix's tcgetwinsize is TIOCGWINSZ behind a safe API; nix only offers
     // the ioctl as an `unsafe fn`, which the workspace does not allow.
     let size = rustix::termios::tcgetwinsize(fd).ok()?;
     if size.ws_col == 0 && size.ws_row == 0 {
         return None;
     }
-    Some(WindowSize {
+    Some(PtySize {
         cols: size.ws_col,
         rows: size.ws_row,
-        xpixel: size.ws_xpixel,
-        ypixel: size.ws_ypixel,
+        pixel_width: size.ws_xpixel,
+        pixel_height: size.ws_ypixel,
     })
 }
 
 /// The window size of our stdin's terminal (where ssh asks too).
-pub fn local_window_size() -> Option<WindowSize> {
+pub fn local_window_size() -> Option<PtySize> {
     window_size(std::io::stdin())
 }
 
@@ -184,7 +177,7 @@ impl RawMode {
     }
 
     /// The window size of this terminal.
-    pub fn window_size(&self) -> Option<WindowSize> {
+    pub fn window_size(&self) -> Option<PtySize> {
         window_size(&self.saved.fd)
     }
 
@@ -577,11 +570,11 @@ pub(crate) mod tests {
         let pty = openpty(Some(&size), None).expect("openpty");
         assert_eq!(
             window_size(&pty.slave),
-            Some(WindowSize {
+            Some(PtySize {
                 cols: 80,
                 rows: 24,
-                xpixel: 640,
-                ypixel: 480
+                pixel_width: 640,
+                pixel_height: 480
             })
         );
         let no_size = openpty(None, None).expect("openpty");

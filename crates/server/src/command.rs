@@ -44,8 +44,10 @@
 
 use crate::budget::StdinBudget;
 use crate::connection::ChannelEnd;
+use crate::login::{self, Account};
+use crate::peer::ConnectionInfo;
 use crate::process_group;
-use crate::pty::{self, Account, ConnectionInfo, PtyControl, PtyReader, PtyWriter};
+use crate::pty::{self, PtyControl, PtyReader, PtyWriter};
 use crate::reaper::{LeaderExit, Reaper};
 use crate::ServerConfig;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -424,7 +426,7 @@ async fn supervise(
             size = next_resize(&mut resizes) => {
                 if let Some(terminal) = &terminal {
                     debug!(cols = size.cols, rows = size.rows, "resizing the terminal");
-                    if let Err(err) = terminal.resize(window_size(size)) {
+                    if let Err(err) = terminal.resize(size) {
                         warn!(cause = %err, "cannot resize the terminal");
                     }
                 }
@@ -448,15 +450,6 @@ async fn next_resize(resizes: &mut Option<watch::Receiver<PtySize>>) -> PtySize 
     }
     *resizes = None;
     std::future::pending().await
-}
-
-fn window_size(size: PtySize) -> pty::WindowSize {
-    pty::WindowSize {
-        cols: size.cols,
-        rows: size.rows,
-        xpixel: size.pixel_width,
-        ypixel: size.pixel_height,
-    }
 }
 
 /// Ends the group as the outcome requires and says what to report: the
@@ -540,7 +533,7 @@ async fn spawn(exec: &Exec, ctx: &CommandContext) -> Result<Spawned, String> {
         Some(request) => spawn_pty(exec, request, ctx).await,
         None if exec.login_shell => {
             // NSS may read files or ask a daemon: off the runtime.
-            let account = tokio::task::spawn_blocking(pty::account)
+            let account = tokio::task::spawn_blocking(login::account)
                 .await
                 .map_err(|err| format!("cannot look the user up: {err}"))?;
             spawn_piped(exec, Some(&account), ctx)
@@ -563,7 +556,7 @@ async fn spawn_pty(
             pty::Program::Command(exec.command.clone())
         },
         term: request.term.clone(),
-        size: window_size(request.size),
+        size: request.size,
         cwd: exec.cwd.clone(),
         env: exec.env.clone(),
         connection: (*ctx.connection).clone(),
@@ -606,7 +599,7 @@ fn spawn_piped(
             // As sshd starts a session's shell: a login shell, told who it
             // is; then the request's variables on top.
             command
-                .arg0(pty::login_arg0(&account.shell))
+                .arg0(login::login_arg0(&account.shell))
                 .env("HOME", &account.home)
                 .env("USER", &account.name)
                 .env("LOGNAME", &account.name)

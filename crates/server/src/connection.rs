@@ -95,7 +95,7 @@ impl Clone for ServerContext {
 /// Serves one connection to its end. Errors are logged here, in the
 /// connection's span. `peer` says where the client is, for the sessions'
 /// `RSH_CONNECTION`.
-pub(crate) async fn serve<S>(mut stream: S, ctx: ServerContext, peer: crate::pty::ConnectionInfo)
+pub(crate) async fn serve<S>(mut stream: S, ctx: ServerContext, peer: crate::peer::ConnectionInfo)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -190,7 +190,7 @@ struct Channel {
 struct Connection {
     ctx: ServerContext,
     /// Where the client is.
-    peer: Arc<crate::pty::ConnectionInfo>,
+    peer: Arc<crate::peer::ConnectionInfo>,
     /// The protocol version the greeting negotiated.
     version: u16,
     frames: mpsc::Sender<Frame>,

@@ -38,26 +38,27 @@
 //! finish, then ends them; [`Server::run`] returns once everything is reaped.
 #![deny(missing_docs)]
 
-pub mod budget;
+mod budget;
 pub mod cli;
-pub mod command;
+mod command;
 mod config;
 pub mod config_file;
-pub mod connection;
+mod connection;
 mod frame_deadline;
-pub mod listener;
-pub mod log_limit;
+mod listener;
+mod log_limit;
 pub mod logging;
 mod login;
 pub mod notify;
-pub mod preauth;
+mod peer;
+mod preauth;
 pub mod process_group;
-pub mod pty;
+mod pty;
 pub mod ready;
-pub mod reaper;
+mod reaper;
 pub mod reload;
 mod server;
-pub mod session;
+mod session;
 
 pub use config::ServerConfig;
 pub use listener::{Listener, ListenerError, TlsSetup};

@@ -311,7 +311,7 @@ impl TlsListener {
             let span = info_span!("conn", peer = %addr, user = tracing::field::Empty);
             // For the sessions' RSH_CONNECTION: the address this client
             // reached (the listener's may be a wildcard).
-            let info = crate::pty::ConnectionInfo::Tcp {
+            let info = crate::peer::ConnectionInfo::Tcp {
                 client: addr,
                 server: tcp.local_addr().unwrap_or(self.local),
             };
@@ -679,7 +679,7 @@ impl UnixSocket {
                 continue;
             }
             let span = info_span!("conn", peer = %addr, user = %own_name);
-            let info = crate::pty::ConnectionInfo::Unix {
+            let info = crate::peer::ConnectionInfo::Unix {
                 uid: cred.uid(),
                 pid: cred.pid(),
                 socket: self.path.clone(),

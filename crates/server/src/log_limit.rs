@@ -57,6 +57,7 @@ impl LogLimiter {
     }
 
     /// Lines suppressed and not yet reported.
+    #[cfg(test)]
     pub fn suppressed(&self) -> u64 {
         self.suppressed
     }

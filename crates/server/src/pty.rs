@@ -47,15 +47,17 @@
 //! reaper running the spawn step, and feeds the terminal's reader, writer
 //! and control into the same supervise loop as a piped command's.
 
+use crate::login::{account, login_arg0};
+use crate::peer::ConnectionInfo;
 use crate::session;
 use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
-use std::ffi::{OsStr, OsString};
+use rsh_proto::PtySize;
+use std::ffi::OsStr;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -92,31 +94,6 @@ fn io_error(err: pty_process::Error) -> io::Error {
     }
 }
 
-/// A terminal's size, in characters and (optionally, 0 if unknown) pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WindowSize {
-    /// Columns (characters per line).
-    pub cols: u16,
-    /// Rows (lines).
-    pub rows: u16,
-    /// Width in pixels; 0 if unknown.
-    pub xpixel: u16,
-    /// Height in pixels; 0 if unknown.
-    pub ypixel: u16,
-}
-
-impl WindowSize {
-    /// A size in characters, pixel size unknown.
-    pub fn new(cols: u16, rows: u16) -> Self {
-        WindowSize {
-            cols,
-            rows,
-            xpixel: 0,
-            ypixel: 0,
-        }
-    }
-}
-
 /// What runs on the terminal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Program {
@@ -128,75 +105,6 @@ pub enum Program {
     Command(Vec<u8>),
 }
 
-/// Where the client is, for `RSH_CONNECTION`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConnectionInfo {
-    /// A TCP (TLS) connection.
-    Tcp {
-        /// The client's address.
-        client: SocketAddr,
-        /// The server's address the client connected to.
-        server: SocketAddr,
-    },
-    /// A connection on the Unix socket.
-    Unix {
-        /// The peer's uid (the server's own: others are refused).
-        uid: u32,
-        /// The peer's pid, if the kernel told.
-        pid: Option<i32>,
-        /// The socket's path.
-        socket: PathBuf,
-    },
-    /// A stream handed to [`crate::serve_connection`] by an embedding (a
-    /// test over an in-memory pipe, say): only the name it gave the peer
-    /// is known.
-    Embedded {
-        /// The peer's name, as the embedding gave it.
-        peer: String,
-    },
-}
-
-impl ConnectionInfo {
-    /// The value of `RSH_CONNECTION`: four space-separated fields, as
-    /// sshd's `SSH_CONNECTION`.
-    ///
-    /// - TCP: `CLIENT-IP CLIENT-PORT SERVER-IP SERVER-PORT`
-    ///   (`192.0.2.7 50122 192.0.2.1 7022`; IPv6 without brackets).
-    /// - Unix socket: `unix:uid=UID,pid=PID 0 unix:SOCKET-PATH 0` (the peer
-    ///   as the server's logs name it; `pid=?` if unknown). The ports are 0,
-    ///   so scripts that split the value into four fields and treat the
-    ///   second and fourth as numbers keep working; the `unix:` prefix tells
-    ///   it is not an IP address.
-    /// - Embedded: `embedded:PEER 0 embedded: 0`, with any whitespace in the
-    ///   peer's name replaced by `_` (four fields still).
-    pub fn to_env(&self) -> OsString {
-        match self {
-            ConnectionInfo::Tcp { client, server } => format!(
-                "{} {} {} {}",
-                client.ip(),
-                client.port(),
-                server.ip(),
-                server.port()
-            )
-            .into(),
-            ConnectionInfo::Unix { uid, pid, socket } => {
-                let pid = pid.map_or_else(|| "?".to_owned(), |pid| pid.to_string());
-                let mut value = format!("unix:uid={uid},pid={pid} 0 unix:").into_bytes();
-                value.extend_from_slice(socket.as_os_str().as_bytes());
-                value.extend_from_slice(b" 0");
-                OsString::from_vec(value)
-            }
-            ConnectionInfo::Embedded { peer } => {
-                let peer: String = peer
-                    .chars()
-                    .map(|c| if c.is_whitespace() { '_' } else { c })
-                    .collect();
-                format!("embedded:{peer} 0 embedded: 0").into()
-            }
-        }
-    }
-}
-
 /// Everything needed to start a session on a pty.
 #[derive(Debug, Clone)]
 pub struct PtySpec {
@@ -205,64 +113,13 @@ pub struct PtySpec {
     /// `TERM` for the session (`xterm-256color`, ...). Empty: `dumb`.
     pub term: Vec<u8>,
     /// The terminal's size at start.
-    pub size: WindowSize,
+    pub size: PtySize,
     /// Working directory; relative to the home directory; home if absent.
     pub cwd: Option<Vec<u8>>,
     /// The request's environment variables.
     pub env: Vec<(Vec<u8>, Vec<u8>)>,
     /// Where the client is, for `RSH_CONNECTION`.
     pub connection: ConnectionInfo,
-}
-
-/// The server user, as the passwd entry (or, failing that, the daemon's
-/// environment) describes them. Also what a login shell on pipes (a v2
-/// `login_shell` request without a pty) needs.
-#[derive(Debug, Clone)]
-pub struct Account {
-    /// User name (`USER`, `LOGNAME`).
-    pub name: OsString,
-    /// Home directory (`HOME`, and where sessions start); `/` if the
-    /// passwd entry's is not a directory, as sshd does.
-    pub home: PathBuf,
-    /// Login shell (`SHELL`); `/bin/sh` if the entry has none.
-    pub shell: PathBuf,
-}
-
-/// Looks the server user (the effective uid) up. Blocking (NSS may ask a
-/// directory server): call it off the runtime.
-pub fn account() -> Account {
-    let uid = nix::unistd::geteuid();
-    let entry = nix::unistd::User::from_uid(uid).ok().flatten();
-    let name = match &entry {
-        Some(user) => OsString::from(&user.name),
-        None => std::env::var_os("USER").unwrap_or_else(|| uid.to_string().into()),
-    };
-    let home = entry
-        .as_ref()
-        .map(|user| user.dir.clone())
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/"));
-    // As sshd: a home that is not there is not fatal, the shell starts in /.
-    let home = if home.is_dir() {
-        home
-    } else {
-        PathBuf::from("/")
-    };
-    let shell = entry
-        .map(|user| user.shell)
-        .filter(|shell| !shell.as_os_str().is_empty())
-        .unwrap_or_else(|| PathBuf::from("/bin/sh"));
-    Account { name, home, shell }
-}
-
-/// A login shell's `argv[0]`: `-` and the shell's file name (`-bash`), as
-/// login and sshd start it, so it reads the profile.
-pub fn login_arg0(shell: &Path) -> OsString {
-    let name = shell.file_name().unwrap_or(shell.as_os_str());
-    let mut arg0 = OsString::from("-");
-    arg0.push(name);
-    arg0
 }
 
 /// The terminal side of a session: the master's halves and its control.
@@ -292,6 +149,7 @@ pub type Start<'a> = Box<dyn FnOnce() -> io::Result<std::process::Child> + Send 
 ///
 /// # Errors
 /// As [`spawn_with`].
+#[cfg(test)]
 pub async fn spawn(
     spec: &PtySpec,
     shell: &Path,
@@ -404,8 +262,8 @@ pub async fn spawn_with<T>(
     ))
 }
 
-fn size_of(size: WindowSize) -> pty_process::Size {
-    pty_process::Size::new_with_pixel(size.rows, size.cols, size.xpixel, size.ypixel)
+fn size_of(size: PtySize) -> pty_process::Size {
+    pty_process::Size::new_with_pixel(size.rows, size.cols, size.pixel_width, size.pixel_height)
 }
 
 /// The master, non-blocking and registered with the runtime.
@@ -618,24 +476,19 @@ pub struct PtyControl {
 }
 
 impl PtyControl {
-    /// The session id (the leader's pid).
-    pub fn sid(&self) -> u32 {
-        self.sid
-    }
-
     /// Sets the terminal's size (`TIOCSWINSZ`); the kernel sends SIGWINCH to
     /// the foreground process group if the size changed.
     ///
     /// # Errors
     /// The `ioctl`'s error (not expected on a pty we opened).
-    pub fn resize(&self, size: WindowSize) -> io::Result<()> {
+    pub fn resize(&self, size: PtySize) -> io::Result<()> {
         rustix::termios::tcsetwinsize(
             self.master.fd(),
             rustix::termios::Winsize {
                 ws_row: size.rows,
                 ws_col: size.cols,
-                ws_xpixel: size.xpixel,
-                ws_ypixel: size.ypixel,
+                ws_xpixel: size.pixel_width,
+                ws_ypixel: size.pixel_height,
             },
         )?;
         Ok(())
@@ -645,13 +498,14 @@ impl PtyControl {
     ///
     /// # Errors
     /// The `ioctl`'s error.
-    pub fn size(&self) -> io::Result<WindowSize> {
+    #[cfg(test)]
+    pub fn size(&self) -> io::Result<PtySize> {
         let size = rustix::termios::tcgetwinsize(self.master.fd())?;
-        Ok(WindowSize {
+        Ok(PtySize {
             cols: size.ws_col,
             rows: size.ws_row,
-            xpixel: size.ws_xpixel,
-            ypixel: size.ws_ypixel,
+            pixel_width: size.ws_xpixel,
+            pixel_height: size.ws_ypixel,
         })
     }
 

@@ -147,6 +147,7 @@ impl Reaper {
     }
 
     /// Leaders registered and not yet reaped (for tests and diagnostics).
+    #[cfg(test)]
     pub fn waiting(&self) -> usize {
         self.inner.lock().len()
     }

@@ -103,7 +103,7 @@ pub async fn serve_connection<S>(
     };
     let tracker = ctx.tracker.clone();
     let reaper = ctx.reaper.clone();
-    let info = crate::pty::ConnectionInfo::Embedded {
+    let info = crate::peer::ConnectionInfo::Embedded {
         peer: peer.to_owned(),
     };
     crate::connection::serve(stream, ctx, info)

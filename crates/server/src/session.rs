@@ -75,6 +75,7 @@ pub async fn members_async(sid: u32) -> Vec<Member> {
 }
 
 /// The pids of the session's live (not zombie) processes.
+#[cfg(test)]
 pub fn session_members(sid: u32) -> Vec<u32> {
     members(sid)
         .into_iter()
@@ -89,12 +90,6 @@ fn signal_pid(pid: u32, signal: Signal) -> bool {
     };
     // Pid 0 or negative would mean a process group, never a member.
     raw > 0 && !matches!(kill(Pid::from_raw(raw), signal), Err(Errno::ESRCH))
-}
-
-/// Sends `signal` to every live member of the session; returns how many got
-/// it.
-pub fn signal_session(sid: u32, signal: Signal) -> usize {
-    signal_members(&members(sid), signal)
 }
 
 fn signal_members(members: &[Member], signal: Signal) -> usize {

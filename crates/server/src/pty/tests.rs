@@ -2,6 +2,7 @@
 
 use super::*;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{timeout, Instant};
@@ -14,7 +15,11 @@ fn spec(program: Program) -> PtySpec {
     PtySpec {
         program,
         term: b"xterm-256color".to_vec(),
-        size: WindowSize::new(100, 30),
+        size: PtySize {
+            cols: 100,
+            rows: 30,
+            ..PtySize::default()
+        },
         cwd: None,
         env: Vec::new(),
         connection: ConnectionInfo::Tcp {
@@ -172,11 +177,11 @@ async fn stty_size_shows_the_initial_size_and_winch_brings_the_new_one() {
     assert!(read_until(&mut session.terminal.reader, &mut out, b"ready\r\n").await);
     assert!(text(&out).starts_with("30 100\n"), "{:?}", text(&out));
 
-    let new = WindowSize {
+    let new = PtySize {
         cols: 120,
         rows: 40,
-        xpixel: 960,
-        ypixel: 640,
+        pixel_width: 960,
+        pixel_height: 640,
     };
     session.terminal.control.resize(new).expect("resize");
     assert_eq!(session.terminal.control.size().ok(), Some(new));
@@ -235,32 +240,6 @@ async fn the_environment_says_where_the_session_comes_from() {
     );
     assert!(text(&out).contains(&expected), "{:?}", text(&out));
     assert!(exit_status(&mut session.child).await.success());
-}
-
-#[test]
-fn rsh_connection_for_the_unix_socket_has_four_fields() {
-    let info = ConnectionInfo::Unix {
-        uid: 1000,
-        pid: Some(4242),
-        socket: PathBuf::from("/run/user/1000/rsh.sock"),
-    };
-    assert_eq!(
-        info.to_env(),
-        OsString::from("unix:uid=1000,pid=4242 0 unix:/run/user/1000/rsh.sock 0")
-    );
-    let v6 = ConnectionInfo::Tcp {
-        client: "[::1]:50122".parse().expect("address"),
-        server: "[::1]:7022".parse().expect("address"),
-    };
-    assert_eq!(v6.to_env(), OsString::from("::1 50122 ::1 7022"));
-    // Four fields whatever name an embedding gave its peer.
-    let embedded = ConnectionInfo::Embedded {
-        peer: "test peer\t1".into(),
-    };
-    assert_eq!(
-        embedded.to_env(),
-        OsString::from("embedded:test_peer_1 0 embedded: 0")
-    );
 }
 
 #[tokio::test]
