@@ -7,20 +7,20 @@
 //! away ends its commands' process groups.
 
 use crate::budget::StdinBudget;
-use crate::command::{self, CommandContext, CommandInputs};
+use crate::channel::Channels;
+use crate::command::{self, CommandContext};
 use crate::frame_deadline::{BoundedFrames, ReadError};
 use crate::log_limit::LogLimiter;
+use crate::peer::ConnectionInfo;
 use crate::reaper::Reaper;
 use crate::{login, ServerConfig};
-use bytes::Bytes;
 use futures::StreamExt;
 use rsh_proto::io::GreetError;
-use rsh_proto::{Codec, CodecError, ErrorKind, Exec, Frame, Window, CONNECTION_CHANNEL};
-use std::collections::HashMap;
+use rsh_proto::{Codec, CodecError, ErrorKind, Exec, Frame, CONNECTION_CHANNEL};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -95,7 +95,7 @@ impl Clone for ServerContext {
 /// Serves one connection to its end. Errors are logged here, in the
 /// connection's span. `peer` says where the client is, for the sessions'
 /// `RSH_CONNECTION`.
-pub(crate) async fn serve<S>(mut stream: S, ctx: ServerContext, peer: crate::peer::ConnectionInfo)
+pub(crate) async fn serve<S>(mut stream: S, ctx: ServerContext, peer: ConnectionInfo)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -125,16 +125,13 @@ where
         .in_current_span(),
     );
 
-    let (done_tx, done_rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
         ctx: ctx.clone(),
         peer: Arc::new(peer),
         version,
         frames: frames_tx,
         client_gone: client_gone.clone(),
-        channels: HashMap::new(),
-        done_tx,
-        done_rx,
+        channels: Channels::new(),
         refusals: LogLimiter::new(REFUSALS_INTERVAL, REFUSALS_LOGGED),
     };
     let frames = BoundedFrames::new(
@@ -171,75 +168,20 @@ enum End {
     Failed(ConnectionError),
 }
 
-/// The reading side's view of one running command.
-struct Channel {
-    stdin: Option<mpsc::UnboundedSender<Bytes>>,
-    signals: mpsc::UnboundedSender<u8>,
-    output_window: Arc<Window>,
-    stdin_credit: Arc<Window>,
-    /// The latest size asked for, on a channel with a pty.
-    resize: Option<watch::Sender<rsh_proto::PtySize>>,
-}
-
-/// The one record of which channels are running: a channel is running while
-/// it is in `channels`. An entry is added by `exec` and removed only when its
-/// command's [`ChannelEnd`] reports on `done_rx`; that report is sent before
-/// the command's `Exit` is queued and drained before every frame is
-/// dispatched, so an `Exec` that reuses an id the client saw exit always
-/// finds the id free.
+/// The reading side of a connection: routes frames to its channels.
 struct Connection {
     ctx: ServerContext,
     /// Where the client is.
-    peer: Arc<crate::peer::ConnectionInfo>,
+    peer: Arc<ConnectionInfo>,
     /// The protocol version the greeting negotiated.
     version: u16,
     frames: mpsc::Sender<Frame>,
     client_gone: CancellationToken,
-    channels: HashMap<u32, Channel>,
-    done_tx: mpsc::UnboundedSender<u32>,
-    done_rx: mpsc::UnboundedReceiver<u32>,
+    /// Which channels are open (see [`Channels`]).
+    channels: Channels,
     /// Keeps a client that sends refused requests in a loop from writing a
     /// log line for each.
     refusals: LogLimiter,
-}
-
-/// A command's way to report its end to the connection, exactly once:
-/// [`ChannelEnd::report`] frees the channel in the connection's table, then
-/// queues the `Exit` frame. Dropped unreported (a task that ended early),
-/// it still frees the channel.
-#[derive(Debug)]
-pub(crate) struct ChannelEnd {
-    channel: u32,
-    frames: mpsc::Sender<Frame>,
-    done: mpsc::UnboundedSender<u32>,
-    reported: bool,
-}
-
-impl ChannelEnd {
-    /// Frees the channel, then sends `Exit` with `status` (none when the
-    /// client is gone).
-    pub(crate) async fn report(mut self, status: Option<rsh_proto::ExitStatus>) {
-        self.reported = true;
-        // Before the Exit: the client may reuse the id once it sees it.
-        let _ = self.done.send(self.channel);
-        if let Some(status) = status {
-            let _ = self
-                .frames
-                .send(Frame::Exit {
-                    channel: self.channel,
-                    status,
-                })
-                .await;
-        }
-    }
-}
-
-impl Drop for ChannelEnd {
-    fn drop(&mut self) {
-        if !self.reported {
-            let _ = self.done.send(self.channel);
-        }
-    }
 }
 
 impl Connection {
@@ -264,27 +206,18 @@ impl Connection {
                         return End::Failed(ConnectionError::HalfFrame(limit))
                     }
                     Some(Ok(frame)) => {
-                        self.drain_ended();
+                        self.channels.drain_ended();
                         if let Err(err) = self.dispatch(frame, shutting_down).await {
                             return End::Failed(err);
                         }
                     }
                 },
-                Some(channel) = self.done_rx.recv() => {
-                    self.channels.remove(&channel);
-                }
+                () = self.channels.next_ended() => {}
                 () = self.ctx.shutdown.cancelled(), if !shutting_down => {
                     shutting_down = true;
                 }
                 () = self.client_gone.cancelled() => return End::ClientClosed,
             }
-        }
-    }
-
-    /// Frees the channels whose commands have reported their end.
-    fn drain_ended(&mut self) {
-        while let Ok(channel) = self.done_rx.try_recv() {
-            self.channels.remove(&channel);
         }
     }
 
@@ -313,38 +246,21 @@ impl Connection {
     async fn dispatch(&mut self, frame: Frame, shutting_down: bool) -> Result<(), ConnectionError> {
         match frame {
             Frame::Exec(exec) => self.exec(exec, shutting_down).await,
-            Frame::Stdin { channel, data } => {
-                let Some(entry) = self.channels.get(&channel) else {
-                    // Races with a command's end are normal; drop the bytes.
-                    debug!(channel, "stdin for a finished channel dropped");
-                    return Ok(());
-                };
-                if !entry.stdin_credit.try_consume(data.len() as u64) {
-                    return Err(ConnectionError::Protocol(format!(
-                        "stdin on channel {channel} exceeds the granted window"
-                    )));
-                }
-                if let Some(stdin) = &entry.stdin {
-                    let _ = stdin.send(data);
-                }
-                Ok(())
-            }
+            Frame::Stdin { channel, data } => self.channels.stdin(channel, data).map_err(|_| {
+                ConnectionError::Protocol(format!(
+                    "stdin on channel {channel} exceeds the granted window"
+                ))
+            }),
             Frame::StdinEnd { channel } => {
-                if let Some(entry) = self.channels.get_mut(&channel) {
-                    entry.stdin = None;
-                }
+                self.channels.stdin_end(channel);
                 Ok(())
             }
             Frame::Signal { channel, signal } => {
-                if let Some(entry) = self.channels.get(&channel) {
-                    let _ = entry.signals.send(signal);
-                }
+                self.channels.signal(channel, signal);
                 Ok(())
             }
             Frame::WindowAdjust { channel, increment } => {
-                if let Some(entry) = self.channels.get(&channel) {
-                    entry.output_window.grant(u64::from(increment));
-                }
+                self.channels.window_adjust(channel, increment);
                 Ok(())
             }
             Frame::Error {
@@ -356,14 +272,7 @@ impl Connection {
                 Ok(())
             }
             Frame::Resize { channel, size } => {
-                match self.channels.get(&channel).and_then(|c| c.resize.as_ref()) {
-                    // Only the latest size is kept: a burst of resizes
-                    // costs no memory.
-                    Some(resize) => {
-                        resize.send_replace(size);
-                    }
-                    None => debug!(channel, ?size, "resize of a channel without a pty ignored"),
-                }
+                self.channels.resize(channel, size);
                 Ok(())
             }
             Frame::Unknown {
@@ -401,7 +310,7 @@ impl Connection {
                 "exec on channel 0, which is reserved".into(),
             ));
         }
-        if self.channels.contains_key(&channel) {
+        if self.channels.is_open(channel) {
             return Err(ConnectionError::Protocol(format!(
                 "exec on channel {channel}, which is still running a command"
             )));
@@ -428,34 +337,12 @@ impl Connection {
             return Ok(());
         }
 
-        let (stdin_tx, stdin_rx) = mpsc::unbounded_channel();
-        let (signals_tx, signals_rx) = mpsc::unbounded_channel();
-        let output_window = Arc::new(Window::new(u64::from(exec.window)));
-        let stdin_credit = Arc::new(Window::new(0));
-        let (resize_tx, resizes) = match &exec.pty {
-            Some(pty) => {
-                let (tx, rx) = watch::channel(pty.size);
-                (Some(tx), Some(rx))
-            }
-            None => (None, None),
-        };
-        self.channels.insert(
+        let (inputs, end) = self.channels.open(
             channel,
-            Channel {
-                stdin: Some(stdin_tx),
-                signals: signals_tx,
-                output_window: output_window.clone(),
-                stdin_credit: stdin_credit.clone(),
-                resize: resize_tx,
-            },
+            exec.window,
+            exec.pty.as_ref().map(|pty| pty.size),
+            self.frames.clone(),
         );
-        let inputs = CommandInputs {
-            stdin: stdin_rx,
-            signals: signals_rx,
-            output_window,
-            stdin_credit,
-            resizes,
-        };
         let command_ctx = CommandContext {
             config: self.ctx.config.clone(),
             frames: self.frames.clone(),
@@ -465,12 +352,6 @@ impl Connection {
             reaper: self.ctx.reaper.clone(),
             stdin_budget: self.ctx.stdin_budget.clone(),
             connection: self.peer.clone(),
-        };
-        let end = ChannelEnd {
-            channel,
-            frames: self.frames.clone(),
-            done: self.done_tx.clone(),
-            reported: false,
         };
         let span = info_span!(
             "cmd",

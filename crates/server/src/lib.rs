@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 
 mod budget;
+mod channel;
 pub mod cli;
 mod command;
 mod config;
@@ -52,6 +53,7 @@ mod login;
 pub mod notify;
 mod peer;
 mod preauth;
+mod process;
 pub mod process_group;
 mod pty;
 pub mod ready;

@@ -1,5 +1,5 @@
 //! Running a login shell or a command on a new pseudo-terminal: the second
-//! way to spawn, beside [`crate::command`]'s pipes.
+//! way to spawn, beside the command module's pipes.
 //!
 //! # Design
 //! - **Session.** The child is made the leader of a new session (`setsid`)
@@ -43,7 +43,7 @@
 //!   ([`ConnectionInfo::to_env`]) and `RSH_TTY` (the slave's path).
 //!
 //! # Use
-//! [`crate::command`]'s `spawn_pty` starts a session here with the server's
+//! The command module's `spawn_pty` starts a session here with the server's
 //! reaper running the spawn step, and feeds the terminal's reader, writer
 //! and control into the same supervise loop as a piped command's.
 
@@ -125,9 +125,6 @@ pub struct PtySpec {
 /// The terminal side of a session: the master's halves and its control.
 #[derive(Debug)]
 pub struct Terminal {
-    /// The session id: the leader's pid (and, as `setsid` makes it a group
-    /// leader, its process group id).
-    pub sid: u32,
     /// The slave's path (`/dev/pts/3`), as `RSH_TTY` tells the session.
     pub tty: PathBuf,
     /// The terminal's output (stdout and stderr of the session).
@@ -248,7 +245,6 @@ pub async fn spawn_with<T>(
     Ok((
         started,
         Terminal {
-            sid,
             tty,
             reader: PtyReader {
                 master: master.clone(),
@@ -476,6 +472,11 @@ pub struct PtyControl {
 }
 
 impl PtyControl {
+    /// The session id (the leader's pid).
+    pub fn sid(&self) -> u32 {
+        self.sid
+    }
+
     /// Sets the terminal's size (`TIOCSWINSZ`); the kernel sends SIGWINCH to
     /// the foreground process group if the size changed.
     ///

@@ -1,7 +1,7 @@
 //! Reaping: the one place where the server waits for its children.
 //!
 //! The daemon makes itself a child subreaper
-//! ([`crate::process_group::become_subreaper`]): whatever a command starts and
+//! (`process_group::become_subreaper`): whatever a command starts and
 //! abandons (a `setsid -f`, a daemon that double-forks, a background job whose
 //! shell exited) is re-parented to the server rather than to init. That keeps
 //! the server able to end and reap everything a command left in its group, even
@@ -18,7 +18,7 @@
 //!   children then, which is why commands are spawned with
 //!   `std::process::Command` (whose `Child` we never wait on) and not with
 //!   `tokio::process`, which reaps its children itself; and a subreaper
-//!   process runs one reaper (one [`crate::Server`]), or two would take each
+//!   process runs one reaper (one `Server`), or two would take each
 //!   other's statuses.
 //! - **otherwise** (the server as a library inside a test or another program):
 //!   orphans go to init, not to us, and other code in the process may have

@@ -2,7 +2,7 @@
 //! them, waiting for them to go.
 //!
 //! A terminal session's shell puts each job in its own process group, so
-//! ending "the command's process group" ([`crate::process_group`]) no longer
+//! ending "the command's process group" (`process_group`) no longer
 //! reaches everything. What does hold everything together is the session: all
 //! of them share the session id, which is the pid of the session leader (the
 //! shell we spawned). Linux has no `killsession`, so the members are found by
@@ -20,7 +20,7 @@
 //! Nothing is reaped here: a zombie member counts as gone. The leader's
 //! status belongs to whoever spawned it, and the orphans a session leaves
 //! are re-parented to the daemon (the subreaper, see
-//! [`crate::process_group::become_subreaper`]), whose one reaper waits for
+//! `process_group::become_subreaper`), whose one reaper waits for
 //! every child; waiting here as well would race it for statuses.
 
 use nix::errno::Errno;

@@ -289,7 +289,7 @@ async fn hangup_ends_the_whole_session_background_jobs_included() {
     // which neither the hangup's SIGHUP to the foreground group nor a
     // killpg of the shell's group reaches; dash does not pass SIGHUP on.
     let mut session = start(&command(r#"set -m; sleep 100 & echo "bg=$!"; sleep 100"#)).await;
-    let sid = session.terminal.sid;
+    let sid = session.terminal.control.sid();
     let background = background_pid(&mut session).await;
     let member = session::members(sid)
         .into_iter()
@@ -349,7 +349,7 @@ async fn a_job_left_running_at_exit_is_swept_and_the_output_then_ends() {
     // the kernel's SIGHUP to the foreground group at the leader's exit does
     // not reach it) still holds the terminal open.
     let mut session = start(&command(r#"set -m; sleep 100 & echo "bg=$!""#)).await;
-    let sid = session.terminal.sid;
+    let sid = session.terminal.control.sid();
     let background = background_pid(&mut session).await;
     assert!(exit_status(&mut session.child).await.success());
     assert!(session::session_members(sid).contains(&background));
