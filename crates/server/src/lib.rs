@@ -63,6 +63,6 @@ mod server;
 mod session;
 
 pub use config::ServerConfig;
-pub use listener::{Listener, ListenerError, TlsSetup};
-pub use preauth::PreAuthLimits;
+pub use listener::{Listener, ListenerError};
+pub use preauth::{PreAuthLimits, TlsSetup};
 pub use server::{serve_connection, Server};
