@@ -1,29 +1,45 @@
 //! The rsh daemon as a library, so tests and benchmarks can run it in-process.
 //!
-//! How the pieces fit, outside in:
-//! - [`listener`]: binds the endpoints (a Unix socket guarded by file mode and
+//! The public API is small: a [`Server`] over bound [`Listener`]s (a Unix
+//! socket, or TCP with [`TlsSetup`] and its [`PreAuthLimits`]), configured by
+//! [`ServerConfig`]; [`serve_connection`] serves one already-authenticated
+//! stream (tests over an in-memory pipe). The modules the `rsh-server`
+//! command line uses are public too ([`cli`], [`config_file`], [`logging`],
+//! [`notify`], [`ready`], [`reload`], [`process_group`]); the rest is
+//! internal.
+//!
+//! How the pieces fit, outside in (each module imports only the ones below
+//! it):
+//! - `server`: [`Server::run`] starts the accept loops, then drains and
+//!   reaps at shutdown.
+//! - `listener`: binds the endpoints (a Unix socket guarded by file mode and
 //!   peer credentials) and accepts connections, one task each, at most
-//!   `max_connections` at once (a semaphore permit is taken before `accept`).
-//! - [`preauth`]: what an unauthenticated TCP peer may hold (silent pool,
-//!   a fair line for handshake places, dropping only stalled handshakes);
-//!   [`log_limit`] keeps strangers and noisy clients from flooding the log.
-//! - [`connection`]: greets the peer, then reads frames and routes them to the
-//!   connection's commands; one writer task owns the socket's write half.
-//! - `login`: what a version-2 request may ask beyond a command (which
-//!   user, a login shell, a pty), checked before anything runs.
-//! - [`command`]: runs one `sh -c COMMAND` (or a login shell) in its own
-//!   process group on pipes, or a session on a pty, and pumps its stdin and
-//!   output under the channel's flow-control windows.
-//! - [`process_group`]: ending a command's whole process group, politely then
-//!   firmly.
-//! - [`reaper`]: the one place children are waited for: every child of the
-//!   daemon (a subreaper), adopted orphans included, each status handed to the
-//!   command waiting for that pid.
-//! - [`budget`]: the stdin bytes all connections together may have in flight
-//!   to the server; stdin windows are granted out of it.
-//! - [`pty`]: a login shell or a command on a new pseudo-terminal, in its own
-//!   session (the second way [`command`] spawns); [`session`] finds and ends
-//!   a whole session when its terminal is hung up.
+//!   `max_connections` at once, backing off on accept errors.
+//! - `preauth`: a TCP peer's life before authentication (the silent pool, a
+//!   fair line for handshake places, dropping only stalled handshakes, the
+//!   TLS handshake under its deadline, a summary of what was closed);
+//!   `log_limit` keeps strangers and noisy clients from flooding the log.
+//! - `connection`: greets the peer, then reads frames and routes them to
+//!   the connection's channels; one writer task owns the socket's write
+//!   half. `login` checks what a version-2 request may ask beyond a command
+//!   (which user, a login shell, a pty) before anything runs, and knows the
+//!   server user's account.
+//! - `channel`: the connection's channel table (which ids are open, the
+//!   routes to each channel's task, the end each reports exactly once), the
+//!   channel kinds, and the pumps that carry bytes under the flow-control
+//!   windows; `budget` is the stdin bytes all connections together may have
+//!   in flight, out of which stdin windows are granted.
+//! - `command`: one `Exec`: spawns `sh -c COMMAND` (or a login shell) on
+//!   pipes, or a session on a pty, supervises it (pumps, signals, resizes,
+//!   timeout, client gone, shutdown) and reports its exit.
+//! - `process`: what a command started and how to end it: its process group
+//!   ([`process_group`]) or its terminal session (`session` finds and ends
+//!   a session's members), with its leader's status to come.
+//! - `pty`: the pseudo-terminal (spawning on it, reading, writing, resizing,
+//!   hanging up); `peer` says where the client is (`RSH_CONNECTION`).
+//! - `reaper`: the one place children are waited for: every child of the
+//!   daemon (a subreaper), adopted orphans included, each status handed to
+//!   the command waiting for that pid.
 //! - [`ready`]: the `--ready-file` a supervisor waits on (bound endpoints,
 //!   host key fingerprint, pid), with its format.
 //! - [`config_file`]: `$RSH_HOME/rsh-server.toml`, the command line's

@@ -6,7 +6,7 @@
 //!
 //! Background members outlive the shell that started them and are re-parented
 //! to the nearest subreaper. The daemon makes itself that subreaper
-//! ([`become_subreaper`]), and its [`crate::reaper`] reaps every child it has,
+//! ([`become_subreaper`]), and its reaper (the `reaper` module) reaps every child it has,
 //! adopted or not; here we only signal and wait for the group to be gone.
 
 use crate::reaper::LeaderExit;
@@ -36,7 +36,7 @@ pub fn become_subreaper() -> bool {
 }
 
 /// Sends `signal` to the group; `false` if the group no longer exists.
-pub fn signal_group(pgid: u32, signal: Signal) -> bool {
+pub(crate) fn signal_group(pgid: u32, signal: Signal) -> bool {
     let Ok(raw) = i32::try_from(pgid) else {
         return false;
     };
@@ -44,7 +44,7 @@ pub fn signal_group(pgid: u32, signal: Signal) -> bool {
 }
 
 /// Whether any process (zombies included) is left in the group.
-pub fn group_exists(pgid: u32) -> bool {
+pub(crate) fn group_exists(pgid: u32) -> bool {
     let Ok(raw) = i32::try_from(pgid) else {
         return false;
     };
@@ -54,7 +54,11 @@ pub fn group_exists(pgid: u32) -> bool {
 /// Ends the group: SIGTERM, then SIGKILL to whatever is left after `grace`.
 /// Waits for the leader's status (from the reaper) and returns it, if it
 /// could be had.
-pub async fn terminate(pgid: u32, leader: &mut LeaderExit, grace: Duration) -> Option<ExitStatus> {
+pub(crate) async fn terminate(
+    pgid: u32,
+    leader: &mut LeaderExit,
+    grace: Duration,
+) -> Option<ExitStatus> {
     signal_group(pgid, Signal::SIGTERM);
     // SIGCONT, so a stopped group can act on the SIGTERM.
     signal_group(pgid, Signal::SIGCONT);
@@ -90,7 +94,7 @@ async fn wait_until_gone(pgid: u32, limit: Duration) -> bool {
 }
 
 /// Ends what is left of a group whose leader has already been reaped.
-pub async fn sweep(pgid: u32, grace: Duration) {
+pub(crate) async fn sweep(pgid: u32, grace: Duration) {
     if !group_exists(pgid) {
         return;
     }

@@ -11,7 +11,7 @@
 //!
 //! What a channel does with its bytes is its [`ChannelKind`]: today a
 //! command on pipes or a session on a pty, both spawned by
-//! `crate::command`. A forwarded TCP or Unix stream and a subsystem are the
+//! the command module. A forwarded TCP or Unix stream and a subsystem are the
 //! kinds still to come: they carry bytes and flow control through the same
 //! table and pumps, and spawn nothing.
 
