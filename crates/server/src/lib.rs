@@ -24,14 +24,13 @@
 //! - [`pty`]: a login shell or a command on a new pseudo-terminal, in its own
 //!   session (the second way [`command`] spawns); [`session`] finds and ends
 //!   a whole session when its terminal is hung up.
-//! - [`ready`]: the `--ready-file` a supervisor waits on (bound endpoints,
-//!   host key fingerprint, pid), with its format.
-//! - [`config_file`]: `$RSH_HOME/rsh-server.toml`, the command line's
-//!   settings in a file; [`reload`]: SIGHUP re-reads it, SIGTERM/SIGINT stop;
-//!   [`notify`]: readiness for systemd (`Type=notify`); [`logging`]: text
-//!   for terminals and the journal, or JSON.
-//! - [`cli`]: the `rsh-server` command line (the binary is a thin `main`
-//!   over [`cli::main`]).
+//! - [`logging`]: what the library's log events need to know about the
+//!   log's format (text a peer chose is escaped once).
+//!
+//! The `rsh-server` command line (settings, config file, signals, systemd
+//! readiness, the log subscriber) is the binary's business: it lives in
+//! `rsh-cli` (`rsh_cli::server`); the ready file's format is
+//! `rsh_config::ready`.
 //!
 //! Shutdown is a [`tokio_util::sync::CancellationToken`]: cancelling it stops
 //! the accept loops, gives running commands [`ServerConfig::shutdown_grace`] to
@@ -39,23 +38,18 @@
 #![deny(missing_docs)]
 
 pub mod budget;
-pub mod cli;
 pub mod command;
 mod config;
-pub mod config_file;
 pub mod connection;
 mod frame_deadline;
 pub mod listener;
 pub mod log_limit;
 pub mod logging;
 mod login;
-pub mod notify;
 pub mod preauth;
 pub mod process_group;
 pub mod pty;
-pub mod ready;
 pub mod reaper;
-pub mod reload;
 mod server;
 pub mod session;
 
