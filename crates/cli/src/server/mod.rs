@@ -1,16 +1,16 @@
 //! `rsh-server`'s command line: the daemon's `main`, over the `rsh-server`
 //! library.
 //!
-//! - [`settings`]: every setting, declared once (flags, config file keys,
+//! - `settings`: every setting, declared once (flags, config file keys,
 //!   defaults, `--check-config`, what SIGHUP reloads);
-//! - [`config_file`]: reading `$RSH_HOME/rsh-server.toml` into the settings;
-//! - [`reload`]: SIGHUP re-reads it, SIGTERM/SIGINT/SIGQUIT stop;
-//! - [`notify`]: readiness for systemd (`Type=notify`);
-//! - [`logging`]: the log subscriber, text for terminals and the journal,
+//! - `config_file`: reading `$RSH_HOME/rsh-server.toml` into the settings;
+//! - `reload`: SIGHUP re-reads it, SIGTERM/SIGINT/SIGQUIT stop;
+//! - `notify`: readiness for systemd (`Type=notify`);
+//! - `logging`: the log subscriber, text for terminals and the journal,
 //!   or JSON.
 //!
 //! Log events here keep the target they had when this code was the library's
-//! `rsh_server::cli` (see [`LOG_TARGET`]), so that filters written as
+//! `rsh_server::cli` (see `LOG_TARGET`), so that filters written as
 //! `RUST_LOG=rsh_server=debug` or `log-level = "rsh_server=debug"` go on
 //! selecting them.
 
