@@ -5,9 +5,10 @@
 //! - the command-line flag and its help, which is also the man page (clap
 //!   derive: the doc comment and `#[arg(...)]`);
 //! - the default: `default_value_t` (or the type's default), the only one;
-//! - the config file key: the flag's long name, in kebab-case (serde
-//!   derive; a key the struct does not have is an error naming the file and
-//!   line, see [`super::config_file`]);
+//! - the config file key: the field's name in kebab-case, as the long flag
+//!   is spelt (serde derive; a key the struct does not have is an error
+//!   naming the file and line, see [`super::config_file`]); a setting only
+//!   the file gives (`log-level`) is `#[arg(skip)]`;
 //! - the effective value: the command line over the file over the default
 //!   ([`Settings::overlay_command_line`]);
 //! - its line in `--check-config`'s output ([`Settings::toml_lines`]);
