@@ -1,5 +1,5 @@
-//! `rsh-server`, the rsh daemon; its command line lives in [`rsh_server::cli`].
+//! `rsh-server`, the rsh daemon; its command line lives in [`rsh_cli::server`].
 
 fn main() -> std::process::ExitCode {
-    rsh_server::cli::main()
+    rsh_cli::server::main()
 }

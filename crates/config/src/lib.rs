@@ -3,7 +3,8 @@
 //!
 //! Modules: [`ssh_config`] reads the client's `$RSH_HOME/config` (ssh_config
 //! syntax) and resolves a destination; [`dest`] parses the client's DEST
-//! argument.
+//! argument; [`ready`] is the server's `--ready-file`, written by the server
+//! and read by supervisors (the test harness, benchmarks).
 //!
 //! `RSH_HOME` is to rsh what `~/.ssh` is to ssh: `$RSH_HOME` if set, otherwise
 //! `~/.rsh`, created with mode 0700. It holds the default Unix socket
@@ -18,9 +19,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub mod dest;
+pub mod ready;
 pub mod ssh_config;
 
 pub use dest::{reconcile_port, Dest, Target};
+pub use ready::{ReadyFile, ReadyFileError};
 pub use ssh_config::{ClientConfig, ConfigFileError, Overrides, Resolved};
 
 /// Environment variable that overrides the rsh home directory.

@@ -7,7 +7,7 @@
 //! second temporary `RSH_HOME` for the client whose key is in the server's
 //! `authorized_keys` and whose `known_hosts` pins the server's key. It learns
 //! the bound port and the host key from the server's `--ready-file` (see
-//! [`rsh_server::ready`]), never from log lines; it waits for that file with
+//! [`rsh_config::ready`]), never from log lines; it waits for that file with
 //! a bounded wait that stops early if the server exits. The server's log is
 //! drained for its whole life (a server blocked on a full stderr pipe would
 //! stall) and kept for assertions and error messages.
@@ -18,7 +18,7 @@
 
 use anyhow::{bail, Context};
 use rsh_config::Endpoint;
-pub use rsh_server::ready::ReadyFile;
+pub use rsh_config::ReadyFile;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
@@ -446,7 +446,7 @@ pub fn wait_for_ready_file(
         match ReadyFile::read(path) {
             Ok(ready) if ready.pid == child.id() => return Ok(ready),
             Ok(_) => {}
-            Err(rsh_server::ready::ReadyFileError::Io { cause: source, .. })
+            Err(rsh_config::ReadyFileError::Io { cause: source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(err.into()),
         }

@@ -4,9 +4,8 @@
 //! socket, or TCP with [`TlsSetup`] and its [`PreAuthLimits`]), configured by
 //! [`ServerConfig`]; [`serve_connection`] serves one already-authenticated
 //! stream (tests over an in-memory pipe). The modules the `rsh-server`
-//! command line uses are public too ([`cli`], [`config_file`], [`logging`],
-//! [`notify`], [`ready`], [`reload`], [`process_group`]); the rest is
-//! internal.
+//! command line uses are public too ([`logging`] for the log's format,
+//! [`process_group`] for becoming a subreaper); the rest is internal.
 //!
 //! How the pieces fit, outside in (each module imports only the ones below
 //! it):
@@ -40,14 +39,13 @@
 //! - `reaper`: the one place children are waited for: every child of the
 //!   daemon (a subreaper), adopted orphans included, each status handed to
 //!   the command waiting for that pid.
-//! - [`ready`]: the `--ready-file` a supervisor waits on (bound endpoints,
-//!   host key fingerprint, pid), with its format.
-//! - [`config_file`]: `$RSH_HOME/rsh-server.toml`, the command line's
-//!   settings in a file; [`reload`]: SIGHUP re-reads it, SIGTERM/SIGINT stop;
-//!   [`notify`]: readiness for systemd (`Type=notify`); [`logging`]: text
-//!   for terminals and the journal, or JSON.
-//! - [`cli`]: the `rsh-server` command line (the binary is a thin `main`
-//!   over [`cli::main`]).
+//! - [`logging`]: what the library's log events need to know about the
+//!   log's format (text a peer chose is escaped once).
+//!
+//! The `rsh-server` command line (settings, config file, signals, systemd
+//! readiness, the log subscriber) is the binary's business: it lives in
+//! `rsh-cli` (`rsh_cli::server`); the ready file's format is
+//! `rsh_config::ready`.
 //!
 //! Shutdown is a [`tokio_util::sync::CancellationToken`]: cancelling it stops
 //! the accept loops, gives running commands [`ServerConfig::shutdown_grace`] to
@@ -56,25 +54,20 @@
 
 mod budget;
 mod channel;
-pub mod cli;
 mod command;
 mod config;
-pub mod config_file;
 mod connection;
 mod frame_deadline;
 mod listener;
 mod log_limit;
 pub mod logging;
 mod login;
-pub mod notify;
 mod peer;
 mod preauth;
 mod process;
 pub mod process_group;
 mod pty;
-pub mod ready;
 mod reaper;
-pub mod reload;
 mod server;
 mod session;
 

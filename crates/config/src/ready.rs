@@ -28,7 +28,7 @@
 //! - `fingerprint`: the host key's fingerprint, as `--fingerprint` prints it
 //!   and as known_hosts records it; only when a TCP endpoint is served.
 
-use rsh_config::Endpoint;
+use crate::Endpoint;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

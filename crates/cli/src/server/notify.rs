@@ -15,13 +15,17 @@
 use std::io;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
+/// The target of this module's log events, as when it was the library's
+/// (see the `server` module's documentation).
+const LOG_TARGET: &str = "rsh_server::notify";
+
 /// The server is up: every listener is bound.
-pub const READY: &str = "READY=1";
+pub(crate) const READY: &str = "READY=1";
 /// The server is stopping (graceful shutdown began).
-pub const STOPPING: &str = "STOPPING=1";
+pub(crate) const STOPPING: &str = "STOPPING=1";
 
 /// `RELOADING=1` with the monotonic timestamp systemd (>= 253) asks for.
-pub fn reloading() -> String {
+pub(crate) fn reloading() -> String {
     let usec = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map(|ts| ts.tv_sec() as u64 * 1_000_000 + ts.tv_nsec() as u64 / 1_000)
         .unwrap_or(0);
@@ -33,7 +37,7 @@ pub fn reloading() -> String {
 ///
 /// # Errors
 /// The socket named in `$NOTIFY_SOCKET` is unusable or the send failed.
-pub fn notify(state: &str) -> io::Result<bool> {
+pub(crate) fn notify(state: &str) -> io::Result<bool> {
     let Some(name) = std::env::var_os("NOTIFY_SOCKET") else {
         return Ok(false);
     };
@@ -46,11 +50,13 @@ pub fn notify(state: &str) -> io::Result<bool> {
 
 /// Like [`notify`], logging a failure instead of returning it: losing a
 /// notification must not stop the server.
-pub fn notify_logged(state: &str) {
+pub(crate) fn notify_logged(state: &str) {
     match notify(state) {
-        Ok(true) => tracing::debug!(state, "told the service manager"),
+        Ok(true) => tracing::debug!(target: LOG_TARGET, state, "told the service manager"),
         Ok(false) => {}
-        Err(err) => tracing::warn!(cause = %err, state, "cannot notify the service manager"),
+        Err(err) => {
+            tracing::warn!(target: LOG_TARGET, cause = %err, state, "cannot notify the service manager")
+        }
     }
 }
 
