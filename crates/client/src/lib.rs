@@ -17,19 +17,18 @@
 //! reader and writer tasks), `command` ([`RemoteCommand`] on a channel),
 //! `tls` (an authenticated TCP stream and the server's key), and `client`
 //! ([`Client`], [`ExecRequest`]) on top; [`session`], [`terminal`] and
-//! [`escape`] are the terminal side of the command line.
+//! [`escape`] are the terminal side: a session on a remote pty, wired to
+//! a local terminal.
 //!
-//! [`cli`] is the `rsh-client` command line; the binary is a thin `main`
-//! over [`cli::main`].
+//! The `rsh-client` command line is not here: it lives in the `rsh-cli`
+//! crate (`rsh_cli::client`), as ripgrep's `crates/core`.
 #![deny(missing_docs)]
 
-pub mod cli;
 mod client;
 mod command;
 mod connection;
 mod error;
 pub mod escape;
-pub mod fleet;
 mod keycache;
 pub mod session;
 pub mod terminal;

@@ -8,7 +8,7 @@
 //!   under one header (`clush -b`'s style).
 //! - [`JsonSink`]: one JSON object per host, a line each.
 
-use super::{HostResult, Outcome, Stream};
+use super::outcome::{HostResult, Outcome, Stream};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::io::{self, Write};
