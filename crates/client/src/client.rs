@@ -140,6 +140,7 @@ impl Client {
                         }
                         _ => err.to_string(),
                     },
+                    source: Some(err),
                 })?;
         Client::over(stream).await
     }
@@ -186,9 +187,10 @@ impl Client {
                 other => other,
             });
         }
-        Err(ClientError::Tls(
-            "the host key just recorded was not recognised".to_owned(),
-        ))
+        Err(ClientError::Tls {
+            message: "the host key just recorded was not recognised".to_owned(),
+            source: None,
+        })
     }
 
     /// Speaks rsh over an already-connected (and, for TCP, authenticated)

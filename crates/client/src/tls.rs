@@ -148,16 +148,17 @@ pub fn client_identity(home: &RshHome) -> Result<Identity, ClientError> {
 /// [`ClientError::Keys`] if it cannot be created or read.
 pub fn identity_at(home: &RshHome, path: &Path) -> Result<Identity, ClientError> {
     home.ensure()
-        .map_err(|err| ClientError::Keys(err.to_string()))?;
+        .map_err(|err| ClientError::keys(err.to_string(), err))?;
     Identity::load_or_create(path, &default_comment()).map_err(|err| {
         // Most of rsh_tls's errors name the file already; say it once.
         let reason = err.to_string();
         let shown = path.display().to_string();
-        ClientError::Keys(if reason.contains(&shown) {
+        let message = if reason.contains(&shown) {
             reason
         } else {
             format!("{shown}: {reason}")
-        })
+        };
+        ClientError::keys(message, err)
     })
 }
 
@@ -254,19 +255,20 @@ pub(crate) async fn handshake(
     let identity = crate::keycache::identity(&options.home, &options.identity_path())?;
     let known_hosts_path = options.home.known_hosts_path();
     let known = crate::keycache::known_hosts(&known_hosts_path)
-        .map_err(|err| ClientError::Keys(format!("{}: {err}", known_hosts_path.display())))?;
+        .map_err(|err| ClientError::keys(format!("{}: {err}", known_hosts_path.display()), err))?;
     // Every key listed for the host counts (ssh does the same).
     let pinned = known.fingerprints(&host_port);
     let (config, presented) = rsh_tls::client_config(&identity, pinned.iter().copied())
-        .map_err(|err| ClientError::Tls(err.to_string()))?;
-    let connect_err = |reason: String| ClientError::Connect {
+        .map_err(|err| ClientError::tls(err.to_string(), err))?;
+    let connect_err = |reason: String, source: Option<std::io::Error>| ClientError::Connect {
         endpoint: host_port.clone(),
         reason,
+        source,
     };
     let handshake = async {
         let tcp = tcp_connect(host, port, options.family)
             .await
-            .map_err(|err| connect_err(err.to_string()))?;
+            .map_err(|err| connect_err(err.to_string(), Some(err)))?;
         let _ = tcp.set_nodelay(true);
         if let Some(interval) = options.keepalive {
             if let Err(err) = set_keepalive(&tcp, interval, options.keepalive_count) {
@@ -274,8 +276,8 @@ pub(crate) async fn handshake(
             }
         }
         // Server names are not checked (keys are pinned), but rustls wants one.
-        let name =
-            ServerName::try_from("rsh.invalid").map_err(|err| ClientError::Tls(err.to_string()))?;
+        let name = ServerName::try_from("rsh.invalid")
+            .map_err(|err| ClientError::tls(err.to_string(), err))?;
         rsh_tls::stream::connect(config, name, tcp)
             .await
             .map_err(|failed| failed.error)
@@ -294,17 +296,22 @@ pub(crate) async fn handshake(
                 }
                 // A server that drops us before authentication (busy, or
                 // its pre-auth limits) just closes: say so, not "eof".
-                _ if closed_by_peer(&err) => connect_err(CLOSED_BEFORE_AUTH.to_owned()),
-                _ => ClientError::Tls(format!("TLS handshake with {host_port} failed: {err}")),
+                _ if closed_by_peer(&err) => connect_err(CLOSED_BEFORE_AUTH.to_owned(), Some(err)),
+                _ => ClientError::tls(format!("TLS handshake with {host_port} failed: {err}"), err),
             })
     };
     let stream = tokio::time::timeout(options.connect_timeout, handshake)
         .await
-        .map_err(|_| connect_err(format!("timed out after {:?}", options.connect_timeout)))??;
+        .map_err(|_| {
+            connect_err(
+                format!("timed out after {:?}", options.connect_timeout),
+                None,
+            )
+        })??;
 
     if pinned.is_empty() {
         let seen = rsh_tls::peer_fingerprint_of_certs(&stream.peer().certificates)
-            .map_err(|err| ClientError::Tls(err.to_string()))?;
+            .map_err(|err| ClientError::tls(err.to_string(), err))?;
         let asked = match &options.host_keys {
             HostKeyPolicy::Strict => {
                 return Err(ClientError::UnknownHost {
@@ -326,8 +333,9 @@ pub(crate) async fn handshake(
                 true
             }
         };
-        KnownHosts::append(&known_hosts_path, &host_port, &seen)
-            .map_err(|err| ClientError::Keys(format!("{}: {err}", known_hosts_path.display())))?;
+        KnownHosts::append(&known_hosts_path, &host_port, &seen).map_err(|err| {
+            ClientError::keys(format!("{}: {err}", known_hosts_path.display()), err)
+        })?;
         tracing::info!(%host_port, fingerprint = %seen, "host key added to known_hosts");
         if let Some(notice) = &options.host_key_added {
             notice(&host_port, &seen);
@@ -338,7 +346,7 @@ pub(crate) async fn handshake(
     }
 
     let server_key = rsh_tls::peer_fingerprint_of_certs(&stream.peer().certificates)
-        .map_err(|err| ClientError::Tls(err.to_string()))?;
+        .map_err(|err| ClientError::tls(err.to_string(), err))?;
     Ok(Handshake::Authenticated(Box::new(Authenticated {
         stream,
         server_key,

@@ -393,6 +393,7 @@ mod tests {
         let unresolved = ClientError::Connect {
             endpoint: "true:7022".to_owned(),
             reason: "failed to lookup address information: Name or service not known".to_owned(),
+            source: None,
         };
         let hint = |argv: &[&str], host: &str, err: &ClientError| {
             let args = Args::try_parse_from(argv).expect("parse");
@@ -418,6 +419,7 @@ mod tests {
         let refused = ClientError::Connect {
             endpoint: "web:7022".to_owned(),
             reason: "Connection refused (os error 111)".to_owned(),
+            source: None,
         };
         assert_eq!(hint(&["rsh-client", "web"], "web", &refused), "");
     }

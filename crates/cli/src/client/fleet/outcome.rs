@@ -61,8 +61,8 @@ impl Outcome {
     pub(crate) fn from_error(err: ClientError) -> Outcome {
         match err {
             ClientError::Connect { .. }
-            | ClientError::Greeting(_)
-            | ClientError::Tls(_)
+            | ClientError::Greeting { .. }
+            | ClientError::Tls { .. }
             | ClientError::ConnectionLost(_) => Outcome::Unreachable(err.to_string()),
             ClientError::UnknownHost { .. } | ClientError::HostKeyNotAccepted(_) => {
                 Outcome::Refused {
