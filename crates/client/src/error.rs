@@ -136,11 +136,11 @@ impl From<GreetError> for ClientError {
             // Over TLS 1.3 our side of the handshake ends before the server
             // has checked our key (or given up on us): a server that drops us
             // then is seen here.
-            if crate::tls::closed_by_peer(io) {
+            if closed_by_peer(io) {
                 return ClientError::Greeting {
                     message: format!(
                         "connection failed during the greeting: {}",
-                        crate::tls::CLOSED_BEFORE_AUTH
+                        CLOSED_BEFORE_AUTH
                     ),
                     source: err,
                 };
@@ -151,6 +151,22 @@ impl From<GreetError> for ClientError {
             source: err,
         }
     }
+}
+
+/// Why a handshake that the server cut short failed, as the user sees it.
+pub(crate) const CLOSED_BEFORE_AUTH: &str =
+    "the server closed the connection before authentication (it may be busy, or refusing this client)";
+
+/// Whether an I/O error means the peer closed or reset the connection.
+pub(crate) fn closed_by_peer(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        err.kind(),
+        ErrorKind::UnexpectedEof
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+    )
 }
 
 impl ClientError {

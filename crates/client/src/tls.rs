@@ -1,14 +1,15 @@
 //! Connecting over TCP: TLS 1.3, our key presented, the server's key checked
 //! against `known_hosts` the way ssh checks host keys. It hands back an
 //! authenticated stream and the server's key; speaking rsh over it is the
-//! caller's ([`crate::Client`]).
+//! caller's (the client layer above).
 
-use crate::ClientError;
+use crate::error::{closed_by_peer, ClientError, CLOSED_BEFORE_AUTH};
+use crate::keycache;
 use rsh_config::RshHome;
 use rsh_tls::rustls::pki_types::ServerName;
 use rsh_tls::stream::TlsStream;
-use rsh_tls::{Fingerprint, Identity, KnownHosts};
-use std::path::{Path, PathBuf};
+use rsh_tls::{Fingerprint, KnownHosts};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -118,66 +119,6 @@ impl ConnectOptions {
     }
 }
 
-/// `user@host`, the default comment of a new client key.
-pub fn default_comment() -> String {
-    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
-        .ok()
-        .flatten()
-        .map(|user| user.name)
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "user".to_owned());
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("{user}@{host}")
-}
-
-/// Our identity, `$RSH_HOME/id`, created (mode 0600) on first use.
-///
-/// # Errors
-/// [`ClientError::Keys`] if it cannot be created or read.
-pub fn client_identity(home: &RshHome) -> Result<Identity, ClientError> {
-    identity_at(home, &home.identity_path())
-}
-
-/// The identity at `path` (created, mode 0600, on first use); `home` is
-/// made sure of first, as the default identity lives there.
-///
-/// # Errors
-/// [`ClientError::Keys`] if it cannot be created or read.
-pub fn identity_at(home: &RshHome, path: &Path) -> Result<Identity, ClientError> {
-    home.ensure()
-        .map_err(|err| ClientError::keys(err.to_string(), err))?;
-    Identity::load_or_create(path, &default_comment()).map_err(|err| {
-        // Most of rsh_tls's errors name the file already; say it once.
-        let reason = err.to_string();
-        let shown = path.display().to_string();
-        let message = if reason.contains(&shown) {
-            reason
-        } else {
-            format!("{shown}: {reason}")
-        };
-        ClientError::keys(message, err)
-    })
-}
-
-/// Why a handshake that the server cut short failed, as the user sees it.
-pub(crate) const CLOSED_BEFORE_AUTH: &str =
-    "the server closed the connection before authentication (it may be busy, or refusing this client)";
-
-/// Whether an I/O error means the peer closed or reset the connection.
-pub(crate) fn closed_by_peer(err: &std::io::Error) -> bool {
-    use std::io::ErrorKind;
-    matches!(
-        err.kind(),
-        ErrorKind::UnexpectedEof
-            | ErrorKind::ConnectionReset
-            | ErrorKind::ConnectionAborted
-            | ErrorKind::BrokenPipe
-    )
-}
-
 /// Keepalive probes after `interval` idle, every `interval`, `count`
 /// unanswered fail the connection; unacknowledged data fails it after the
 /// same time (keepalive alone does not probe while data is outstanding).
@@ -252,9 +193,9 @@ pub(crate) async fn handshake(
     options: &ConnectOptions,
 ) -> Result<Handshake, ClientError> {
     let host_port = rsh_tls::host_port(host, port);
-    let identity = crate::keycache::identity(&options.home, &options.identity_path())?;
+    let identity = keycache::identity(&options.home, &options.identity_path())?;
     let known_hosts_path = options.home.known_hosts_path();
-    let known = crate::keycache::known_hosts(&known_hosts_path)
+    let known = keycache::known_hosts(&known_hosts_path)
         .map_err(|err| ClientError::keys(format!("{}: {err}", known_hosts_path.display()), err))?;
     // Every key listed for the host counts (ssh does the same).
     let pinned = known.fingerprints(&host_port);
