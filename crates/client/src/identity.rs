@@ -7,7 +7,7 @@ use rsh_tls::Identity;
 use std::path::Path;
 
 /// `user@host`, the default comment of a new client key.
-pub fn default_comment() -> String {
+pub(crate) fn default_comment() -> String {
     let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
         .ok()
         .flatten()

@@ -5,6 +5,7 @@
 use super::args::Args;
 use super::exit::{fail, EXIT_BROKEN_PIPE};
 use anyhow::Context;
+use rsh_client::escape::DEFAULT_ESCAPE_CHAR;
 use rsh_client::{
     AddressFamily, ClientError, ConnectOptions, ExecRequest, Fingerprint, HostKeyPolicy,
 };
@@ -373,7 +374,8 @@ pub(super) fn wants_pty(args: &Args, login_shell: bool, stdin_tty: bool) -> bool
 /// The escape character of a terminal session: `-e`'s, or `~`.
 pub(super) fn escape_char(args: &Args, stdin_tty: bool) -> Option<u8> {
     if stdin_tty {
-        args.escape.map_or(Some(b'~'), |escape| escape.0)
+        args.escape
+            .map_or(Some(DEFAULT_ESCAPE_CHAR), |escape| escape.0)
     } else {
         // Escapes are for a person at a keyboard, not for piped bytes.
         None
