@@ -12,7 +12,8 @@
 //! Exit code: 0 when every host ran its command and it exited 0; otherwise
 //! the largest of the hosts' statuses (as `pdsh -S`; 128+N for signal N, 124
 //! for a timeout); 255 when any host could not be reached or refused; 130
-//! after Ctrl-C.
+//! after Ctrl-C. The codes and the mapping of a status are those of one host
+//! (`super::exit`); [`outcome`] folds the hosts' into one.
 
 mod hosts;
 mod outcome;
