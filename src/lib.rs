@@ -1,2 +1,2 @@
 //! Root package: owns the `rsh-server` and `rsh-client` binaries (thin mains
-//! over `rsh_cli::server` and `rsh_client::cli`) and hosts examples/ and tests/.
+//! over `rsh_cli::server` and `rsh_cli::client`) and hosts examples/ and tests/.

@@ -1,5 +1,5 @@
-//! `rsh-client`, the rsh client; its command line lives in [`rsh_client::cli`].
+//! `rsh-client`, the rsh client; its command line lives in [`rsh_cli::client`].
 
 fn main() -> std::process::ExitCode {
-    rsh_client::cli::main()
+    rsh_cli::client::main()
 }

@@ -38,7 +38,7 @@ fn workspace_root() -> PathBuf {
 
 /// The binaries' command lines, each with the name it is installed under.
 fn commands() -> Vec<clap::Command> {
-    vec![rsh_cli::server::command(), rsh_client::cli::command()]
+    vec![rsh_cli::server::command(), rsh_cli::client::command()]
 }
 
 fn dist(out: &Path) -> anyhow::Result<()> {

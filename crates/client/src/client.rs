@@ -3,10 +3,11 @@
 //! [`ExecRequest`], what to run on it. Built on [`crate::connection`] (the
 //! shared state and its tasks) and [`crate::command`] (one running command).
 
+use crate::command::Output;
 use crate::command::RemoteCommand;
 use crate::connection::{self, OpenHandle, Shared, OUTPUT_WINDOW};
+use crate::error::ClientError;
 use crate::tls::{self, Handshake};
-use crate::{ClientError, Output};
 use rsh_proto::{Exec, Frame, PtyRequest, PtySize, Window};
 use std::path::Path;
 use std::sync::Arc;
@@ -57,7 +58,7 @@ impl ExecRequest {
     }
 
     /// Asks to run as this user; the server refuses any user other than the
-    /// one it runs as ([`ErrorKind::WrongUser`]). Needs protocol version 2.
+    /// one it runs as ([`ErrorKind::WrongUser`](rsh_proto::ErrorKind::WrongUser)). Needs protocol version 2.
     pub fn user(mut self, name: impl Into<Vec<u8>>) -> Self {
         self.user = Some(name.into());
         self
@@ -140,6 +141,7 @@ impl Client {
                         }
                         _ => err.to_string(),
                     },
+                    source: Some(err),
                 })?;
         Client::over(stream).await
     }
@@ -151,7 +153,7 @@ impl Client {
     /// Any [`ClientError`] about connecting, keys or the greeting.
     pub async fn connect(
         endpoint: &rsh_config::Endpoint,
-        options: &crate::ConnectOptions,
+        options: &tls::ConnectOptions,
     ) -> Result<Client, ClientError> {
         match endpoint {
             rsh_config::Endpoint::Unix(path) => Client::connect_unix(path).await,
@@ -166,7 +168,7 @@ impl Client {
     async fn connect_tls(
         host: &str,
         port: u16,
-        options: &crate::ConnectOptions,
+        options: &tls::ConnectOptions,
     ) -> Result<Client, ClientError> {
         for _ in 0..2 {
             let auth = match tls::handshake(host, port, options).await? {
@@ -186,9 +188,10 @@ impl Client {
                 other => other,
             });
         }
-        Err(ClientError::Tls(
-            "the host key just recorded was not recognised".to_owned(),
-        ))
+        Err(ClientError::Tls {
+            message: "the host key just recorded was not recognised".to_owned(),
+            source: None,
+        })
     }
 
     /// Speaks rsh over an already-connected (and, for TCP, authenticated)
@@ -211,7 +214,7 @@ impl Client {
     }
 
     /// Starts a command. Its stdin stays open until
-    /// [`StdinWriter::close`] (or [`RemoteCommand::close_stdin`]).
+    /// [`StdinWriter::close`](crate::command::StdinWriter::close) (or [`RemoteCommand::close_stdin`]).
     ///
     /// # Errors
     /// [`ClientError::ConnectionLost`] if the connection is gone,

@@ -3,7 +3,7 @@
 //! sizes out.
 
 use crate::connection::{ChannelEvent, OpenHandle, Shared, OUTPUT_WINDOW};
-use crate::ClientError;
+use crate::error::ClientError;
 use bytes::Bytes;
 use rsh_proto::{ExitStatus, Frame, PtySize, Window, MAX_DATA_LEN};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! negotiated version, the open channels, why it ended), the writer task that
 //! sends frames, and the reader task that routes the server's frames to the
 //! channels. It knows frames and channels, not commands or TLS: the layers
-//! above ([`crate::command`], [`crate::client`]) build on [`Shared`].
+//! above (one command, the client) build on [`Shared`].
 
 use crate::error::ClientError;
 use bytes::Bytes;

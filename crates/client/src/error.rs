@@ -1,23 +1,41 @@
 //! What can go wrong talking to a server: the one error type of the client
 //! library, shared by every layer.
+//!
+//! Errors that come from the OS or from TLS keep that error as their
+//! [`source`](std::error::Error::source), so a caller can look at the cause
+//! (an [`std::io::ErrorKind`], a rustls alert) and not only at our words.
 
 use rsh_proto::io::GreetError;
 use rsh_proto::ErrorKind;
 
+/// The cause of a key or TLS failure: an [`std::io::Error`], an
+/// [`rsh_tls::Error`] or a rustls error.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// What can go wrong talking to a server.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Could not reach the server.
     #[error("cannot connect to {endpoint}: {reason}")]
     Connect {
         /// Where we tried.
         endpoint: String,
-        /// Why it failed.
+        /// Why it failed, as the user reads it (the cause's words, and a
+        /// hint when there is one).
         reason: String,
+        /// The OS's error, when there is one (none for a timeout).
+        #[source]
+        source: Option<std::io::Error>,
     },
     /// The greeting failed (not an rsh server, another protocol version...).
-    #[error("{0}")]
-    Greeting(String),
+    #[error("{message}")]
+    Greeting {
+        /// What failed, as the user reads it.
+        message: String,
+        /// The greeting's error.
+        #[source]
+        source: GreetError,
+    },
     /// The server does not accept our key.
     #[error("not authorized: the server's authorized_keys does not list this client's key; add this line to it: {key}")]
     NotAuthorized {
@@ -48,11 +66,23 @@ pub enum ClientError {
         known_hosts: String,
     },
     /// TLS failed.
-    #[error("{0}")]
-    Tls(String),
+    #[error("{message}")]
+    Tls {
+        /// What failed, as the user reads it.
+        message: String,
+        /// The TLS (or I/O) error, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
     /// Our key or known_hosts could not be read or written.
-    #[error("{0}")]
-    Keys(String),
+    #[error("{message}")]
+    Keys {
+        /// What failed, as the user reads it (the file is named).
+        message: String,
+        /// The I/O or key-format error.
+        #[source]
+        source: Cause,
+    },
     /// The server refused the command.
     #[error("server refused the command: {message}")]
     Refused {
@@ -106,13 +136,82 @@ impl From<GreetError> for ClientError {
             // Over TLS 1.3 our side of the handshake ends before the server
             // has checked our key (or given up on us): a server that drops us
             // then is seen here.
-            if crate::tls::closed_by_peer(io) {
-                return ClientError::Greeting(format!(
-                    "connection failed during the greeting: {}",
-                    crate::tls::CLOSED_BEFORE_AUTH
-                ));
+            if closed_by_peer(io) {
+                return ClientError::Greeting {
+                    message: format!(
+                        "connection failed during the greeting: {}",
+                        CLOSED_BEFORE_AUTH
+                    ),
+                    source: err,
+                };
             }
         }
-        ClientError::Greeting(err.to_string())
+        ClientError::Greeting {
+            message: err.to_string(),
+            source: err,
+        }
+    }
+}
+
+/// Why a handshake that the server cut short failed, as the user sees it.
+pub(crate) const CLOSED_BEFORE_AUTH: &str =
+    "the server closed the connection before authentication (it may be busy, or refusing this client)";
+
+/// Whether an I/O error means the peer closed or reset the connection.
+pub(crate) fn closed_by_peer(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        err.kind(),
+        ErrorKind::UnexpectedEof
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+    )
+}
+
+impl ClientError {
+    /// A TLS failure with its cause.
+    pub(crate) fn tls(message: impl Into<String>, source: impl Into<Cause>) -> ClientError {
+        ClientError::Tls {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A key or known_hosts failure with its cause.
+    pub(crate) fn keys(message: impl Into<String>, source: impl Into<Cause>) -> ClientError {
+        ClientError::Keys {
+            message: message.into(),
+            source: source.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn an_io_caused_error_keeps_its_cause() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let err = ClientError::Connect {
+            endpoint: "unix:/nowhere".to_owned(),
+            reason: refused.to_string(),
+            source: Some(refused),
+        };
+        let cause = err.source().expect("a source");
+        let io = cause
+            .downcast_ref::<std::io::Error>()
+            .expect("the io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+
+        let err = ClientError::keys(
+            "/nowhere/id: permission denied",
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        );
+        assert!(err
+            .source()
+            .is_some_and(|cause| cause.is::<std::io::Error>()));
     }
 }

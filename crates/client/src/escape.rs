@@ -114,7 +114,7 @@ impl EscapeFilter {
 
     /// What ssh prints for `~?`, with `\r\n` line ends because the local
     /// terminal is in raw mode.
-    pub fn help_text(&self) -> String {
+    pub(crate) fn help_text(&self) -> String {
         let esc = self.escape.map_or_else(|| "~".to_owned(), display_char);
         format!(
             "{esc}?\r\n\

@@ -5,7 +5,8 @@
 //! and modification time, so a host key appended by `--accept-new`, or a
 //! key file replaced, is read again at the next connection.
 
-use crate::ClientError;
+use crate::error::ClientError;
+use crate::identity::identity_at;
 use rsh_config::RshHome;
 use rsh_tls::{Identity, KnownHosts};
 use std::os::unix::fs::MetadataExt;
@@ -60,14 +61,14 @@ impl<T> Slot<T> {
 static IDENTITIES: Slot<Identity> = Slot::new();
 static KNOWN_HOSTS: Slot<KnownHosts> = Slot::new();
 
-/// [`crate::identity_at`], cached per file.
+/// [`identity_at`], cached per file.
 pub(crate) fn identity(home: &RshHome, path: &Path) -> Result<Arc<Identity>, ClientError> {
     // Stamped before reading: a change while we read is seen next time.
     let stamp = Stamp::of(path);
     if let Some(identity) = stamp.as_ref().and_then(|stamp| IDENTITIES.get(stamp)) {
         return Ok(identity);
     }
-    let identity = Arc::new(crate::identity_at(home, path)?);
+    let identity = Arc::new(identity_at(home, path)?);
     IDENTITIES.put(stamp, &identity);
     Ok(identity)
 }

@@ -13,23 +13,25 @@
 //! each on its own channel with its own flow-control window, so a command
 //! whose output nobody reads stalls only itself.
 //!
-//! Layers, each using only those below it: `connection` (shared state,
-//! reader and writer tasks), `command` ([`RemoteCommand`] on a channel),
-//! `tls` (an authenticated TCP stream and the server's key), and `client`
-//! ([`Client`], [`ExecRequest`]) on top; [`session`], [`terminal`] and
-//! [`escape`] are the terminal side of the command line.
+//! Layers, each using only those below it: `error` ([`ClientError`]) at the
+//! bottom; `identity` (our key file), `keycache` (key and known_hosts read
+//! once per change) and `tls` (an authenticated TCP stream and the server's
+//! key); `connection` (shared state, reader and writer tasks), `command`
+//! ([`RemoteCommand`] on a channel), and `client` ([`Client`],
+//! [`ExecRequest`]) on top. [`terminal`] and [`escape`] know nothing of the
+//! connection; [`session`], over them and a [`RemoteCommand`], is the
+//! terminal side: a session on a remote pty, wired to a local terminal.
 //!
-//! [`cli`] is the `rsh-client` command line; the binary is a thin `main`
-//! over [`cli::main`].
+//! The `rsh-client` command line is not here: it lives in the `rsh-cli`
+//! crate (`rsh_cli::client`), as ripgrep's `crates/core`.
 #![deny(missing_docs)]
 
-pub mod cli;
 mod client;
 mod command;
 mod connection;
 mod error;
 pub mod escape;
-pub mod fleet;
+mod identity;
 mod keycache;
 pub mod session;
 pub mod terminal;
@@ -38,9 +40,7 @@ mod tls;
 pub use client::{Client, ExecRequest};
 pub use command::{Event, Output, RemoteCommand, Resizer, Signaller, StdinWriter};
 pub use error::ClientError;
+pub use identity::{client_identity, identity_at};
 pub use rsh_proto::{signal, ErrorKind, ExitStatus, PtySize, MAX_DATA_LEN as MAX_STDIN_CHUNK};
 pub use rsh_tls::Fingerprint;
-pub use tls::{
-    client_identity, default_comment, identity_at, AddressFamily, ConnectOptions, HostKeyNotice,
-    HostKeyPolicy, HostKeyPrompt,
-};
+pub use tls::{AddressFamily, ConnectOptions, HostKeyNotice, HostKeyPolicy, HostKeyPrompt};

@@ -27,9 +27,9 @@
 //! // Exited(status) -> the status as for commands; the rest -> 255, as ssh.
 //! ```
 
+use crate::error::ClientError;
 use crate::escape::{EscapeAction, EscapeFilter};
 use crate::terminal::RawMode;
-use crate::ClientError;
 use bytes::Bytes;
 use rsh_proto::ExitStatus;
 use rsh_proto::PtySize;
@@ -331,13 +331,13 @@ where
 /// The sending half of a remote command's terminal, for [`run`].
 #[derive(Debug, Clone)]
 pub struct CommandInput {
-    stdin: crate::StdinWriter,
-    resizer: crate::Resizer,
+    stdin: crate::command::StdinWriter,
+    resizer: crate::command::Resizer,
 }
 
 impl CommandInput {
     /// The input half of `command` (its stdin and its window size).
-    pub fn of(command: &crate::RemoteCommand) -> Self {
+    pub fn of(command: &crate::command::RemoteCommand) -> Self {
         CommandInput {
             stdin: command.stdin(),
             resizer: command.resizer(),
@@ -361,15 +361,17 @@ impl RemoteInput for CommandInput {
 
 /// A remote command is the receiving half: on a pty, all its output is one
 /// stream (a stray Stderr frame is shown too).
-impl RemoteOutput for crate::RemoteCommand {
+impl RemoteOutput for crate::command::RemoteCommand {
     async fn next_event(&mut self) -> Result<Option<RemoteEvent>, ClientError> {
-        Ok(match crate::RemoteCommand::next_event(self).await? {
-            Some(crate::Event::Stdout(data) | crate::Event::Stderr(data)) => {
-                Some(RemoteEvent::Output(data))
-            }
-            Some(crate::Event::Exit(status)) => Some(RemoteEvent::Exit(status)),
-            None => None,
-        })
+        Ok(
+            match crate::command::RemoteCommand::next_event(self).await? {
+                Some(crate::command::Event::Stdout(data) | crate::command::Event::Stderr(data)) => {
+                    Some(RemoteEvent::Output(data))
+                }
+                Some(crate::command::Event::Exit(status)) => Some(RemoteEvent::Exit(status)),
+                None => None,
+            },
+        )
     }
 }
 

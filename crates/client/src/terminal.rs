@@ -5,7 +5,7 @@
 //! `TCSADRAIN` (after pending output is written, so the last screenful is not
 //! cut) when dropped. Because a guard is not dropped by `std::process::exit`,
 //! and a panic may unwind nowhere near it, every guard is also registered in a
-//! process-wide list that [`restore_all`] puts back: the panic hook installed
+//! process-wide list that `restore_all` puts back: the panic hook installed
 //! by the first guard (chained in front of the previous hook, so the panic
 //! message lands on a sane terminal) calls it, and so can any exit path.
 
@@ -24,7 +24,7 @@ pub type WindowSize = PtySize;
 
 /// The window size of the terminal on `fd`, or `None` if it is not a
 /// terminal or reports no size (0x0, as a fresh pty does).
-pub fn window_size(fd: impl AsFd) -> Option<PtySize> {
+pub(crate) fn window_size(fd: impl AsFd) -> Option<PtySize> {
     // rustix's tcgetwinsize is TIOCGWINSZ behind a safe API; nix only offers
     // the ioctl as an `unsafe fn`, which the workspace does not allow.
     let size = rustix::termios::tcgetwinsize(fd).ok()?;
@@ -49,7 +49,7 @@ pub fn local_window_size() -> Option<PtySize> {
 /// Ctrl-\ become bytes for the remote terminal), no line editing, no echo
 /// (the remote pty echoes), no output processing (the remote pty does
 /// it), reads return each byte as it comes.
-pub fn raw_termios(saved: &Termios) -> Termios {
+pub(crate) fn raw_termios(saved: &Termios) -> Termios {
     let mut raw = saved.clone();
     raw.input_flags |= InputFlags::IGNPAR;
     raw.input_flags &= !(InputFlags::ISTRIP
@@ -108,7 +108,7 @@ fn active() -> MutexGuard<'static, Vec<Arc<Saved>>> {
 /// Puts back the settings saved by every [`RawMode`] guard still in force,
 /// newest first (so nested guards end with the oldest saved state). For exit
 /// paths that do not drop the guards: `std::process::exit`, a signal, a panic.
-pub fn restore_all() {
+pub(crate) fn restore_all() {
     for saved in active().iter().rev() {
         let _ = saved.restore();
     }
@@ -171,7 +171,7 @@ impl RawMode {
     ///
     /// # Errors
     /// If the terminal cannot be set.
-    pub fn reenter(&self) -> std::io::Result<()> {
+    pub(crate) fn reenter(&self) -> std::io::Result<()> {
         let raw = raw_termios(&Termios::from(self.saved.termios));
         Ok(termios::tcsetattr(&self.saved.fd, SetArg::TCSADRAIN, &raw)?)
     }
@@ -179,11 +179,6 @@ impl RawMode {
     /// The window size of this terminal.
     pub fn window_size(&self) -> Option<PtySize> {
         window_size(&self.saved.fd)
-    }
-
-    /// The settings that are put back.
-    pub fn saved(&self) -> Termios {
-        Termios::from(self.saved.termios)
     }
 
     /// Stops this process as Ctrl-Z would (`~^Z`): the terminal's settings

@@ -1,14 +1,15 @@
 //! Connecting over TCP: TLS 1.3, our key presented, the server's key checked
 //! against `known_hosts` the way ssh checks host keys. It hands back an
 //! authenticated stream and the server's key; speaking rsh over it is the
-//! caller's ([`crate::Client`]).
+//! caller's (the client layer above).
 
-use crate::ClientError;
+use crate::error::{closed_by_peer, ClientError, CLOSED_BEFORE_AUTH};
+use crate::keycache;
 use rsh_config::RshHome;
 use rsh_tls::rustls::pki_types::ServerName;
 use rsh_tls::stream::TlsStream;
-use rsh_tls::{Fingerprint, Identity, KnownHosts};
-use std::path::{Path, PathBuf};
+use rsh_tls::{Fingerprint, KnownHosts};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -118,65 +119,6 @@ impl ConnectOptions {
     }
 }
 
-/// `user@host`, the default comment of a new client key.
-pub fn default_comment() -> String {
-    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
-        .ok()
-        .flatten()
-        .map(|user| user.name)
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "user".to_owned());
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("{user}@{host}")
-}
-
-/// Our identity, `$RSH_HOME/id`, created (mode 0600) on first use.
-///
-/// # Errors
-/// [`ClientError::Keys`] if it cannot be created or read.
-pub fn client_identity(home: &RshHome) -> Result<Identity, ClientError> {
-    identity_at(home, &home.identity_path())
-}
-
-/// The identity at `path` (created, mode 0600, on first use); `home` is
-/// made sure of first, as the default identity lives there.
-///
-/// # Errors
-/// [`ClientError::Keys`] if it cannot be created or read.
-pub fn identity_at(home: &RshHome, path: &Path) -> Result<Identity, ClientError> {
-    home.ensure()
-        .map_err(|err| ClientError::Keys(err.to_string()))?;
-    Identity::load_or_create(path, &default_comment()).map_err(|err| {
-        // Most of rsh_tls's errors name the file already; say it once.
-        let reason = err.to_string();
-        let shown = path.display().to_string();
-        ClientError::Keys(if reason.contains(&shown) {
-            reason
-        } else {
-            format!("{shown}: {reason}")
-        })
-    })
-}
-
-/// Why a handshake that the server cut short failed, as the user sees it.
-pub(crate) const CLOSED_BEFORE_AUTH: &str =
-    "the server closed the connection before authentication (it may be busy, or refusing this client)";
-
-/// Whether an I/O error means the peer closed or reset the connection.
-pub(crate) fn closed_by_peer(err: &std::io::Error) -> bool {
-    use std::io::ErrorKind;
-    matches!(
-        err.kind(),
-        ErrorKind::UnexpectedEof
-            | ErrorKind::ConnectionReset
-            | ErrorKind::ConnectionAborted
-            | ErrorKind::BrokenPipe
-    )
-}
-
 /// Keepalive probes after `interval` idle, every `interval`, `count`
 /// unanswered fail the connection; unacknowledged data fails it after the
 /// same time (keepalive alone does not probe while data is outstanding).
@@ -251,22 +193,23 @@ pub(crate) async fn handshake(
     options: &ConnectOptions,
 ) -> Result<Handshake, ClientError> {
     let host_port = rsh_tls::host_port(host, port);
-    let identity = crate::keycache::identity(&options.home, &options.identity_path())?;
+    let identity = keycache::identity(&options.home, &options.identity_path())?;
     let known_hosts_path = options.home.known_hosts_path();
-    let known = crate::keycache::known_hosts(&known_hosts_path)
-        .map_err(|err| ClientError::Keys(format!("{}: {err}", known_hosts_path.display())))?;
+    let known = keycache::known_hosts(&known_hosts_path)
+        .map_err(|err| ClientError::keys(format!("{}: {err}", known_hosts_path.display()), err))?;
     // Every key listed for the host counts (ssh does the same).
     let pinned = known.fingerprints(&host_port);
     let (config, presented) = rsh_tls::client_config(&identity, pinned.iter().copied())
-        .map_err(|err| ClientError::Tls(err.to_string()))?;
-    let connect_err = |reason: String| ClientError::Connect {
+        .map_err(|err| ClientError::tls(err.to_string(), err))?;
+    let connect_err = |reason: String, source: Option<std::io::Error>| ClientError::Connect {
         endpoint: host_port.clone(),
         reason,
+        source,
     };
     let handshake = async {
         let tcp = tcp_connect(host, port, options.family)
             .await
-            .map_err(|err| connect_err(err.to_string()))?;
+            .map_err(|err| connect_err(err.to_string(), Some(err)))?;
         let _ = tcp.set_nodelay(true);
         if let Some(interval) = options.keepalive {
             if let Err(err) = set_keepalive(&tcp, interval, options.keepalive_count) {
@@ -274,8 +217,8 @@ pub(crate) async fn handshake(
             }
         }
         // Server names are not checked (keys are pinned), but rustls wants one.
-        let name =
-            ServerName::try_from("rsh.invalid").map_err(|err| ClientError::Tls(err.to_string()))?;
+        let name = ServerName::try_from("rsh.invalid")
+            .map_err(|err| ClientError::tls(err.to_string(), err))?;
         rsh_tls::stream::connect(config, name, tcp)
             .await
             .map_err(|failed| failed.error)
@@ -294,17 +237,22 @@ pub(crate) async fn handshake(
                 }
                 // A server that drops us before authentication (busy, or
                 // its pre-auth limits) just closes: say so, not "eof".
-                _ if closed_by_peer(&err) => connect_err(CLOSED_BEFORE_AUTH.to_owned()),
-                _ => ClientError::Tls(format!("TLS handshake with {host_port} failed: {err}")),
+                _ if closed_by_peer(&err) => connect_err(CLOSED_BEFORE_AUTH.to_owned(), Some(err)),
+                _ => ClientError::tls(format!("TLS handshake with {host_port} failed: {err}"), err),
             })
     };
     let stream = tokio::time::timeout(options.connect_timeout, handshake)
         .await
-        .map_err(|_| connect_err(format!("timed out after {:?}", options.connect_timeout)))??;
+        .map_err(|_| {
+            connect_err(
+                format!("timed out after {:?}", options.connect_timeout),
+                None,
+            )
+        })??;
 
     if pinned.is_empty() {
         let seen = rsh_tls::peer_fingerprint_of_certs(&stream.peer().certificates)
-            .map_err(|err| ClientError::Tls(err.to_string()))?;
+            .map_err(|err| ClientError::tls(err.to_string(), err))?;
         let asked = match &options.host_keys {
             HostKeyPolicy::Strict => {
                 return Err(ClientError::UnknownHost {
@@ -326,8 +274,9 @@ pub(crate) async fn handshake(
                 true
             }
         };
-        KnownHosts::append(&known_hosts_path, &host_port, &seen)
-            .map_err(|err| ClientError::Keys(format!("{}: {err}", known_hosts_path.display())))?;
+        KnownHosts::append(&known_hosts_path, &host_port, &seen).map_err(|err| {
+            ClientError::keys(format!("{}: {err}", known_hosts_path.display()), err)
+        })?;
         tracing::info!(%host_port, fingerprint = %seen, "host key added to known_hosts");
         if let Some(notice) = &options.host_key_added {
             notice(&host_port, &seen);
@@ -338,7 +287,7 @@ pub(crate) async fn handshake(
     }
 
     let server_key = rsh_tls::peer_fingerprint_of_certs(&stream.peer().certificates)
-        .map_err(|err| ClientError::Tls(err.to_string()))?;
+        .map_err(|err| ClientError::tls(err.to_string(), err))?;
     Ok(Handshake::Authenticated(Box::new(Authenticated {
         stream,
         server_key,

@@ -4,8 +4,8 @@
 //! the way a single DEST is.
 
 use super::{FleetArgs, FleetOptions};
-use crate::HostKeyPolicy;
 use anyhow::{bail, Context};
+use rsh_client::HostKeyPolicy;
 use rsh_config::dest::{Dest, Target as DestTarget};
 use rsh_config::ssh_config::StrictHostKeyChecking;
 use rsh_config::Endpoint;

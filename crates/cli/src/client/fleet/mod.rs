@@ -12,14 +12,18 @@
 //! Exit code: 0 when every host ran its command and it exited 0; otherwise
 //! the largest of the hosts' statuses (as `pdsh -S`; 128+N for signal N, 124
 //! for a timeout); 255 when any host could not be reached or refused; 130
-//! after Ctrl-C.
+//! after Ctrl-C. The codes and the mapping of a status are those of one host
+//! (`super::exit`); [`outcome`] folds the hosts' into one.
 
 mod hosts;
+mod outcome;
 mod sink;
 mod stdin;
 
-use crate::{Client, ClientError, ConnectOptions, Event, ExecRequest, ExitStatus, Fingerprint};
+use super::exit::{EXIT_BROKEN_PIPE, EXIT_RSH_FAILURE};
 use bytes::Bytes;
+use outcome::{exit_code, summary, Category, HostResult, Outcome, Stream};
+use rsh_client::{Client, ClientError, ConnectOptions, Event, ExecRequest, Fingerprint};
 use rsh_config::ssh_config::{ClientConfig, Overrides};
 use rsh_config::RshHome;
 use sink::{GatherSink, JsonSink, LiveSink, Sink};
@@ -33,14 +37,6 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// Exit code when a host could not be reached or refused (ssh's 255).
-const EXIT_UNREACHABLE: u8 = 255;
-/// Exit code after Ctrl-C.
-const EXIT_INTERRUPTED: u8 = 130;
-/// Exit code for a timed-out remote command (as timeout(1)).
-const EXIT_TIMED_OUT: u8 = 124;
-/// Exit code when our stdout is a closed pipe (as if killed by SIGPIPE).
-const EXIT_BROKEN_PIPE: u8 = 141;
 /// Reports queued between the host tasks and the sink.
 const REPORT_QUEUE: usize = 256;
 
@@ -114,151 +110,6 @@ pub struct FleetOptions {
     pub quiet: bool,
 }
 
-impl FleetOptions {
-    /// Options from the environment: `$RSH_HOME` and its `config` (if any),
-    /// no overrides, stdin forwarded unless it is a terminal.
-    ///
-    /// # Errors
-    /// `$RSH_HOME` cannot be found or its config file is malformed.
-    pub fn from_env(accept_new: bool) -> anyhow::Result<FleetOptions> {
-        let home = RshHome::from_env()?;
-        let config = ClientConfig::load_if_exists(home.config_path())?;
-        Ok(FleetOptions {
-            home,
-            config,
-            overrides: Overrides::new(),
-            accept_new,
-            connect_timeout: Duration::from_secs(10),
-            forward_stdin: !std::io::stdin().is_terminal(),
-            quiet: false,
-        })
-    }
-}
-
-/// Which stream of a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Stream {
-    Stdout,
-    Stderr,
-}
-
-/// How one host's run ended.
-#[derive(Debug, Clone)]
-pub(crate) enum Outcome {
-    /// The command ran and ended so.
-    Exited(ExitStatus),
-    /// The host could not be reached, or the connection broke.
-    Unreachable(String),
-    /// The host refused us (key, authorization, the command), or we refused
-    /// its key.
-    Refused { reason: String, hint: Hint },
-    /// Ctrl-C ended the run before this host was done.
-    Interrupted,
-}
-
-/// What the summary tells the user to do about a refusal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Hint {
-    None,
-    UnknownHostKey,
-    NotAuthorized,
-}
-
-/// The summary's classes of hosts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Category {
-    Succeeded,
-    Failed,
-    Unreachable,
-    Refused,
-    Interrupted,
-}
-
-impl Category {
-    fn json_name(self) -> &'static str {
-        match self {
-            Category::Succeeded => "success",
-            Category::Failed => "failed",
-            Category::Unreachable => "unreachable",
-            Category::Refused => "refused",
-            Category::Interrupted => "interrupted",
-        }
-    }
-}
-
-impl Outcome {
-    fn from_error(err: ClientError) -> Outcome {
-        match err {
-            ClientError::Connect { .. }
-            | ClientError::Greeting(_)
-            | ClientError::Tls(_)
-            | ClientError::ConnectionLost(_) => Outcome::Unreachable(err.to_string()),
-            ClientError::UnknownHost { .. } | ClientError::HostKeyNotAccepted(_) => {
-                Outcome::Refused {
-                    reason: err.to_string(),
-                    hint: Hint::UnknownHostKey,
-                }
-            }
-            ClientError::NotAuthorized { .. } => Outcome::Refused {
-                // The message carries our key line; once in the summary is
-                // enough, not once per host.
-                reason: "not authorized: the server does not list this client's key".to_owned(),
-                hint: Hint::NotAuthorized,
-            },
-            other => Outcome::Refused {
-                reason: other.to_string(),
-                hint: Hint::None,
-            },
-        }
-    }
-
-    pub(crate) fn category(&self) -> Category {
-        match self {
-            Outcome::Exited(ExitStatus::Code(0)) => Category::Succeeded,
-            Outcome::Exited(ExitStatus::FailedToStart(_)) => Category::Refused,
-            Outcome::Exited(_) => Category::Failed,
-            Outcome::Unreachable(_) => Category::Unreachable,
-            Outcome::Refused { .. } => Category::Refused,
-            Outcome::Interrupted => Category::Interrupted,
-        }
-    }
-
-    /// A few words for the user: `exit 3`, `killed by signal 9`, the error.
-    pub(crate) fn describe(&self) -> String {
-        match self {
-            Outcome::Exited(ExitStatus::Code(code)) => format!("exit {code}"),
-            Outcome::Exited(ExitStatus::Signal(number)) => format!("killed by signal {number}"),
-            Outcome::Exited(ExitStatus::TimedOut) => "timed out".to_owned(),
-            Outcome::Exited(ExitStatus::FailedToStart(reason)) => {
-                format!("failed to start: {reason}")
-            }
-            Outcome::Unreachable(reason) | Outcome::Refused { reason, .. } => reason.clone(),
-            Outcome::Interrupted => "interrupted".to_owned(),
-        }
-    }
-
-    /// This host's part of the exit code (see the module docs).
-    fn exit_byte(&self) -> u8 {
-        match self {
-            Outcome::Exited(ExitStatus::Code(code)) => (*code & 0xff) as u8,
-            Outcome::Exited(ExitStatus::Signal(number)) => 128u8.saturating_add(*number),
-            Outcome::Exited(ExitStatus::TimedOut) => EXIT_TIMED_OUT,
-            Outcome::Exited(ExitStatus::FailedToStart(_))
-            | Outcome::Unreachable(_)
-            | Outcome::Refused { .. } => EXIT_UNREACHABLE,
-            Outcome::Interrupted => EXIT_INTERRUPTED,
-        }
-    }
-}
-
-/// One host's end.
-#[derive(Debug, Clone)]
-pub(crate) struct HostResult {
-    pub outcome: Outcome,
-    /// From its turn to start to its end.
-    pub duration: Duration,
-}
-
 /// What a host task tells the sink's loop.
 enum Report {
     Output {
@@ -272,31 +123,6 @@ enum Report {
     },
 }
 
-/// The command line's entry: `request` is the command (if one was given),
-/// `dest` whether a DEST was given too (an error with `-H`).
-pub async fn main(
-    fleet: &FleetArgs,
-    request: Option<ExecRequest>,
-    dest: bool,
-    accept_new: bool,
-) -> ExitCode {
-    let request = match (request, dest) {
-        (Some(request), false) => request,
-        (_, true) => return usage("-H/--hosts-file replace DEST; give one or the other"),
-        // The interactive prompt of clush/pdsh is not there yet.
-        (None, false) => return usage("-H/--hosts-file need a command to run"),
-    };
-    match FleetOptions::from_env(accept_new) {
-        Ok(options) => run(fleet, request, options).await,
-        Err(err) => usage(&format!("{err:#}")),
-    }
-}
-
-fn usage(reason: &str) -> ExitCode {
-    eprintln!("rsh-client: {reason}");
-    ExitCode::from(EXIT_UNREACHABLE)
-}
-
 /// Runs `request` on every host of `fleet`; prints their output through the
 /// sink `fleet` asks for, then the summary; returns the exit code (see the
 /// module docs).
@@ -305,7 +131,7 @@ pub async fn run(fleet: &FleetArgs, request: ExecRequest, options: FleetOptions)
         Ok(targets) => targets,
         Err(err) => {
             eprintln!("rsh-client: {err:#}");
-            return ExitCode::from(EXIT_UNREACHABLE);
+            return ExitCode::from(EXIT_RSH_FAILURE);
         }
     };
     let labels: Arc<[String]> = targets.iter().map(|t| t.label.clone()).collect();
@@ -604,157 +430,5 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// The exit code of the run (see the module docs).
-fn exit_code(results: &[HostResult], interrupted: bool) -> u8 {
-    if interrupted {
-        return EXIT_INTERRUPTED;
-    }
-    let unreachable = results.iter().any(|r| {
-        matches!(
-            r.outcome.category(),
-            Category::Unreachable | Category::Refused
-        )
-    });
-    if unreachable {
-        return EXIT_UNREACHABLE;
-    }
-    results
-        .iter()
-        .map(|r| r.outcome.exit_byte())
-        .max()
-        .unwrap_or(0)
-}
-
-/// The summary printed on stderr at the end: counts, and each class of
-/// hosts as a compressed hostlist.
-fn summary(labels: &[String], results: &[HostResult]) -> String {
-    use std::fmt::Write;
-    let of = |wanted: Category| -> Vec<&str> {
-        results
-            .iter()
-            .zip(labels)
-            .filter(|(r, _)| r.outcome.category() == wanted)
-            .map(|(_, label)| label.as_str())
-            .collect()
-    };
-    let classes = [
-        (Category::Succeeded, "succeeded"),
-        (Category::Failed, "failed (non-zero status)"),
-        (Category::Unreachable, "unreachable"),
-        (Category::Refused, "refused"),
-        (Category::Interrupted, "interrupted"),
-    ];
-    let mut text = String::new();
-    let mut counts = Vec::new();
-    let mut lists = String::new();
-    for (category, name) in classes {
-        let hosts = of(category);
-        if hosts.is_empty() && category != Category::Succeeded {
-            continue;
-        }
-        counts.push(format!("{} {name}", hosts.len()));
-        if !hosts.is_empty() {
-            let _ = writeln!(
-                lists,
-                "rsh-client:   {name}: {}",
-                rsh_hostlist::compress(&hosts)
-            );
-        }
-    }
-    let _ = writeln!(
-        text,
-        "rsh-client: {} hosts: {}",
-        results.len(),
-        counts.join(", ")
-    );
-    text.push_str(&lists);
-    let hinted = |wanted: Hint| -> Vec<&str> {
-        results
-            .iter()
-            .zip(labels)
-            .filter(|(r, _)| matches!(r.outcome, Outcome::Refused { hint, .. } if hint == wanted))
-            .map(|(_, label)| label.as_str())
-            .collect()
-    };
-    let unknown = hinted(Hint::UnknownHostKey);
-    if !unknown.is_empty() {
-        let _ = writeln!(
-            text,
-            "rsh-client: host keys not in known_hosts: {}; compare each with `rsh-server --fingerprint` on that host, then rerun with --accept-new to record them",
-            rsh_hostlist::compress(&unknown)
-        );
-    }
-    let unauthorized = hinted(Hint::NotAuthorized);
-    if !unauthorized.is_empty() {
-        let _ = writeln!(
-            text,
-            "rsh-client: this client's key is not in the authorized_keys of: {}; add the line `rsh-client --fingerprint` prints there",
-            rsh_hostlist::compress(&unauthorized)
-        );
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn result(outcome: Outcome) -> HostResult {
-        HostResult {
-            outcome,
-            duration: Duration::ZERO,
-        }
-    }
-
-    #[test]
-    fn exit_code_is_the_largest_status_or_255() {
-        let code =
-            |o: Vec<Outcome>| exit_code(&o.into_iter().map(result).collect::<Vec<_>>(), false);
-        let exited = |c| Outcome::Exited(ExitStatus::Code(c));
-        assert_eq!(code(vec![exited(0), exited(0)]), 0);
-        assert_eq!(code(vec![exited(3), exited(0), exited(7)]), 7);
-        assert_eq!(
-            code(vec![exited(1), Outcome::Exited(ExitStatus::Signal(9))]),
-            137
-        );
-        assert_eq!(
-            code(vec![exited(0), Outcome::Exited(ExitStatus::TimedOut)]),
-            124
-        );
-        assert_eq!(
-            code(vec![exited(7), Outcome::Unreachable("down".to_owned())]),
-            255
-        );
-    }
-
-    #[test]
-    fn summary_names_each_class_as_a_hostlist() {
-        let labels: Vec<String> = (1..=5).map(|n| format!("n{n}")).collect();
-        let results: Vec<HostResult> = [
-            Outcome::Exited(ExitStatus::Code(0)),
-            Outcome::Exited(ExitStatus::Code(0)),
-            Outcome::Exited(ExitStatus::Code(2)),
-            Outcome::Unreachable("down".to_owned()),
-            Outcome::from_error(ClientError::UnknownHost {
-                host_port: "n5:7022".to_owned(),
-                fingerprint: "SHA256:x".to_owned(),
-            }),
-        ]
-        .into_iter()
-        .map(result)
-        .collect();
-        let text = summary(&labels, &results);
-        assert!(
-            text.contains(
-                "5 hosts: 2 succeeded, 1 failed (non-zero status), 1 unreachable, 1 refused"
-            ),
-            "{text}"
-        );
-        assert!(text.contains("succeeded: n[1-2]\n"), "{text}");
-        assert!(text.contains("unreachable: n4\n"), "{text}");
-        assert!(text.contains("host keys not in known_hosts: n5;"), "{text}");
     }
 }

@@ -8,7 +8,7 @@
 //!   under one header (`clush -b`'s style).
 //! - [`JsonSink`]: one JSON object per host, a line each.
 
-use super::{HostResult, Outcome, Stream};
+use super::outcome::{HostResult, Outcome, Stream};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -134,6 +134,31 @@ impl<O: Write, E: Write> Sink for LiveSink<O, E> {
     }
 }
 
+/// Each running host's whole output, held until the host is done: the
+/// sinks that print a host only at its end ([`GatherSink`], [`JsonSink`])
+/// share it.
+#[derive(Default)]
+struct HeldOutput {
+    running: HashMap<usize, (BytesMut, BytesMut)>,
+}
+
+impl HeldOutput {
+    /// `data` arrived from `host` on `stream`.
+    fn hold(&mut self, host: usize, stream: Stream, data: &[u8]) {
+        let (out, err) = self.running.entry(host).or_default();
+        match stream {
+            Stream::Stdout => out.extend_from_slice(data),
+            Stream::Stderr => err.extend_from_slice(data),
+        }
+    }
+
+    /// `host`'s whole (stdout, stderr), now that it is done.
+    fn take(&mut self, host: usize) -> (Bytes, Bytes) {
+        let (out, err) = self.running.remove(&host).unwrap_or_default();
+        (out.freeze(), err.freeze())
+    }
+}
+
 /// What makes two hosts' results the same for `--gather`.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct GroupKey {
@@ -153,7 +178,7 @@ pub(crate) struct GatherSink<O: Write, E: Write> {
     out: O,
     err: E,
     /// Output of hosts still running.
-    running: HashMap<usize, (BytesMut, BytesMut)>,
+    running: HeldOutput,
     groups: HashMap<GroupKey, Vec<usize>>,
     /// Why hosts without output ended (unreachable, refused), printed at
     /// the end with the rest.
@@ -166,7 +191,7 @@ impl<O: Write, E: Write> GatherSink<O, E> {
             labels,
             out,
             err,
-            running: HashMap::new(),
+            running: HeldOutput::default(),
             groups: HashMap::new(),
             errors: Vec::new(),
         }
@@ -181,16 +206,12 @@ fn header(text: &str) -> String {
 
 impl<O: Write, E: Write> Sink for GatherSink<O, E> {
     fn output(&mut self, host: usize, stream: Stream, data: &Bytes) -> io::Result<()> {
-        let (out, err) = self.running.entry(host).or_default();
-        match stream {
-            Stream::Stdout => out.extend_from_slice(data),
-            Stream::Stderr => err.extend_from_slice(data),
-        }
+        self.running.hold(host, stream, data);
         Ok(())
     }
 
     fn done(&mut self, host: usize, result: &HostResult) -> io::Result<()> {
-        let (stdout, stderr) = self.running.remove(&host).unwrap_or_default();
+        let (stdout, stderr) = self.running.take(host);
         match &result.outcome {
             Outcome::Exited(status)
                 if !matches!(status, rsh_proto::ExitStatus::FailedToStart(_)) =>
@@ -200,8 +221,8 @@ impl<O: Write, E: Write> Sink for GatherSink<O, E> {
                         rsh_proto::ExitStatus::Code(0) => None,
                         _ => Some(result.outcome.describe()),
                     },
-                    stdout: stdout.freeze(),
-                    stderr: stderr.freeze(),
+                    stdout,
+                    stderr,
                 };
                 self.groups.entry(key).or_default().push(host);
             }
@@ -260,7 +281,7 @@ impl<O: Write, E: Write> Sink for GatherSink<O, E> {
 pub(crate) struct JsonSink<O: Write> {
     labels: Arc<[String]>,
     out: O,
-    running: HashMap<usize, (BytesMut, BytesMut)>,
+    running: HeldOutput,
 }
 
 impl<O: Write> JsonSink<O> {
@@ -268,7 +289,7 @@ impl<O: Write> JsonSink<O> {
         JsonSink {
             labels,
             out,
-            running: HashMap::new(),
+            running: HeldOutput::default(),
         }
     }
 }
@@ -308,16 +329,12 @@ fn encode(data: &[u8]) -> (String, &'static str) {
 
 impl<O: Write> Sink for JsonSink<O> {
     fn output(&mut self, host: usize, stream: Stream, data: &Bytes) -> io::Result<()> {
-        let (out, err) = self.running.entry(host).or_default();
-        match stream {
-            Stream::Stdout => out.extend_from_slice(data),
-            Stream::Stderr => err.extend_from_slice(data),
-        }
+        self.running.hold(host, stream, data);
         Ok(())
     }
 
     fn done(&mut self, host: usize, result: &HostResult) -> io::Result<()> {
-        let (stdout, stderr) = self.running.remove(&host).unwrap_or_default();
+        let (stdout, stderr) = self.running.take(host);
         let (stdout, stdout_encoding) = encode(&stdout);
         let (stderr, stderr_encoding) = encode(&stderr);
         let (mut exit, mut signal, mut timed_out, mut error) = (None, None, false, None);

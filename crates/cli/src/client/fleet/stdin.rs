@@ -3,8 +3,8 @@
 //! hosts, late hosts start after stdin has ended, so it is kept whole in
 //! memory for the run, as `clush` does).
 
-use crate::StdinWriter;
 use bytes::{Bytes, BytesMut};
+use rsh_client::{StdinWriter, MAX_STDIN_CHUNK};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
@@ -35,8 +35,8 @@ impl StdinTape {
     async fn read_all<R: AsyncRead + Unpin>(self: Arc<Self>, mut input: R) {
         let mut buf = BytesMut::new();
         loop {
-            if buf.capacity() < crate::MAX_STDIN_CHUNK {
-                buf.reserve(4 * crate::MAX_STDIN_CHUNK);
+            if buf.capacity() < MAX_STDIN_CHUNK {
+                buf.reserve(4 * MAX_STDIN_CHUNK);
             }
             match input.read_buf(&mut buf).await {
                 // A read error ends stdin for the hosts as end of file would;
