@@ -97,42 +97,37 @@ fn a_restart_only_setting_is_reported_on_reload() {
     );
 }
 
+/// The rules as they were before the settings were declared in one place
+/// (settings added since are not listed: adding one costs no edit here).
 #[test]
-fn reload_rules_are_todays() {
-    let rule = |wanted: Reload| -> Vec<String> {
-        Settings::FIELDS
+fn reload_rules_are_as_before() {
+    use Reload::{NewConnections, Restart};
+    let rules = [
+        ("listen", Restart),
+        ("max-startups", Restart),
+        ("max-silent", Restart),
+        ("max-queued", Restart),
+        ("max-connections", Restart),
+        ("ready-file", Restart),
+        ("stdin-budget", Restart),
+        ("log-format", Restart),
+        ("log-level", Restart),
+        ("handshake-timeout", NewConnections),
+        ("keepalive", NewConnections),
+        ("frame-timeout", NewConnections),
+        ("shell", NewConnections),
+        ("max-commands", NewConnections),
+        ("shutdown-grace", NewConnections),
+        ("kill-grace", NewConnections),
+        ("linger", NewConnections),
+    ];
+    for (key, wanted) in rules {
+        let declared = Settings::FIELDS
             .iter()
-            .filter(|(_, rule)| *rule == wanted)
-            .map(|(field, _)| file_key(field))
-            .collect()
-    };
-    assert_eq!(
-        rule(Reload::Restart),
-        [
-            "listen",
-            "max-startups",
-            "max-silent",
-            "max-queued",
-            "max-connections",
-            "ready-file",
-            "stdin-budget",
-            "log-format",
-            "log-level",
-        ]
-    );
-    assert_eq!(
-        rule(Reload::NewConnections),
-        [
-            "handshake-timeout",
-            "keepalive",
-            "frame-timeout",
-            "shell",
-            "max-commands",
-            "shutdown-grace",
-            "kill-grace",
-            "linger",
-        ]
-    );
+            .find(|(field, _)| file_key(field) == key)
+            .map(|(_, rule)| *rule);
+        assert_eq!(declared, Some(wanted), "{key}");
+    }
 }
 
 /// Each declared setting is a file key, and each command-line-only field is
