@@ -41,10 +41,10 @@
 //! - A config file writable by group or others is refused, as ssh refuses it.
 //!
 //! Parsing reads files (and the directories of `Include` globs) and nothing
-//! else; resolution is pure. The parts: [`parse`] (lines, values, `Host`
-//! blocks and `Include`), [`keywords`] (what rsh acts on, what it ignores),
-//! [`matching`] (`Host` patterns, `Include` globs), [`tokens`] (`%`
-//! expansion), [`error`] (where a line came from, what was wrong with it).
+//! else; resolution is pure. The parts: `parse` (lines, values, `Host`
+//! blocks and `Include`), `keywords` (what rsh acts on, what it ignores),
+//! `matching` (`Host` patterns, `Include` globs), `tokens` (`%`
+//! expansion), `error` (where a line came from, what was wrong with it).
 //!
 //! # Why not a crate
 //! `ssh2-config` (0.9, the maintained one on crates.io, checked for issue 17)
