@@ -23,7 +23,8 @@ pub fn render(command: &Command, extra: &[Section]) -> std::io::Result<Vec<u8>> 
 }
 
 /// `.SH SYNOPSIS` as ssh(1) writes it: `[-p PORT]`, `[-v]...`,
-/// `[-c|--command COMMAND]`, then the operands.
+/// `[-c|--command COMMAND]`, then the operands; an option and its value are
+/// joined by an unbreakable space, so a line never ends between them.
 pub fn synopsis(command: &Command) -> String {
     let mut words = vec![bold(command.get_name())];
     for arg in command.get_arguments().filter(|a| !a.is_hide_set()) {
@@ -41,7 +42,7 @@ pub fn synopsis(command: &Command) -> String {
             (None, None) => continue,
         };
         let value = value_names(arg)
-            .map(|v| format!(" {}", italic(&v)))
+            .map(|v| format!("\\ {}", italic(&v)))
             .unwrap_or_default();
         let repeat = if matches!(arg.get_action(), ArgAction::Count) {
             "..."
@@ -64,7 +65,8 @@ pub fn synopsis(command: &Command) -> String {
         };
         words.push(format!("{open}{}{close}{many}", italic(&name)));
     }
-    format!(".SH SYNOPSIS\n{}\n", words.join(" "))
+    // Not hyphenated nor justified: option names stay whole.
+    format!(".SH SYNOPSIS\n.nh\n.ad l\n{}\n.ad\n.hy\n", words.join(" "))
 }
 
 /// The value names an option takes (`PORT`, `KEY=VALUE`), if it takes any.
@@ -140,9 +142,9 @@ mod tests {
     fn synopsis_names_option_values() {
         let synopsis = synopsis(&rsh_client::cli::command());
         for expected in [
-            "[\\fB\\-c\\fR|\\fB\\-\\-command\\fR \\fICOMMAND\\fR]",
-            "[\\fB\\-p\\fR \\fIPORT\\fR]",
-            "[\\fB\\-o\\fR \\fIKEY=VALUE\\fR]",
+            "[\\fB\\-c\\fR|\\fB\\-\\-command\\fR\\ \\fICOMMAND\\fR]",
+            "[\\fB\\-p\\fR\\ \\fIPORT\\fR]",
+            "[\\fB\\-o\\fR\\ \\fIKEY=VALUE\\fR]",
             "[\\fB\\-v\\fR]...",
             "[\\fB\\-\\-gather\\fR]",
             "[\\fIDEST\\fR] [\\fICOMMAND\\fR]...",
