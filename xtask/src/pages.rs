@@ -71,7 +71,7 @@ const SERVER: &[Section] = &[
     Section {
         title: "FILES",
         blocks: &[
-            Block::Item("`$RSH_HOME`", "The server's directory, ~/.rsh unless RSH_HOME is set; created with mode 0700. It and every directory above it must be owned by the server's user or root and not writable by group or others (sticky directories such as /tmp are fine), or the keys are not used."),
+            Block::Item("`$RSH_HOME`", "The server's directory, ~/.rsh unless RSH_HOME is set; created with mode 0700. It and every directory above it must be owned by the server's user or root and not writable by group or others (sticky directories such as /tmp are fine), as sshd's StrictModes: otherwise the server refuses to start, or, if that changes later, refuses the connection and logs why."),
             Block::Item("`$RSH_HOME/rsh.sock`", "The default endpoint, a Unix socket with mode 0600 that admits only the server's own user (checked by peer credentials)."),
             Block::Item("`$RSH_HOME/host_key`", "The server's key for TLS, created with mode 0600 on first start; `--fingerprint` prints it as known_hosts records it."),
             Block::Item("`$RSH_HOME/authorized_keys`", "The client keys admitted over TCP, one `SHA256:... comment` line each (as `rsh-client --fingerprint` prints them); re-read on every connection; a malformed line is logged and skipped; a missing file admits nobody."),
