@@ -3,9 +3,17 @@
 //! `target/dist/{man,completions}`, generated from the same clap `Command`
 //! the binaries parse with, so they cannot drift from `--help`. The Debian
 //! package (`cargo deb`) installs them from there.
+//!
+//! [`man`] renders the pages (with a SYNOPSIS that names option values, and
+//! the sections of [`pages`]); [`completion`] adds host names to
+//! `rsh-client`'s bash and zsh completions.
+
+mod completion;
+mod man;
+mod pages;
 
 use anyhow::Context;
-use clap_complete::Shell;
+use clap_complete::{Generator, Shell};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -50,19 +58,20 @@ fn dist(out: &Path) -> anyhow::Result<()> {
     for command in commands() {
         let name = command.get_name().to_owned();
         let path = man.join(format!("{name}.1"));
-        let mut page = Vec::new();
-        clap_mangen::Man::new(command.clone())
-            .render(&mut page)
+        let page = man::render(&command, pages::sections(&name))
             .with_context(|| format!("rendering the man page of {name}"))?;
-        std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
-        println!("{}", path.display());
+        write(&path, &page)?;
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-            let mut command = command.clone();
-            let path = clap_complete::generate_to(shell, &mut command, &name, &completions)
-                .with_context(|| format!("writing {shell} completions of {name}"))?;
-            println!("{}", path.display());
+            let path = completions.join(shell.file_name(&name));
+            write(&path, &completion::generate(shell, &command))?;
         }
     }
+    Ok(())
+}
+
+fn write(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("{}", path.display());
     Ok(())
 }
 

@@ -1,9 +1,11 @@
 //! The rsh wire format: the handshake, the frame types and a tokio-util codec.
 //!
-//! This crate is pure: it turns bytes into [`Frame`]s and back, and owns the
-//! rules every peer must follow (frame limit, channel ids, flow-control
-//! windows). It opens no sockets and runs no processes, so any transport (a
-//! Unix socket, TLS over TCP, an in-memory pipe in a test) can carry it.
+//! This crate turns bytes into [`Frame`]s and back, and owns the rules every
+//! peer must follow (frame limit, channel ids, flow-control windows); its
+//! [`io`] module does the I/O both peers share (the greeting exchange, the
+//! frame writer) over any async byte stream. It opens no sockets and runs no
+//! processes, so any transport (a Unix socket, TLS over TCP, an in-memory
+//! pipe in a test) can carry it.
 //!
 //! The byte-level specification lives in `docs/PROTOCOL.md`; this crate is its
 //! reference implementation.

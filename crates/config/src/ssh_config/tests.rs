@@ -1,4 +1,7 @@
+use super::matching::glob_match;
+use super::parse::{parse_time, split_args};
 use super::*;
+use std::os::unix::fs::PermissionsExt;
 
 fn parse(text: &str) -> ClientConfig {
     ClientConfig::parse_with_base(text, Path::new("config"), Path::new("/nonexistent"))
