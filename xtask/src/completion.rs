@@ -224,7 +224,7 @@ mod tests {
             "wedge.example,10.0.0.1 ssh-ed25519 AAAA\n|1|hashed ssh-rsa AAAA\n",
         );
         let script = home.join("rsh-client.bash");
-        std::fs::write(&script, generate(Shell::Bash, &rsh_client::cli::command())).expect("write");
+        std::fs::write(&script, generate(Shell::Bash, &rsh_cli::client::command())).expect("write");
         let all = "web1.example web2.example webalias wedge.example west";
         for (line, expected) in [
             ("rsh-client we", all),

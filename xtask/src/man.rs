@@ -140,7 +140,7 @@ mod tests {
     /// operands follow, as in ssh(1)'s synopsis.
     #[test]
     fn synopsis_names_option_values() {
-        let synopsis = synopsis(&rsh_client::cli::command());
+        let synopsis = synopsis(&rsh_cli::client::command());
         for expected in [
             "[\\fB\\-c\\fR|\\fB\\-\\-command\\fR\\ \\fICOMMAND\\fR]",
             "[\\fB\\-p\\fR\\ \\fIPORT\\fR]",
@@ -156,7 +156,7 @@ mod tests {
 
     #[test]
     fn pages_have_the_sections_people_look_for() {
-        for command in [rsh_client::cli::command(), rsh_server::cli::command()] {
+        for command in [rsh_cli::client::command(), rsh_cli::server::command()] {
             let name = command.get_name().to_owned();
             let page = render(&command, crate::pages::sections(&name)).expect("render");
             let page = String::from_utf8(page).expect("utf-8");
