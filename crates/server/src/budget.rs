@@ -16,6 +16,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct StdinBudget {
     free: Arc<Window>,
+    /// What the budget started with (for [`StdinBudget::in_use`]).
+    #[cfg(test)]
     total: u64,
 }
 
@@ -25,11 +27,13 @@ impl StdinBudget {
         let total = total.max(1);
         StdinBudget {
             free: Arc::new(Window::new(total)),
+            #[cfg(test)]
             total,
         }
     }
 
     /// Bytes currently held by channels.
+    #[cfg(test)]
     pub fn in_use(&self) -> u64 {
         self.total.saturating_sub(self.free.available())
     }

@@ -29,11 +29,6 @@ impl Server {
         }
     }
 
-    /// The server-wide stdin budget, to watch how much of it is in use.
-    pub fn stdin_budget(&self) -> StdinBudget {
-        self.stdin_budget.clone()
-    }
-
     /// Settings to follow while running (a reload on SIGHUP): each new
     /// connection takes the latest value; running connections and their
     /// commands keep the settings they started with. `max_connections` is
