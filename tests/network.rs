@@ -116,13 +116,20 @@ fn pre_auth_closes_are_summarised_not_logged_one_by_one() {
     let silent: Vec<std::net::TcpStream> = (0..200)
         .map(|_| std::net::TcpStream::connect(&server.dest).expect("connect"))
         .collect();
-    let summary = server.wait_for_log("pre-auth summary:");
-    assert!(summary.contains("silent_evicted="), "{summary}");
-    assert!(summary.contains("127.0.0.1="), "{summary}");
+    // The summary is the event that counts closes by reason and source.
+    let summary = server.wait_for_event(|ev| ev.field("reasons").is_some());
+    assert!(
+        summary.text("reasons").contains("silent_evicted="),
+        "{summary}"
+    );
+    assert!(
+        summary.text("top_sources").contains("127.0.0.1="),
+        "{summary}"
+    );
     let lines = server
-        .log()
+        .events()
         .iter()
-        .filter(|line| line.contains("too many silent connections"))
+        .filter(|ev| ev.has("reason", "silent_evicted"))
         .count();
     assert!(lines <= 1, "{lines} lines for one source");
     drop(silent);
@@ -181,9 +188,10 @@ fn refused_requests_do_not_flood_the_log() {
     drop(stream);
     let _ = drain.join();
     let lines = server
-        .log()
+        .events()
         .iter()
-        .filter(|line| line.contains("refusing command"))
+        // A refusal names the channel and the kind of error.
+        .filter(|ev| ev.field("channel").is_some() && ev.field("kind").is_some())
         .count();
     assert!(lines <= 20, "{lines} log lines for 10,000 refusals");
 }
@@ -203,7 +211,7 @@ fn half_sent_frame_is_closed_and_others_are_served() {
     // Bounded by the read timeout: the server's error frame, then EOF.
     let read = stream.read_to_end(&mut rest);
     assert!(read.is_ok(), "the server closes the connection: {read:?}");
-    server.wait_for_log("half-received");
+    server.wait_for_event(|ev| ev.text("cause").contains("half-received"));
     let out = server.run("echo after", b"");
     assert_eq!(out.stdout, b"after\n", "{}", stderr(&out));
 }

@@ -58,8 +58,8 @@ fn authorized_client_works_on_ipv4_and_ipv6() {
         .expect("known_hosts");
     assert!(known.contains(&dest), "{known}");
     // The command log names the key that ran it.
-    let line = server.wait_for_log("command finished");
-    assert!(line.contains("SHA256:") && line.contains("user="), "{line}");
+    let event = server.wait_for_command_finished();
+    assert!(event.text("user").contains("SHA256:"), "{event}");
 }
 
 #[test]
@@ -89,11 +89,8 @@ fn unknown_client_key_is_refused_and_nothing_runs() {
     assert!(!marker.exists(), "the command ran");
     let stranger_key = util::client_fingerprint(stranger.path());
     let fingerprint = stranger_key.split_whitespace().next().expect("fingerprint");
-    let line = server.wait_for_log("client key not in authorized_keys");
-    assert!(
-        line.contains(fingerprint) && line.contains("peer=127.0.0.1:"),
-        "{line}"
-    );
+    let event = server.wait_for_event(|ev| ev.has("fingerprint", fingerprint));
+    assert!(event.text("peer").starts_with("127.0.0.1:"), "{event}");
 
     // Authorizing it takes effect on the next connection, no restart.
     let mut keys = std::fs::OpenOptions::new()
@@ -107,8 +104,9 @@ fn unknown_client_key_is_refused_and_nothing_runs() {
     );
     assert_eq!(out.stdout, b"welcome\n", "{}", stderr(&out));
     // Line 1 is a comment, line 2 the test client's key, line 3 the bad one.
-    let warning = server.wait_for_log("skipping malformed authorized_keys line");
-    assert!(warning.contains("line=3"), "{warning}");
+    let warning =
+        server.wait_for_event(|ev| ev.field("line").is_some() && ev.field("path").is_some());
+    assert!(warning.has("line", "3"), "{warning}");
 }
 
 #[test]
@@ -123,7 +121,7 @@ fn client_without_certificate_is_refused() {
     });
     let err = result.expect_err("a client without a certificate must not get in");
     assert!(err.to_string().contains("CertificateRequired"), "{err}");
-    server.wait_for_log("TLS handshake failed");
+    server.wait_for_event(|ev| ev.has("reason", "handshake_failed"));
 }
 
 #[test]
@@ -256,7 +254,7 @@ fn handshake_timeout_closes_silent_connections() {
     let mut buf = [0u8; 16];
     let n = silent.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "server closes a silent connection");
-    server.wait_for_log("no TLS handshake started in time");
+    server.wait_for_event(|ev| ev.has("reason", "silent_timeout"));
 }
 
 #[test]
@@ -396,7 +394,9 @@ fn silent_strangers_cannot_lock_out_users() {
         .map(|_| std::net::TcpStream::connect(&server.dest).expect("silent connection"))
         .collect();
     // On its own line or in the pre-auth summary.
-    server.wait_for_log("silent_evicted");
+    server.wait_for_event(|ev| {
+        ev.has("reason", "silent_evicted") || ev.text("reasons").contains("silent_evicted")
+    });
     for _ in 0..3 {
         let out = util::run_with_stdin(
             client(server.client_home.path(), &listen_unix).args(["-c", "echo local"]),
@@ -455,7 +455,10 @@ fn authorized_keys_writable_by_others_is_not_trusted() {
     let out = server.run("echo should not run", b"");
     assert_eq!(out.status.code(), Some(255));
     assert!(out.stdout.is_empty());
-    server.wait_for_log("writable by group/others (mode 0666)");
+    server.wait_for_event(|ev| {
+        ev.text("error")
+            .contains("writable by group/others (mode 0666)")
+    });
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     assert_eq!(
         server.run("echo trusted again", b"").stdout,
@@ -481,7 +484,9 @@ fn stalled_handshakes_cannot_lock_out_users() {
         })
         .collect();
     // On its own line or in the pre-auth summary.
-    server.wait_for_log("stalled");
+    server.wait_for_event(|ev| {
+        ev.has("reason", "stalled") || ev.text("reasons").contains("stalled=")
+    });
     let out = server.run("echo through", b"");
     assert_eq!(out.stdout, b"through\n", "{}", stderr(&out));
     drop(stalled);

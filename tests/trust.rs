@@ -143,10 +143,8 @@ fn trust_is_checked_again_for_every_connection() {
     chmod(home, 0o777);
     let out = server.run(&touch, b"");
     assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
-    server.wait_for_log(&format!(
-        "{}: writable by group/others (mode 0777)",
-        home.display()
-    ));
+    let refused = format!("{}: writable by group/others (mode 0777)", home.display());
+    server.wait_for_event(|ev| ev.text("error").contains(&refused));
     chmod(home, 0o700);
 
     if running_as_root("trust_is_checked_again_for_every_connection (foreign owner)") {
@@ -160,7 +158,8 @@ fn trust_is_checked_again_for_every_connection() {
         std::fs::rename(&planted, &keys).expect("mv -f");
         let out = server.run(&touch, b"");
         assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
-        server.wait_for_log(&format!("{}: owned by uid {NOBODY}", keys.display()));
+        let refused = format!("{}: owned by uid {NOBODY}", keys.display());
+        server.wait_for_event(|ev| ev.text("error").contains(&refused));
         std::os::unix::fs::chown(&keys, Some(0), None).expect("chown back");
 
         // A link into a sticky, world-writable directory where the other
@@ -178,10 +177,11 @@ fn trust_is_checked_again_for_every_connection() {
         // Root's own file there is still refused: its directory is writable.
         let out = server.run(&touch, b"");
         assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
-        server.wait_for_log(&format!(
+        let refused = format!(
             "{}: writable by group/others (mode 1777)",
             drop_box.path().display()
-        ));
+        );
+        server.wait_for_event(|ev| ev.text("error").contains(&refused));
         std::fs::remove_file(&keys).expect("rm link");
         std::fs::copy(&target, &keys).expect("copy back");
     }
@@ -203,7 +203,12 @@ fn authorized_keys_fifo_does_not_freeze_the_server() {
     let socket = sockets.path().join("rsh.sock");
     let unix = format!("unix:{}", socket.display());
     let mut server = TestServer::start_with(Transport::Tls, &["--listen", &unix]);
-    server.wait_for_log(&format!("endpoint={unix}"));
+    // Ready means listening on every endpoint.
+    assert!(
+        server.ready.endpoints.iter().any(|e| e.to_string() == unix),
+        "{:?}",
+        server.ready.endpoints
+    );
     let keys = server.home.path().join("authorized_keys");
     let authorized = std::fs::read(&keys).expect("read authorized_keys");
     std::fs::remove_file(&keys).expect("rm");
@@ -224,7 +229,7 @@ fn authorized_keys_fifo_does_not_freeze_the_server() {
                 .expect("spawn client")
         })
         .collect();
-    server.wait_for_log("not a regular file (a FIFO)");
+    server.wait_for_event(|ev| ev.text("error").contains("not a regular file (a FIFO)"));
 
     let out = crate::util::run_with_stdin(
         Command::new(crate::util::client_bin())

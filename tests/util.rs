@@ -5,6 +5,7 @@
 //! conveniences (panics instead of errors, one body per transport).
 #![allow(dead_code)]
 
+pub use rsh_harness::LogEvent;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -76,9 +77,21 @@ impl TestServer {
         Self::start_with(transport, &[])
     }
 
-    /// A server for `transport` (its endpoint first), with `extra_args`.
+    /// A server for `transport` (its endpoint first), with `extra_args`,
+    /// logging JSON (see [`TestServer::wait_for_event`]).
     pub fn start_with(transport: Transport, extra_args: &[&str]) -> TestServer {
+        Self::start_logging(transport, extra_args, true)
+    }
+
+    /// A server logging the human-readable text (for tests of that text),
+    /// with `extra_args`.
+    pub fn start_text_log(transport: Transport, extra_args: &[&str]) -> TestServer {
+        Self::start_logging(transport, extra_args, false)
+    }
+
+    fn start_logging(transport: Transport, extra_args: &[&str], json_log: bool) -> TestServer {
         let inner = rsh_harness::ServerBuilder::new(&binaries())
+            .json_log(json_log)
             .unix(transport == Transport::Unix)
             .tls(transport == Transport::Tls)
             .args([
@@ -110,11 +123,30 @@ impl TestServer {
         self.dest.parse().expect("valid endpoint")
     }
 
-    /// Blocks until a log line containing `needle` appears (bounded).
-    pub fn wait_for_log(&self, needle: &str) -> String {
+    /// Blocks until the server logs an event for which `wanted` holds
+    /// (bounded by [`WAIT`]): matched on the event's fields, never on the
+    /// wording of its message.
+    pub fn wait_for_event(&self, wanted: impl Fn(&LogEvent) -> bool) -> LogEvent {
         self.inner
-            .wait_for_log(needle, WAIT)
+            .wait_for_event(wanted, WAIT)
             .unwrap_or_else(|err| panic!("{err:#}"))
+    }
+
+    /// The first `command finished` event (bounded wait).
+    pub fn wait_for_command_finished(&self) -> LogEvent {
+        self.wait_for_event(|ev| ev.message() == "command finished")
+    }
+
+    /// SIGTERMs the server, waits for it to exit (which it must, with
+    /// success) and returns its whole log.
+    pub fn stop_and_read_log(&mut self) -> Vec<String> {
+        let status = self.terminate();
+        assert!(status.success(), "server exit status {status:?}");
+        assert!(
+            self.inner.wait_log_closed(WAIT),
+            "the server's stderr closes"
+        );
+        self.log()
     }
 
     pub fn pid(&self) -> u32 {

@@ -169,7 +169,7 @@ fn hand_rolled_version_1_client_still_works() {
         ),
         "{frames:?}"
     );
-    server.wait_for_log("unknown frame type 0x06");
+    server.wait_for_event(|ev| ev.text("cause").contains("unknown frame type 0x06"));
     assert_eq!(server.run("echo alive", b"").stdout, b"alive\n");
 }
 
