@@ -196,24 +196,26 @@ fn refused_requests_do_not_flood_the_log() {
     assert!(lines <= 20, "{lines} log lines for 10,000 refusals");
 }
 
-/// A frame whose first bytes arrive and whose rest never does ends the
-/// connection after the frame timeout, with a logged reason; other clients
-/// are served meanwhile and after.
+/// A frame whose first bytes arrive and whose rest never does holds only its
+/// own connection: other clients are served meanwhile. (That the frame
+/// timeout then closes it, with the reason, is `protocol`'s paused-time
+/// test.)
 #[test]
-fn half_sent_frame_is_closed_and_others_are_served() {
-    let server = TestServer::start_with(Transport::Unix, &["--frame-timeout", "1"]);
+fn half_sent_frame_holds_only_its_own_connection() {
+    let server = TestServer::start(Transport::Unix);
     let mut stream = raw_connection(&server);
     // Three bytes of a frame header, then nothing.
     stream.write_all(&[0, 0, 0]).expect("partial header");
-    let out = server.run("echo meanwhile", b"");
-    assert_eq!(out.stdout, b"meanwhile\n", "{}", stderr(&out));
-    let mut rest = Vec::new();
-    // Bounded by the read timeout: the server's error frame, then EOF.
-    let read = stream.read_to_end(&mut rest);
-    assert!(read.is_ok(), "the server closes the connection: {read:?}");
-    server.wait_for_event(|ev| ev.text("cause").contains("half-received"));
-    let out = server.run("echo after", b"");
-    assert_eq!(out.stdout, b"after\n", "{}", stderr(&out));
+    for word in ["meanwhile", "still"] {
+        let out = server.run(&format!("echo {word}"), b"");
+        assert_eq!(
+            out.stdout,
+            format!("{word}\n").as_bytes(),
+            "{}",
+            stderr(&out)
+        );
+    }
+    drop(stream);
 }
 
 /// Timers of established loopback sockets to `port`, from /proc/net/tcp:
