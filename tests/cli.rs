@@ -412,7 +412,7 @@ fn a_vanished_server_ends_the_client_with_255() {
         nix::unistd::geteuid().is_root() && tools.iter().all(|t| std::path::Path::new(t).exists()),
         ip,
     ) else {
-        eprintln!("note: not root, or no unshare/nsenter/ip; keepalive test skipped");
+        crate::util::skip("needs root, unshare, nsenter and ip");
         return;
     };
     let holder = Holder(

@@ -771,7 +771,7 @@ fn readme_usage_matches_help() {
 fn unix_socket_refuses_other_users() {
     let setpriv = std::path::Path::new("/usr/bin/setpriv");
     if !nix::unistd::geteuid().is_root() || !setpriv.exists() {
-        eprintln!("note: not root or no setpriv; peer-credential test skipped");
+        util::skip("needs root and setpriv");
         return;
     }
     let server = TestServer::start(Transport::Unix);
@@ -801,7 +801,7 @@ fn unix_socket_refuses_other_users() {
             .any(|ev| ev.message() == "refusing a peer of another user")
     {
         // The client binary itself is out of nobody's reach (a private target dir).
-        eprintln!("note: nobody cannot reach the client binary; test skipped");
+        util::skip("nobody cannot reach the client binary (a private target dir)");
         return;
     }
     assert_eq!(

@@ -23,7 +23,7 @@ fn running_as_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         true
     } else {
-        eprintln!("{test}: skipped: giving a file to another user needs root");
+        crate::util::skip(&format!("{test}: giving a file to another user needs root"));
         false
     }
 }

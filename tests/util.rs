@@ -256,3 +256,92 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// The tests skipped in this run, with why, for the summary printed when
+/// the test binary exits (libtest has no "skipped": a test that returns
+/// early is reported `ok`, so the summary is what tells them apart).
+static SKIPPED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Marks the running test skipped because `reason` (it should return right
+/// after): a `skipped:` line on stderr now, and a count and list on stderr
+/// when the test binary exits.
+pub fn skip(reason: &str) {
+    let test = std::thread::current()
+        .name()
+        .map_or_else(|| "a test".to_owned(), str::to_owned);
+    eprintln!("skipped: {reason} ({test})");
+    SKIPPED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(format!("{test}: {reason}"));
+    static SUMMARY: std::sync::Once = std::sync::Once::new();
+    SUMMARY.call_once(|| {
+        // SAFETY: `atexit` only stores the pointer of a function that takes
+        // nothing, returns nothing and does not unwind (see below); it runs
+        // once, when the process exits normally (libtest's `exit`).
+        #[allow(unsafe_code)]
+        let registered = unsafe { nix::libc::atexit(print_skip_summary) };
+        if registered != 0 {
+            eprintln!("note: the summary of skipped tests cannot be printed at exit");
+        }
+    });
+}
+
+/// Whether every one of `tools` is on PATH. When one is not, with
+/// `RSH_REQUIRE_TOOLS` set this panics (CI installs them, so a missing one
+/// is a broken CI); else it marks the test skipped ([`skip`]) and returns
+/// false.
+pub fn tools_present(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| find_in_path(tool).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let missing = missing.join(", ");
+    if std::env::var_os("RSH_REQUIRE_TOOLS").is_some() {
+        panic!("{missing} not installed (not on PATH), and RSH_REQUIRE_TOOLS is set");
+    }
+    skip(&format!(
+        "{missing} not installed (.ci/run installs it; RSH_REQUIRE_TOOLS=1 makes this a failure)"
+    ));
+    false
+}
+
+/// The executable `tool` in a directory of PATH.
+pub fn find_in_path(tool: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// Prints how many tests were skipped, and which, after libtest's own
+/// summary. Called by the C library at exit: it must not unwind, so it
+/// neither panics nor waits on a poisoned lock.
+extern "C" fn print_skip_summary() {
+    let skipped = SKIPPED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if skipped.is_empty() {
+        return;
+    }
+    let mut summary = format!(
+        "\n{} test(s) skipped (reported `ok` above, but they did not run):\n",
+        skipped.len()
+    );
+    for line in skipped.iter() {
+        summary.push_str("    ");
+        summary.push_str(line);
+        summary.push('\n');
+    }
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(summary.as_bytes());
+}
