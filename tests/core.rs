@@ -14,7 +14,7 @@ macro_rules! transport_tests {
             $(
                 #[test]
                 fn $name() {
-                    super::runtime().block_on(super::$name(super::Transport::Unix));
+                    super::util::runtime().block_on(super::$name(super::Transport::Unix));
                 }
             )*
         }
@@ -22,7 +22,7 @@ macro_rules! transport_tests {
             $(
                 #[test]
                 fn $name() {
-                    super::runtime().block_on(super::$name(super::Transport::Tls));
+                    super::util::runtime().block_on(super::$name(super::Transport::Tls));
                 }
             )*
         }
@@ -51,14 +51,6 @@ transport_tests!(
     stdin_stops_when_the_command_closes_it,
     dev_null_stdin_reads_as_empty,
 );
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 fn code(output: &std::process::Output) -> i32 {
     output.status.code().expect("client exited normally")
@@ -146,17 +138,7 @@ async fn exit_codes_and_signals(t: Transport) {
 async fn fifty_clients_at_once(t: Transport) {
     let server = TestServer::start(t);
     let children: Vec<_> = (0..50)
-        .map(|i| {
-            server
-                .client()
-                .arg("-c")
-                .arg(format!("echo client-{i}"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn client")
-        })
+        .map(|i| server.spawn_client(&format!("echo client-{i}")))
         .collect();
     for (i, child) in children.into_iter().enumerate() {
         let out = child.wait_with_output().expect("client output");
@@ -823,7 +805,7 @@ fn unix_socket_refuses_other_users() {
 #[test]
 fn max_connections_makes_the_next_client_wait() {
     let server = TestServer::start_with(Transport::Unix, &["--max-connections", "1"]);
-    let rt = runtime();
+    let rt = util::runtime();
     let first = rt.block_on(server.connect());
     let output = rt.block_on(first.run("echo first")).expect("first runs");
     assert_eq!(output.stdout, b"first\n");

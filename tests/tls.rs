@@ -8,22 +8,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// `rsh-client` with its own RSH_HOME.
 fn client(home: &std::path::Path, dest: &str) -> Command {
     let mut command = Command::new(util::client_bin());
     command.env("RSH_HOME", home).arg(dest);
     command
-}
-
-fn port_of(dest: &str) -> u16 {
-    dest.rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port")
 }
 
 #[test]
@@ -37,7 +26,7 @@ fn authorized_client_works_on_ipv4_and_ipv6() {
     };
     let server = TestServer::start_with(Transport::Tls, extra);
     let out = server.run("echo v4", b"");
-    assert_eq!(out.stdout, b"v4\n", "{}", stderr(&out));
+    assert_eq!(out.stdout, b"v4\n", "{}", util::stderr(&out));
     if !has_ipv6 {
         util::skip("no IPv6 loopback here: the ::1 half of this test");
         return;
@@ -53,7 +42,7 @@ fn authorized_client_works_on_ipv4_and_ipv6() {
         client(server.client_home.path(), &dest).args(["--accept-new", "-c", "echo v6"]),
         b"",
     );
-    assert_eq!(out.stdout, b"v6\n", "{}", stderr(&out));
+    assert_eq!(out.stdout, b"v6\n", "{}", util::stderr(&out));
     let known = std::fs::read_to_string(server.client_home.path().join("known_hosts"))
         .expect("known_hosts");
     assert!(known.contains(&dest), "{known}");
@@ -79,12 +68,16 @@ fn unknown_client_key_is_refused_and_nothing_runs() {
         b"",
     );
     assert_eq!(out.status.code(), Some(255));
-    assert!(stderr(&out).contains("not authorized"), "{}", stderr(&out));
+    assert!(
+        util::stderr(&out).contains("not authorized"),
+        "{}",
+        util::stderr(&out)
+    );
     assert_eq!(
-        stderr(&out).lines().count(),
+        util::stderr(&out).lines().count(),
         1,
         "one-line reason: {}",
-        stderr(&out)
+        util::stderr(&out)
     );
     assert!(!marker.exists(), "the command ran");
     let stranger_key = util::client_fingerprint(stranger.path());
@@ -102,7 +95,7 @@ fn unknown_client_key_is_refused_and_nothing_runs() {
         client(stranger.path(), &server.dest).args(["-c", "echo welcome"]),
         b"",
     );
-    assert_eq!(out.stdout, b"welcome\n", "{}", stderr(&out));
+    assert_eq!(out.stdout, b"welcome\n", "{}", util::stderr(&out));
     // Line 1 is a comment, line 2 the test client's key, line 3 the bad one.
     let warning =
         server.wait_for_event(|ev| ev.field("line").is_some() && ev.field("path").is_some());
@@ -112,7 +105,7 @@ fn unknown_client_key_is_refused_and_nothing_runs() {
 #[test]
 fn client_without_certificate_is_refused() {
     let server = TestServer::start(Transport::Tls);
-    let result = runtime().block_on(async {
+    let result = util::current_thread_runtime().block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut tls = probe(&server, &rsh_tls::rustls::version::TLS13).await?;
         tls.write_all(&rsh_proto::Hello::current().encode()).await?;
@@ -127,7 +120,7 @@ fn client_without_certificate_is_refused() {
 #[test]
 fn tls12_is_refused() {
     let server = TestServer::start(Transport::Tls);
-    let result = runtime().block_on(async {
+    let result = util::current_thread_runtime().block_on(async {
         probe(&server, &rsh_tls::rustls::version::TLS12)
             .await
             .map(|_| ())
@@ -147,19 +140,26 @@ fn unknown_host_is_refused_in_batch_mode_and_accept_new_pins_it() {
         b"",
     );
     assert_eq!(out.status.code(), Some(255));
-    assert!(stderr(&out).contains("--accept-new"), "{}", stderr(&out));
+    assert!(
+        util::stderr(&out).contains("--accept-new"),
+        "{}",
+        util::stderr(&out)
+    );
     assert!(!marker.exists(), "nothing runs on an unknown host");
 
     let out = util::run_with_stdin(
         client(server.client_home.path(), &server.dest).args(["--accept-new", "-c", &touch]),
         b"",
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", util::stderr(&out));
     assert!(marker.exists());
     let known_hosts = server.client_home.path().join("known_hosts");
     let known = std::fs::read_to_string(&known_hosts).expect("known_hosts written");
     assert!(
-        known.contains(&format!("127.0.0.1:{} SHA256:", port_of(&server.dest))),
+        known.contains(&format!(
+            "127.0.0.1:{} SHA256:",
+            util::port_of(&server.dest)
+        )),
         "{known}"
     );
     assert_eq!(
@@ -175,7 +175,7 @@ fn unknown_host_is_refused_in_batch_mode_and_accept_new_pins_it() {
         client(server.client_home.path(), &server.dest).args(["-c", "echo pinned"]),
         b"",
     );
-    assert_eq!(out.stdout, b"pinned\n", "{}", stderr(&out));
+    assert_eq!(out.stdout, b"pinned\n", "{}", util::stderr(&out));
 }
 
 #[test]
@@ -203,9 +203,9 @@ fn changed_host_key_is_refused_even_with_accept_new() {
     );
     assert_eq!(out.status.code(), Some(255));
     assert!(
-        stderr(&out).contains("HOST KEY HAS CHANGED"),
+        util::stderr(&out).contains("HOST KEY HAS CHANGED"),
         "{}",
-        stderr(&out)
+        util::stderr(&out)
     );
     assert!(!marker.exists(), "nothing runs against a changed host key");
     let known = std::fs::read_to_string(server.client_home.path().join("known_hosts"))
@@ -231,7 +231,7 @@ fn silent_connections_do_not_starve_authorized_clients() {
         .map(|_| std::net::TcpStream::connect(&server.dest).expect("silent connection"))
         .collect();
     let out = server.run("echo through", b"");
-    assert_eq!(out.stdout, b"through\n", "{}", stderr(&out));
+    assert_eq!(out.stdout, b"through\n", "{}", util::stderr(&out));
     // It did not wait for silent ones to time out and free their places.
     let timed_out = server
         .events()
@@ -279,11 +279,11 @@ fn key_files_are_private() {
     let out = server.run("true", b"");
     assert_eq!(out.status.code(), Some(255));
     assert!(
-        stderr(&out).to_lowercase().contains("unprotected")
-            || stderr(&out).contains("0644")
-            || stderr(&out).contains("644"),
+        util::stderr(&out).to_lowercase().contains("unprotected")
+            || util::stderr(&out).contains("0644")
+            || util::stderr(&out).contains("644"),
         "{}",
-        stderr(&out)
+        util::stderr(&out)
     );
     // `rsh-client --fingerprint` prints one authorized_keys line.
     std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -300,13 +300,6 @@ fn key_files_are_private() {
         "{line}"
     );
     let _ = Stdio::null();
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 /// A TLS handshake with the server as a client without a key, speaking only
@@ -405,9 +398,9 @@ fn silent_strangers_cannot_lock_out_users() {
             client(server.client_home.path(), &listen_unix).args(["-c", "echo local"]),
             b"",
         );
-        assert_eq!(out.stdout, b"local\n", "{}", stderr(&out));
+        assert_eq!(out.stdout, b"local\n", "{}", util::stderr(&out));
         let out = server.run("echo remote", b"");
-        assert_eq!(out.stdout, b"remote\n", "{}", stderr(&out));
+        assert_eq!(out.stdout, b"remote\n", "{}", util::stderr(&out));
     }
     drop(silent);
 }
@@ -495,7 +488,7 @@ fn stalled_handshakes_cannot_lock_out_users() {
         ev.has("reason", "stalled") || ev.text("reasons").contains("stalled=")
     });
     let out = server.run("echo through", b"");
-    assert_eq!(out.stdout, b"through\n", "{}", stderr(&out));
+    assert_eq!(out.stdout, b"through\n", "{}", util::stderr(&out));
     drop(stalled);
 }
 

@@ -158,6 +158,18 @@ impl TestServer {
         self.inner.client(&self.dest)
     }
 
+    /// Starts `rsh-client DEST -c CMD`, stdin from /dev/null, stdout and
+    /// stderr piped.
+    pub fn spawn_client(&self, cmd: &str) -> Child {
+        self.client()
+            .args(["-c", cmd])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn client")
+    }
+
     /// Runs `rsh-client DEST -c CMD` with `stdin` and returns its output.
     pub fn run(&self, cmd: &str, stdin: &[u8]) -> std::process::Output {
         run_with_stdin(self.client().arg("-c").arg(cmd), stdin)
@@ -344,4 +356,48 @@ extern "C" fn print_skip_summary() {
     }
     use std::io::Write;
     let _ = std::io::stderr().write_all(summary.as_bytes());
+}
+
+/// A tokio runtime with two workers, for tests that drive the library
+/// client from a plain `#[test]`.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A one-thread tokio runtime (as rsh-client's own).
+pub fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A process's stderr, as text.
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The port of `HOST:PORT`.
+pub fn port_of(dest: &str) -> u16 {
+    dest.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port")
+}
+
+/// A raw connection to the server's Unix socket, greeted: the stream and
+/// the protocol version agreed on (bounded waits).
+pub async fn connect_greeted(server: &TestServer) -> (tokio::net::UnixStream, u16) {
+    let mut stream = tokio::time::timeout(WAIT, tokio::net::UnixStream::connect(&server.socket))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let version = rsh_proto::io::greet(&mut stream, WAIT)
+        .await
+        .expect("greeting");
+    (stream, version)
 }
