@@ -369,18 +369,8 @@ async fn empty_command_is_refused_clearly(t: Transport) {
 
 async fn sigterm_shuts_down_cleanly(t: Transport) {
     let mut server = TestServer::start(t);
-    let mut running = server
-        .client()
-        .arg("-c")
-        .arg("echo started; sleep 0.5; echo finished")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn client");
-    let mut stdout = BufReader::new(running.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("first line");
-    assert_eq!(line, "started\n");
+    let (mut running, mut stdout) =
+        server.spawn_started("echo started; sleep 0.5; echo finished", Stdio::null());
     let status = server.terminate();
     assert!(status.success(), "server exit status {status:?}");
     // The running command was allowed to finish within the grace period.

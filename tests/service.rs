@@ -4,7 +4,7 @@
 
 use crate::util::{self, TestServer, Transport, WAIT};
 use nix::sys::signal::Signal;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -35,18 +35,10 @@ fn sighup_reloads_without_dropping_a_running_command() {
     let server = TestServer::start(Transport::Unix);
     // A command that waits for a line on stdin, so it is surely running
     // across the reload.
-    let mut running = server
-        .client()
-        .arg("-c")
-        .arg("echo started; read word; echo finished $word")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn client");
-    let mut stdout = BufReader::new(running.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("first line");
-    assert_eq!(line, "started\n");
+    let (mut running, mut stdout) = server.spawn_started(
+        "echo started; read word; echo finished $word",
+        Stdio::piped(),
+    );
 
     let shell = marking_shell(server.home.path());
     write_config(

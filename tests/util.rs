@@ -170,6 +170,29 @@ impl TestServer {
             .expect("spawn client")
     }
 
+    /// Starts `rsh-client DEST -c CMD` (stdout piped, `stdin` as given) and
+    /// reads its first line, which must be `started`: CMD is running. The
+    /// client and the rest of its stdout.
+    pub fn spawn_started(
+        &self,
+        cmd: &str,
+        stdin: Stdio,
+    ) -> (Child, std::io::BufReader<std::process::ChildStdout>) {
+        use std::io::BufRead;
+        let mut running = self
+            .client()
+            .args(["-c", cmd])
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn client");
+        let mut stdout = std::io::BufReader::new(running.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("first line");
+        assert_eq!(line, "started\n");
+        (running, stdout)
+    }
+
     /// Runs `rsh-client DEST -c CMD` with `stdin` and returns its output.
     pub fn run(&self, cmd: &str, stdin: &[u8]) -> std::process::Output {
         run_with_stdin(self.client().arg("-c").arg(cmd), stdin)
