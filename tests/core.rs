@@ -445,9 +445,9 @@ async fn ctrl_c_interrupts_the_remote_command(t: Transport) {
 
 async fn background_job_holding_pipes_does_not_hang_reply(t: Transport) {
     let server = TestServer::start(t); // --linger 0.3
-    let started = Instant::now();
+                                       // `run` gives up after WAIT, well before the job's 60 s: a reply at
+                                       // all is a reply that did not wait for the job.
     let out = server.run("sleep 60 & echo $!", b"");
-    assert!(started.elapsed() < Duration::from_secs(20));
     assert_eq!(code(&out), 0);
     let bg: i32 = String::from_utf8_lossy(&out.stdout)
         .trim()
@@ -641,7 +641,7 @@ async fn cwd_and_env_are_applied(t: Transport) {
 /// after the harness's whole start limit.
 #[test]
 fn harness_reports_a_server_that_exits_before_it_is_ready() {
-    let started = Instant::now();
+    // "exited", not "was not ready within": the harness saw the exit.
     let err = rsh_harness::ServerBuilder::new(&util::binaries())
         .args(["--shell", "/nonexistent/shell"])
         .start_limit(Duration::from_secs(600))
@@ -653,7 +653,6 @@ fn harness_reports_a_server_that_exits_before_it_is_ready() {
         err.contains("/nonexistent/shell"),
         "the server's reason: {err}"
     );
-    assert!(started.elapsed() < Duration::from_secs(600));
 }
 
 #[test]
