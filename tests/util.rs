@@ -3,6 +3,13 @@
 //! both found through `CARGO_BIN_EXE_*`. Starting servers is the
 //! `rsh-harness` crate's job (shared with rsh-bench); this adds the tests'
 //! conveniences (panics instead of errors, one body per transport).
+//!
+//! Test servers log JSON: a test waits for what the server did with
+//! [`TestServer::wait_for_event`], matching the event's fields (`cause`,
+//! `reason`, `peer`, `fingerprint`, `command`...), never the wording of a
+//! log line. A test that cannot run here calls [`skip`] (or
+//! [`tools_present`]): it says so on stderr and is counted in a summary
+//! printed when the test binary exits.
 #![allow(dead_code)]
 
 pub use rsh_harness::LogEvent;
