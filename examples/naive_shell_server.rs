@@ -26,7 +26,7 @@
 //! The first line on stdout is `listening on ADDR`. Logs go to stderr.
 
 use std::ffi::OsStr;
-use std::io::{ErrorKind, IsTerminal};
+use std::io::ErrorKind;
 use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 use std::time::Duration;
@@ -37,7 +37,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
 use tracing::{info, info_span, warn, Instrument};
-use tracing_subscriber::EnvFilter;
+
+#[path = "common/logging.rs"]
+mod logging;
 
 /// The tutorial's naive remote shell, DELIBERATELY BROKEN: a teaching aid for
 /// the sticky-packet problem, not a tool.
@@ -64,7 +66,7 @@ const READ_SIZE: usize = 1024;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_tracing();
+    logging::init_tracing();
     let args = Args::parse();
 
     let listener = TcpListener::bind(&args.addr)
@@ -129,13 +131,4 @@ async fn serve(mut conn: TcpStream) {
         }
     }
     info!("client gone");
-}
-
-fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }

@@ -21,12 +21,12 @@
 //! printf 'hello\n\nworld\n' | cargo run --example tcp_echo_client
 //! ```
 
-use std::io::IsTerminal;
-
 use anyhow::Context;
 use clap::Parser;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+#[path = "common/echo_client.rs"]
+mod echo_client;
 
 /// Upper-casing TCP echo client (the tutorial's client, fixed).
 ///
@@ -43,55 +43,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut stream = TcpStream::connect(&args.addr)
+    let stream = TcpStream::connect(&args.addr)
         .await
         .with_context(|| format!("cannot connect to {}", args.addr))?;
 
-    let interactive = std::io::stdin().is_terminal();
-    let mut stdin = BufReader::new(tokio::io::stdin());
-    let mut stdout = tokio::io::stdout();
-    let mut line = Vec::new();
-    let mut reply = Vec::new();
-
-    // The communication loop.
-    loop {
-        if interactive {
-            eprint!("> ");
-        }
-        line.clear();
-        if stdin
-            .read_until(b'\n', &mut line)
-            .await
-            .context("cannot read stdin")?
-            == 0
-        {
-            break; // End of input: quit, instead of looping forever.
-        }
-        let msg = line.trim_ascii();
-        if msg.is_empty() {
-            continue; // The tutorial's empty-message hang, avoided.
-        }
-
-        stream
-            .write_all(msg)
-            .await
-            .context("cannot send to the server")?;
-
-        reply.resize(msg.len(), 0);
-        stream.read_exact(&mut reply).await.map_err(|err| {
-            if err.kind() == std::io::ErrorKind::UnexpectedEof {
-                anyhow::anyhow!("the server closed the connection before replying")
-            } else {
-                anyhow::Error::new(err).context("cannot read the reply")
-            }
-        })?;
-
-        stdout.write_all(&reply).await?;
-        stdout.write_all(b"\n").await?;
-        stdout.flush().await?;
-    }
-
-    // Tell the server we are done (it sees EOF and ends our loop only).
-    stream.shutdown().await.ok();
-    Ok(())
+    echo_client::run(stream).await
 }

@@ -26,16 +26,16 @@
 //! address, so `--addr 127.0.0.1:0` lets the OS pick a free port. Logs go to
 //! stderr; set `RUST_LOG=debug` to see every message.
 
-use std::io::{ErrorKind, IsTerminal};
-use std::time::Duration;
-
 use anyhow::Context;
 use clap::Parser;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{debug, info, info_span, warn, Instrument};
-use tracing_subscriber::EnvFilter;
+use tracing::{info, info_span, warn, Instrument};
+
+#[path = "common/echo.rs"]
+mod echo;
+#[path = "common/logging.rs"]
+mod logging;
 
 /// Upper-casing TCP echo server (the tutorial's server, fixed).
 ///
@@ -50,14 +50,9 @@ struct Args {
     addr: String,
 }
 
-/// The tutorial's `conn.recv(1024)`.
-const READ_SIZE: usize = 1024;
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_tracing();
+    logging::init_tracing();
     let args = Args::parse();
 
     let listener = TcpListener::bind(&args.addr)
@@ -74,20 +69,20 @@ async fn main() -> anyhow::Result<()> {
     info!(%local, "listening");
 
     // The connection loop.
-    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut backoff = echo::ACCEPT_BACKOFF_MIN;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    backoff = ACCEPT_BACKOFF_MIN;
-                    tokio::spawn(serve(stream).instrument(info_span!("conn", %peer)));
+                    backoff = echo::ACCEPT_BACKOFF_MIN;
+                    tokio::spawn(echo::serve(stream).instrument(info_span!("conn", %peer)));
                 }
                 Err(err) => {
                     // EMFILE, ENFILE, ECONNABORTED, ...: none of them is a
                     // reason to stop serving everybody else.
                     warn!(error = %err, ?backoff, "accept failed; backing off");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    backoff = (backoff * 2).min(echo::ACCEPT_BACKOFF_MAX);
                 }
             },
             _ = sigint.recv() => {
@@ -100,51 +95,4 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-}
-
-/// The communication loop for one client. Never panics, never returns an
-/// error to the caller: whatever the client does ends only this loop.
-async fn serve(mut stream: TcpStream) {
-    info!("client connected");
-    let mut buf = [0u8; READ_SIZE];
-    loop {
-        let n = match stream.read(&mut buf).await {
-            Ok(0) => {
-                // The tutorial's `if len(data) == 0: break`.
-                info!("client closed the connection (EOF)");
-                return;
-            }
-            Ok(n) => n,
-            Err(err) => {
-                log_io_end(&err, "read");
-                return;
-            }
-        };
-        let data = &mut buf[..n];
-        data.make_ascii_uppercase();
-        if let Err(err) = stream.write_all(data).await {
-            log_io_end(&err, "write");
-            return;
-        }
-        debug!(bytes = n, "echoed");
-    }
-}
-
-/// The tutorial's `except ConnectionResetError: break`, and its relatives.
-fn log_io_end(err: &std::io::Error, op: &str) {
-    match err.kind() {
-        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
-            warn!(op, error = %err, "connection reset by peer; dropping this client");
-        }
-        _ => warn!(op, error = %err, "I/O error; dropping this client"),
-    }
-}
-
-fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }

@@ -18,7 +18,6 @@
 //!
 //! The first line on stdout is `listening on ADDR`. Logs go to stderr.
 
-use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -26,7 +25,9 @@ use clap::Parser;
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, info, warn};
-use tracing_subscriber::EnvFilter;
+
+#[path = "common/logging.rs"]
+mod logging;
 
 /// Upper-casing UDP echo server (the tutorial's UDP server, fixed).
 ///
@@ -46,7 +47,7 @@ const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_tracing();
+    logging::init_tracing();
     let args = Args::parse();
 
     let socket = UdpSocket::bind(&args.addr)
@@ -92,13 +93,4 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-}
-
-fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }

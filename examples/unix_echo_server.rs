@@ -18,19 +18,21 @@
 //!
 //! The first line on stdout is `listening on PATH`. Logs go to stderr.
 
-use std::io::{ErrorKind, IsTerminal};
+use std::io::ErrorKind;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{debug, info, info_span, warn, Instrument};
-use tracing_subscriber::EnvFilter;
+use tracing::{info, info_span, warn, Instrument};
+
+#[path = "common/echo.rs"]
+mod echo;
+#[path = "common/logging.rs"]
+mod logging;
 
 /// Upper-casing echo server on a Unix socket (the tutorial's AF_UNIX server, fixed).
 ///
@@ -45,13 +47,9 @@ struct Args {
     addr: PathBuf,
 }
 
-const READ_SIZE: usize = 1024;
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_tracing();
+    logging::init_tracing();
     let args = Args::parse();
     let path = args.addr;
 
@@ -66,13 +64,13 @@ async fn main() -> anyhow::Result<()> {
     info!(path = %path.display(), "listening");
 
     let next_id = AtomicU64::new(1);
-    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut backoff = echo::ACCEPT_BACKOFF_MIN;
     // The connection loop.
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _addr)) => {
-                    backoff = ACCEPT_BACKOFF_MIN;
+                    backoff = echo::ACCEPT_BACKOFF_MIN;
                     // Unix peers are usually unnamed; name them by number and
                     // by the credentials the kernel vouches for.
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
@@ -80,12 +78,12 @@ async fn main() -> anyhow::Result<()> {
                         Ok(cred) => (cred.pid().unwrap_or(-1), cred.uid()),
                         Err(_) => (-1, u32::MAX),
                     };
-                    tokio::spawn(serve(stream).instrument(info_span!("conn", id, pid, uid)));
+                    tokio::spawn(echo::serve(stream).instrument(info_span!("conn", id, pid, uid)));
                 }
                 Err(err) => {
                     warn!(error = %err, ?backoff, "accept failed; backing off");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    backoff = (backoff * 2).min(echo::ACCEPT_BACKOFF_MAX);
                 }
             },
             _ = sigint.recv() => {
@@ -137,49 +135,4 @@ async fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
             Err(err).with_context(|| format!("cannot tell whether {} is stale", path.display()))
         }
     }
-}
-
-/// The communication loop for one client; whatever the client does ends only
-/// this loop.
-async fn serve(mut stream: UnixStream) {
-    info!("client connected");
-    let mut buf = [0u8; READ_SIZE];
-    loop {
-        let n = match stream.read(&mut buf).await {
-            Ok(0) => {
-                info!("client closed the connection (EOF)");
-                return;
-            }
-            Ok(n) => n,
-            Err(err) => {
-                log_io_end(&err, "read");
-                return;
-            }
-        };
-        let data = &mut buf[..n];
-        data.make_ascii_uppercase();
-        if let Err(err) = stream.write_all(data).await {
-            log_io_end(&err, "write");
-            return;
-        }
-        debug!(bytes = n, "echoed");
-    }
-}
-
-fn log_io_end(err: &std::io::Error, op: &str) {
-    match err.kind() {
-        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
-            warn!(op, error = %err, "connection reset by peer; dropping this client");
-        }
-        _ => warn!(op, error = %err, "I/O error; dropping this client"),
-    }
-}
-
-fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }

@@ -15,10 +15,6 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 /// `rsh-client ARGS...` (no DEST added) with the server's client RSH_HOME,
 /// stdin empty.
 fn client(server: &TestServer, args: &[&str]) -> Output {
@@ -72,13 +68,13 @@ fn config_alias_with_hostname_port_and_user() {
         ),
     );
     let out = client(&server, &["web", "echo", "via", "alias"]);
-    assert_eq!(stdout(&out), "via alias\n", "{}", stderr(&out));
+    assert_eq!(stdout(&out), "via alias\n", "{}", util::stderr(&out));
     assert_eq!(code(&out), 0);
     // The config's User goes to the server, which refuses anyone else.
     let out = client(&server, &["stranger", "echo", "never"]);
     assert_eq!(code(&out), 255);
     assert_eq!(stdout(&out), "");
-    let err = stderr(&out);
+    let err = util::stderr(&out);
     assert!(
         err.contains(&format!("cannot log in as {}", other_user())),
         "{err}"
@@ -92,7 +88,12 @@ fn user_at_host_with_the_servers_user_works_and_another_is_refused() {
         let server = TestServer::start(transport);
         let dest = format!("{}@{}", own_user(), server.dest);
         let out = client(&server, &[&dest, "echo", "ok"]);
-        assert_eq!(stdout(&out), "ok\n", "{transport:?}: {}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            "ok\n",
+            "{transport:?}: {}",
+            util::stderr(&out)
+        );
         let dest = format!("{}@{}", other_user(), server.dest);
         let out = client(&server, &[&dest, "echo", "never"]);
         assert_eq!(code(&out), 255, "{transport:?}");
@@ -101,14 +102,18 @@ fn user_at_host_with_the_servers_user_works_and_another_is_refused() {
             own_user(),
             other_user()
         );
-        assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+        assert!(
+            util::stderr(&out).contains(&expected),
+            "{}",
+            util::stderr(&out)
+        );
         // -l says the same, and wins over the user in DEST, as in ssh.
         let out = client(&server, &["-l", other_user(), &server.dest, "true"]);
         assert_eq!(code(&out), 255);
         let joined = format!("-l{}", own_user());
         let dest = format!("{}@{}", other_user(), server.dest);
         let out = client(&server, &[&joined, &dest, "echo", "pdsh"]);
-        assert_eq!(stdout(&out), "pdsh\n", "{}", stderr(&out));
+        assert_eq!(stdout(&out), "pdsh\n", "{}", util::stderr(&out));
     }
 }
 
@@ -130,7 +135,7 @@ fn dash_g_prints_the_resolved_configuration_without_connecting() {
     };
     // What git runs to recognise an OpenSSH-like client.
     let out = run(&["-G", "-o", "SendEnv=GIT_PROTOCOL", "web"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(code(&out), 0, "{}", util::stderr(&out));
     let text = stdout(&out);
     for line in [
         "host web",
@@ -158,7 +163,11 @@ fn dash_g_prints_the_resolved_configuration_without_connecting() {
     std::fs::write(home.path().join("config"), "Host web\n    NoSuchOption 1\n").expect("config");
     let out = run(&["-G", "web"]);
     assert_eq!(code(&out), 255);
-    assert!(stderr(&out).contains("config:2"), "{}", stderr(&out));
+    assert!(
+        util::stderr(&out).contains("config:2"),
+        "{}",
+        util::stderr(&out)
+    );
 }
 
 #[test]
@@ -181,12 +190,16 @@ fn ignored_ssh_options_are_accepted_and_noted_at_dash_v() {
     let mut args = ignored.to_vec();
     args.extend([server.dest.as_str(), "echo", "fine"]);
     let out = client(&server, &args);
-    assert_eq!(stdout(&out), "fine\n", "{}", stderr(&out));
-    assert_eq!(stderr(&out), "", "quiet without -v");
+    assert_eq!(stdout(&out), "fine\n", "{}", util::stderr(&out));
+    assert_eq!(util::stderr(&out), "", "quiet without -v");
     args.insert(0, "-v");
     let out = client(&server, &args);
     assert_eq!(stdout(&out), "fine\n");
-    assert!(stderr(&out).contains("ControlMaster"), "{}", stderr(&out));
+    assert!(
+        util::stderr(&out).contains("ControlMaster"),
+        "{}",
+        util::stderr(&out)
+    );
     // -o options that do apply, applied.
     let out = client(
         &server,
@@ -202,11 +215,15 @@ fn ignored_ssh_options_are_accepted_and_noted_at_dash_v() {
             "applied",
         ],
     );
-    assert_eq!(stdout(&out), "applied\n", "{}", stderr(&out));
+    assert_eq!(stdout(&out), "applied\n", "{}", util::stderr(&out));
     // An option neither rsh nor ssh knows is refused, clearly.
     let out = client(&server, &["-o", "NoSuchOption=1", &server.dest, "true"]);
     assert_eq!(code(&out), 255);
-    assert!(stderr(&out).contains("NoSuchOption"), "{}", stderr(&out));
+    assert!(
+        util::stderr(&out).contains("NoSuchOption"),
+        "{}",
+        util::stderr(&out)
+    );
 }
 
 #[test]
@@ -214,14 +231,18 @@ fn dash_p_and_a_port_in_dest_must_agree() {
     let server = TestServer::start(Transport::Tls);
     let port = tcp_port(&server).to_string();
     let out = client(&server, &["-p", &port, &server.dest, "echo", "agree"]);
-    assert_eq!(stdout(&out), "agree\n", "{}", stderr(&out));
+    assert_eq!(stdout(&out), "agree\n", "{}", util::stderr(&out));
     let out = client(&server, &["-p", &port, "127.0.0.1", "echo", "flag"]);
-    assert_eq!(stdout(&out), "flag\n", "{}", stderr(&out));
+    assert_eq!(stdout(&out), "flag\n", "{}", util::stderr(&out));
     let other = if port == "1" { "2" } else { "1" };
     let out = client(&server, &["-p", other, &server.dest, "echo", "never"]);
     assert_eq!(code(&out), 255);
     assert_eq!(stdout(&out), "");
-    assert!(stderr(&out).contains("disagrees"), "{}", stderr(&out));
+    assert!(
+        util::stderr(&out).contains("disagrees"),
+        "{}",
+        util::stderr(&out)
+    );
 }
 
 #[test]
@@ -229,20 +250,32 @@ fn double_dash_ends_the_options() {
     let server = TestServer::start(Transport::Unix);
     // Ansible's shape: options, `--`, DEST, the command.
     let out = client(&server, &["-n", "--", &server.dest, "echo ok"]);
-    assert_eq!(stdout(&out), "ok\n", "{}", stderr(&out));
+    assert_eq!(stdout(&out), "ok\n", "{}", util::stderr(&out));
     // After DEST, an option is the client's...
     let out = client(&server, &[&server.dest, "-v", "echo", "hi"]);
     assert_eq!(stdout(&out), "hi\n");
-    assert!(stderr(&out).contains("connecting"), "{}", stderr(&out));
+    assert!(
+        util::stderr(&out).contains("connecting"),
+        "{}",
+        util::stderr(&out)
+    );
     // ...unless `--` came first: then `-v` is the remote command (which the
     // remote shell cannot run), not a client option.
     let out = client(&server, &[&server.dest, "--", "-v"]);
     assert_ne!(code(&out), 0);
-    assert!(!stderr(&out).contains("connecting"), "{}", stderr(&out));
-    assert!(!stderr(&out).contains("Usage"), "{}", stderr(&out));
+    assert!(
+        !util::stderr(&out).contains("connecting"),
+        "{}",
+        util::stderr(&out)
+    );
+    assert!(
+        !util::stderr(&out).contains("Usage"),
+        "{}",
+        util::stderr(&out)
+    );
     // So is every word once the command has started.
     let out = client(&server, &[&server.dest, "echo", "-v", "-n", "--", "x"]);
-    assert_eq!(stdout(&out), "-v -n -- x\n", "{}", stderr(&out));
+    assert_eq!(stdout(&out), "-v -n -- x\n", "{}", util::stderr(&out));
 }
 
 #[test]
@@ -251,7 +284,7 @@ fn dash_n_reads_stdin_from_dev_null() {
     let mut command = server.client();
     command.args(["-n", "cat; echo end"]);
     let out = util::run_with_stdin(&mut command, b"not for the remote\n");
-    assert_eq!(stdout(&out), "end\n", "{}", stderr(&out));
+    assert_eq!(stdout(&out), "end\n", "{}", util::stderr(&out));
 }
 
 #[test]
@@ -313,7 +346,7 @@ fn script_on_stdin_runs_in_one_shell() {
             stdout(&out),
             "/tmp\nx=5\n",
             "{transport:?}: {}",
-            stderr(&out)
+            util::stderr(&out)
         );
         assert_eq!(code(&out), 3);
     }
@@ -339,10 +372,10 @@ fn new_host_keys_are_announced_and_can_be_forgotten() {
             "true",
         ],
     );
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(stderr(&out), "", "-q: no note");
+    assert_eq!(code(&out), 0, "{}", util::stderr(&out));
+    assert_eq!(util::stderr(&out), "", "-q: no note");
     let out = client(&server, &["--forget-host", &server.dest]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(code(&out), 0, "{}", util::stderr(&out));
     let left = std::fs::read_to_string(&known_hosts).expect("known_hosts");
     assert!(left.contains("other.example:7022"), "{left}");
     assert!(!left.contains(&server.dest), "{left}");
@@ -350,10 +383,10 @@ fn new_host_keys_are_announced_and_can_be_forgotten() {
     let out = client(&server, &["-o", "BatchMode=yes", &server.dest, "true"]);
     assert_eq!(code(&out), 255);
     let out = client(&server, &["--accept-new", &server.dest, "true"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(code(&out), 0, "{}", util::stderr(&out));
     let fingerprint = pinned.split_whitespace().nth(1).expect("a fingerprint");
     assert_eq!(
-        stderr(&out),
+        util::stderr(&out),
         format!(
             "Warning: Permanently added '{}' ({fingerprint}) to the list of known hosts.\n",
             server.dest
@@ -361,7 +394,11 @@ fn new_host_keys_are_announced_and_can_be_forgotten() {
     );
     let out = client(&server, &["--forget-host", "nowhere.example"]);
     assert_eq!(code(&out), 255);
-    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+    assert!(
+        util::stderr(&out).contains("not found"),
+        "{}",
+        util::stderr(&out)
+    );
 }
 
 /// `--forget-host HOST -p PORT` forgets HOST:PORT, as `-p` names the port
@@ -378,13 +415,17 @@ fn forget_host_takes_the_port_from_dash_p() {
         .0
         .to_owned();
     let out = client(&server, &["--forget-host", &host, "-p", &port]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(code(&out), 0, "{}", util::stderr(&out));
     let left = std::fs::read_to_string(&known_hosts).expect("known_hosts");
     assert!(!left.contains(&server.dest), "{left}");
     // A -p that disagrees with the port written is a usage mistake.
     let out = client(&server, &["--forget-host", &server.dest, "-p", "1"]);
     assert_eq!(code(&out), 255);
-    assert!(stderr(&out).contains("disagrees"), "{}", stderr(&out));
+    assert!(
+        util::stderr(&out).contains("disagrees"),
+        "{}",
+        util::stderr(&out)
+    );
 }
 
 /// Kills the namespace-holding process when the test ends, however it ends.
@@ -412,7 +453,7 @@ fn a_vanished_server_ends_the_client_with_255() {
         nix::unistd::geteuid().is_root() && tools.iter().all(|t| std::path::Path::new(t).exists()),
         ip,
     ) else {
-        eprintln!("note: not root, or no unshare/nsenter/ip; keepalive test skipped");
+        crate::util::skip("needs root, unshare, nsenter and ip");
         return;
     };
     let holder = Holder(
@@ -511,7 +552,7 @@ fn dash_i_chooses_the_identity() {
     let key = server.client_home.path().join("other_id");
     let key = key.to_str().expect("utf-8 path");
     let out = client(&server, &["-i", key, "--fingerprint"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(code(&out), 0, "{}", util::stderr(&out));
     let line = stdout(&out).trim().to_owned();
     let fingerprint = line
         .split_whitespace()
@@ -521,18 +562,30 @@ fn dash_i_chooses_the_identity() {
     assert_ne!(line, util::client_fingerprint(server.client_home.path()));
     let out = client(&server, &["-i", key, &server.dest, "true"]);
     assert_eq!(code(&out), 255);
-    assert!(stderr(&out).contains("not authorized"), "{}", stderr(&out));
-    assert!(stderr(&out).contains(&fingerprint), "{}", stderr(&out));
+    assert!(
+        util::stderr(&out).contains("not authorized"),
+        "{}",
+        util::stderr(&out)
+    );
+    assert!(
+        util::stderr(&out).contains(&fingerprint),
+        "{}",
+        util::stderr(&out)
+    );
     let authorized = server.home.path().join("authorized_keys");
     let mut keys = std::fs::read_to_string(&authorized).expect("authorized_keys");
     keys.push_str(&format!("{line}\n"));
     std::fs::write(&authorized, keys).expect("write authorized_keys");
     let out = client(&server, &["-i", key, &server.dest, "echo", "other key"]);
-    assert_eq!(stdout(&out), "other key\n", "{}", stderr(&out));
+    assert_eq!(stdout(&out), "other key\n", "{}", util::stderr(&out));
     // And over IPv6 only, 127.0.0.1 has no address: a clear failure.
     let out = client(&server, &["-6", &server.dest, "true"]);
     assert_eq!(code(&out), 255);
-    assert!(stderr(&out).contains("IPv6"), "{}", stderr(&out));
+    assert!(
+        util::stderr(&out).contains("IPv6"),
+        "{}",
+        util::stderr(&out)
+    );
 }
 
 /// A key file that cannot be created is named once in the one-line reason
@@ -543,9 +596,19 @@ fn dash_i_in_a_missing_directory_names_the_file_once() {
     let key = server.client_home.path().join("no-such-dir").join("id");
     let key = key.to_str().expect("utf-8 path");
     let out = client(&server, &["-i", key, &server.dest, "true"]);
-    assert_eq!(code(&out), 255, "{}", stderr(&out));
-    assert_eq!(stderr(&out).matches(key).count(), 1, "{}", stderr(&out));
-    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert_eq!(code(&out), 255, "{}", util::stderr(&out));
+    assert_eq!(
+        util::stderr(&out).matches(key).count(),
+        1,
+        "{}",
+        util::stderr(&out)
+    );
+    assert_eq!(
+        util::stderr(&out).lines().count(),
+        1,
+        "{}",
+        util::stderr(&out)
+    );
 }
 
 /// A local SIGTERM or SIGHUP ends the client as it ends ssh: exit 255 and

@@ -4,19 +4,12 @@
 //! budget. The flow-control tests speak the protocol directly (rsh-proto's
 //! codec over the Unix socket), as a client written from docs/PROTOCOL.md would.
 
-use crate::util::{TestServer, Transport, WAIT};
+use crate::util::{self, TestServer, Transport, WAIT};
 use futures::{SinkExt, StreamExt};
 use rsh_proto::{Codec, Exec, ExitStatus, Frame};
 use std::time::{Duration, Instant};
 use tokio::net::UnixStream;
 use tokio_util::codec::Framed;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 /// A protocol-level client on the server's Unix socket.
 struct Raw {
@@ -25,13 +18,7 @@ struct Raw {
 
 impl Raw {
     async fn connect(server: &TestServer) -> Raw {
-        let mut stream = tokio::time::timeout(WAIT, UnixStream::connect(&server.socket))
-            .await
-            .expect("connect in time")
-            .expect("connect");
-        let version = rsh_proto::io::greet(&mut stream, WAIT)
-            .await
-            .expect("greeting");
+        let (stream, version) = util::connect_greeted(server).await;
         Raw {
             framed: Framed::new(stream, Codec::new().with_version(version)),
         }
@@ -65,12 +52,7 @@ impl Raw {
             channel,
             window,
             command: command.as_bytes().to_vec(),
-            cwd: None,
-            env: Vec::new(),
-            timeout: None,
-            login_shell: false,
-            user: None,
-            pty: None,
+            ..Exec::default()
         }))
         .await;
     }
@@ -94,7 +76,7 @@ fn zombie_children(parent: u32) -> Vec<u32> {
 #[test]
 fn processes_that_leave_their_group_are_reaped() {
     let server = TestServer::start(Transport::Unix);
-    runtime().block_on(async {
+    util::current_thread_runtime().block_on(async {
         let client = server.connect().await;
         for i in 0..50 {
             for command in [
@@ -207,7 +189,7 @@ async fn run_with_window(
 #[test]
 fn stderr_only_output_flows_through_any_window() {
     let server = TestServer::start(Transport::Unix);
-    runtime().block_on(async {
+    util::current_thread_runtime().block_on(async {
         let mut raw = Raw::connect(&server).await;
         let cases: [(u32, usize, TopUp); 4] = [
             (1, 5_000, TopUp::EachFrame),
@@ -233,7 +215,7 @@ fn stderr_only_output_flows_through_any_window() {
 #[test]
 fn stalled_then_resumed_reader_with_a_small_window_finishes() {
     let server = TestServer::start(Transport::Unix);
-    runtime().block_on(async {
+    util::current_thread_runtime().block_on(async {
         let mut raw = Raw::connect(&server).await;
         let command = "head -c 1000000 /dev/zero | tr '\\0' o; \
                        head -c 1000000 /dev/zero | tr '\\0' e >&2; \
@@ -268,7 +250,7 @@ const PIPE: u64 = 64 * 1024;
 fn unread_stdin_is_bounded_by_the_server_budget() {
     let server = TestServer::start_with(Transport::Unix, &["--stdin-budget", "262144"]);
     let marks = tempfile::tempdir().expect("temp dir");
-    runtime().block_on(async {
+    util::current_thread_runtime().block_on(async {
         let mut raw = Raw::connect(&server).await;
         const N: u32 = 16;
         let mut credit = vec![0u64; N as usize + 1];
@@ -380,7 +362,7 @@ fn note_grant(frame: &Frame, credit: &mut [u64]) -> bool {
 #[test]
 fn a_channel_id_is_free_as_soon_as_its_exit_is_seen() {
     let server = TestServer::start(Transport::Unix);
-    runtime().block_on(async {
+    util::current_thread_runtime().block_on(async {
         let mut raw = Raw::connect(&server).await;
         for round in 0..200 {
             raw.exec(1, 1024, "true").await;

@@ -542,3 +542,82 @@ async fn a_half_used_stdin_window_is_topped_up_in_full() {
     assert_eq!(outcome.status, Some(ExitStatus::Code(0)));
     peer.close_and_wait().await;
 }
+
+/// A frame whose first bytes arrive and whose rest never does ends the
+/// connection after the frame timeout, with an Error saying why; time is
+/// paused, so the test does not wait for it.
+#[tokio::test(start_paused = true)]
+async fn a_half_sent_frame_ends_the_connection_after_the_frame_timeout() {
+    let mut peer = connect(ServerConfig {
+        // Under STEP, the bound on each of the test's own reads.
+        frame_timeout: Duration::from_secs(10),
+        ..config()
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    // Three bytes of a frame header, then nothing.
+    peer.frames
+        .get_mut()
+        .write_all(&[0, 0, 0])
+        .await
+        .expect("a partial header");
+    let (kind, message) = peer.closed_with_error().await;
+    assert_eq!(kind, ErrorKind::ProtocolViolation, "{message}");
+    assert!(message.contains("half-received"), "{message}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(10),
+        "closed after {waited:?}, before the frame timeout"
+    );
+    tokio::time::timeout(STEP, peer.server)
+        .await
+        .expect("the connection ends")
+        .expect("the server task did not panic");
+}
+
+/// Shutdown: a command still running when the shutdown grace is over is
+/// ended and its end reported, then the connection closes. Time is paused:
+/// the command is a real process, so paused time only makes the grace run
+/// out as soon as the runtime idles, which is what this test wants (`sleep`
+/// would not finish within any grace). A command that finishes within the
+/// grace needs real time: see `core`'s graceful shutdown test.
+#[tokio::test(start_paused = true)]
+async fn a_command_still_running_after_the_shutdown_grace_is_ended() {
+    let mut peer = connect(ServerConfig {
+        // Under STEP, the bound on each of the test's own reads.
+        shutdown_grace: Duration::from_secs(10),
+        ..config()
+    })
+    .await;
+    peer.send(exec(1, 64 * 1024, "echo started; exec sleep 1000"))
+        .await;
+    // Started: its first output is here.
+    loop {
+        match peer.next().await.expect("the command's output") {
+            Frame::Stdout { channel: 1, data } => {
+                assert_eq!(&data[..], b"started\n");
+                break;
+            }
+            Frame::WindowAdjust { channel: 1, .. } => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    let started = tokio::time::Instant::now();
+    peer._shutdown.0.cancel();
+    let outcome = peer.run_to_exit(1, &mut Vec::new()).await;
+    assert!(
+        matches!(outcome.status, Some(ExitStatus::Signal(_))),
+        "{outcome:?}"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(10),
+        "ended after {waited:?}, within the shutdown grace"
+    );
+    // Nothing runs any more: the connection is drained and closed.
+    assert_eq!(peer.next().await, None);
+    tokio::time::timeout(STEP, peer.server)
+        .await
+        .expect("the connection ends")
+        .expect("the server task did not panic");
+}

@@ -4,19 +4,12 @@
 //! Signal, and the connection's end as a hangup. The real client on a real
 //! terminal is `terminal.rs`'s.
 
-use crate::util::{TestServer, Transport, WAIT};
+use crate::util::{self, TestServer, Transport, WAIT};
 use futures::{SinkExt, StreamExt};
 use rsh_proto::{Codec, Exec, ExitStatus, Frame, PtyRequest, PtySize};
 use std::time::{Duration, Instant};
 use tokio::net::UnixStream;
 use tokio_util::codec::Framed;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 /// Output window granted at start; topped up as output is read.
 const WINDOW: u32 = 1024 * 1024;
@@ -49,13 +42,7 @@ struct Session {
 
 impl Session {
     async fn connect(server: &TestServer) -> Session {
-        let mut stream = tokio::time::timeout(WAIT, UnixStream::connect(&server.socket))
-            .await
-            .expect("connect in time")
-            .expect("connect");
-        let version = rsh_proto::io::greet(&mut stream, WAIT)
-            .await
-            .expect("greeting");
+        let (stream, version) = util::connect_greeted(server).await;
         assert_eq!(version, 2, "the server speaks version 2");
         Session {
             framed: Framed::new(stream, Codec::new().with_version(version)),
@@ -283,7 +270,7 @@ pub(crate) fn foreground_job(sid: u32, name: &str) -> u32 {
 #[test]
 fn a_command_on_a_pty_runs_on_a_pts_with_stderr_in_the_same_stream() {
     let server = TestServer::start(Transport::Unix);
-    runtime().block_on(async {
+    util::current_thread_runtime().block_on(async {
         let mut session = Session::start(
             &server,
             Some("tty; echo to-stderr >&2; test -t 0 && test -t 2 && echo all-terminal"),
@@ -302,7 +289,7 @@ fn a_command_on_a_pty_runs_on_a_pts_with_stderr_in_the_same_stream() {
 #[test]
 fn stty_size_is_the_requested_size_and_a_resize_reaches_the_foreground_job() {
     let server = TestServer::start(Transport::Unix);
-    runtime().block_on(async {
+    util::current_thread_runtime().block_on(async {
         // The trap runs between two short sleeps; bounded by the test's
         // waits (the session is hung up when the connection drops).
         let script = "trap 'echo new=$(stty size)=; exit 0' WINCH; \
@@ -324,7 +311,7 @@ fn stty_size_is_the_requested_size_and_a_resize_reaches_the_foreground_job() {
 #[test]
 fn the_login_shell_on_a_pty_keeps_its_state_from_line_to_line() {
     let server = TestServer::start(Transport::Unix);
-    runtime().block_on(async {
+    util::current_thread_runtime().block_on(async {
         let mut session = Session::start(&server, None, Some(size(250, 24))).await;
         session.type_in("cd /tmp\n").await;
         session.type_in("X=4$((1+1))\n").await;
@@ -353,23 +340,19 @@ fn the_login_shell_on_a_pty_keeps_its_state_from_line_to_line() {
         session.type_in("exit 7\n").await;
         assert_eq!(session.wait_exit().await, ExitStatus::Code(7));
         // Logged as commands are: who, from where, on what, how it ended.
-        let logged = server.wait_for_log("session finished");
-        for field in [
-            "peer=unix:uid=",
-            "login_shell=true",
-            "tty=/dev/pts/",
-            "status=Code(7)",
-            "bytes_in=",
-        ] {
-            assert!(logged.contains(field), "{field} in {logged}");
-        }
+        let logged = server.wait_for_event(|ev| ev.message() == "session finished");
+        assert!(logged.text("peer").starts_with("unix:uid="), "{logged}");
+        assert!(logged.has("login_shell", "true"), "{logged}");
+        assert!(logged.text("tty").starts_with("/dev/pts/"), "{logged}");
+        assert!(logged.has("status", "Code(7)"), "{logged}");
+        assert!(logged.field("bytes_in").is_some(), "{logged}");
     });
 }
 
 #[test]
 fn twenty_megabytes_through_the_pty_arrive_whole() {
     let server = TestServer::start(Transport::Unix);
-    runtime().block_on(async {
+    util::current_thread_runtime().block_on(async {
         const LEN: usize = 20_000_000;
         // -opost: the terminal passes the bytes as they are (no \r added).
         let command = format!("stty -opost; yes 0123456789abcdef | head -c {LEN}");
@@ -390,7 +373,7 @@ fn twenty_megabytes_through_the_pty_arrive_whole() {
 #[test]
 fn a_signal_frame_interrupts_the_foreground_job_and_the_shell_prompts_again() {
     let server = TestServer::start(Transport::Unix);
-    runtime().block_on(async {
+    util::current_thread_runtime().block_on(async {
         let mut session = Session::start(&server, None, Some(size(80, 24))).await;
         session.type_in("echo sh=$$=\n").await;
         let shell = session.wait_for_number("sh").await;
@@ -414,7 +397,7 @@ fn a_signal_frame_interrupts_the_foreground_job_and_the_shell_prompts_again() {
 #[test]
 fn closing_the_connection_ends_every_process_of_the_session() {
     let server = TestServer::start(Transport::Unix);
-    runtime().block_on(async {
+    util::current_thread_runtime().block_on(async {
         let mut session = Session::start(&server, None, Some(size(80, 24))).await;
         // A job in a process group of its own (job control), one that
         // ignores SIGHUP, and one in the foreground.
@@ -445,7 +428,7 @@ fn closing_the_connection_ends_every_process_of_the_session() {
 #[test]
 fn a_background_job_left_at_exit_does_not_keep_the_session_alive() {
     let server = TestServer::start(Transport::Unix);
-    runtime().block_on(async {
+    util::current_thread_runtime().block_on(async {
         let mut session = Session::start(&server, None, Some(size(80, 24))).await;
         session.type_in("set -m; sleep 100 & echo bg=$!=\n").await;
         let background = session.wait_for_number("bg").await;
@@ -459,7 +442,7 @@ fn a_background_job_left_at_exit_does_not_keep_the_session_alive() {
 #[test]
 fn a_login_shell_without_a_pty_reads_its_script_from_stdin() {
     let server = TestServer::start(Transport::Unix);
-    runtime().block_on(async {
+    util::current_thread_runtime().block_on(async {
         let mut session = Session::start(&server, None, None).await;
         session
             .type_in("cd /tmp\npwd\nX=5\necho \"x$X\"\nexit 3\necho never\n")
@@ -477,7 +460,7 @@ fn a_login_shell_without_a_pty_reads_its_script_from_stdin() {
 #[test]
 fn a_timeout_ends_the_whole_session() {
     let server = TestServer::start(Transport::Unix);
-    runtime().block_on(async {
+    util::current_thread_runtime().block_on(async {
         // A job in a process group of its own, which ending the shell's
         // group would not reach.
         let mut exec = exec(
@@ -499,7 +482,7 @@ fn a_timeout_ends_the_whole_session() {
 fn rsh_connection_names_both_ends() {
     for transport in [Transport::Unix, Transport::Tls] {
         let server = TestServer::start(transport);
-        runtime().block_on(async {
+        util::current_thread_runtime().block_on(async {
             let client = server.connect().await;
             let out = client
                 .run("echo \"$RSH_CONNECTION\"")

@@ -4,7 +4,7 @@
 
 use crate::util::{self, TestServer, Transport, WAIT};
 use nix::sys::signal::Signal;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -35,18 +35,10 @@ fn sighup_reloads_without_dropping_a_running_command() {
     let server = TestServer::start(Transport::Unix);
     // A command that waits for a line on stdin, so it is surely running
     // across the reload.
-    let mut running = server
-        .client()
-        .arg("-c")
-        .arg("echo started; read word; echo finished $word")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn client");
-    let mut stdout = BufReader::new(running.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("first line");
-    assert_eq!(line, "started\n");
+    let (mut running, mut stdout) = server.spawn_started(
+        "echo started; read word; echo finished $word",
+        Stdio::piped(),
+    );
 
     let shell = marking_shell(server.home.path());
     write_config(
@@ -54,7 +46,8 @@ fn sighup_reloads_without_dropping_a_running_command() {
         &format!("shell = \"{}\"\n", shell.display()),
     );
     util::signal(server.pid(), Signal::SIGHUP);
-    server.wait_for_log("reloaded");
+    // The reload names the file it read.
+    server.wait_for_event(|ev| ev.field("config").is_some());
 
     // The running command was not touched: it gets its input and finishes.
     let mut stdin = running.stdin.take().expect("stdin");
@@ -73,9 +66,12 @@ fn sighup_reloads_without_dropping_a_running_command() {
         "via-reloaded-shell\nstill here\n"
     );
     assert!(server.child.as_ref().is_some(), "server still running");
-    let log = server.log().join("\n");
-    assert!(log.contains("SIGHUP received; reloading"), "{log}");
-    assert!(!log.contains("shutting down"), "{log}");
+    let stops = server
+        .events()
+        .into_iter()
+        .filter(|ev| ev.message().contains("shutting down"))
+        .count();
+    assert_eq!(stops, 0, "{}", server.log_tail());
 }
 
 #[test]
@@ -86,8 +82,11 @@ fn a_bad_config_file_on_reload_keeps_the_running_settings() {
         "max-commands = \"lots\"\n",
     );
     util::signal(server.pid(), Signal::SIGHUP);
-    let line = server.wait_for_log("reload refused");
-    assert!(line.contains("rsh-server.toml:1"), "{line}");
+    let refused = server.wait_for_event(|ev| ev.text("cause").contains("rsh-server.toml:"));
+    assert!(
+        refused.text("cause").contains("rsh-server.toml:1"),
+        "{refused}"
+    );
     let out = server.run("echo fine", b"");
     assert_eq!(out.stdout, b"fine\n");
 }
@@ -188,10 +187,9 @@ fn an_unreadable_file_is_reported_once_on_one_line() {
 
 #[test]
 fn log_lines_have_no_colours_when_stderr_is_not_a_terminal() {
-    let server = TestServer::start(Transport::Unix);
+    let mut server = TestServer::start_text_log(Transport::Unix, &[]);
     server.run("echo hi", b"");
-    server.wait_for_log("command finished");
-    for line in server.log() {
+    for line in server.stop_and_read_log() {
         assert!(!line.contains('\u{1b}'), "ANSI escape in {line:?}");
     }
 }

@@ -19,5 +19,4 @@ mod terminal;
 mod tls;
 mod tools;
 mod trust;
-mod tutorial;
 mod v2;

@@ -10,7 +10,8 @@
 //! Port, User), with their keys pinned in known_hosts and
 //! `StrictHostKeyChecking yes`, so a tool that connects anywhere else fails.
 //!
-//! A tool missing from PATH skips its test with a printed reason; with
+//! A tool missing from PATH skips its test (`util::tools_present`: a
+//! `skipped:` line now, a count at the end of the run); with
 //! `RSH_REQUIRE_TOOLS` set (as `.ci/run` does, after installing them) it
 //! fails the test instead.
 
@@ -31,39 +32,6 @@ use tempfile::TempDir;
 const TOOL_LIMIT: Duration = Duration::from_secs(120);
 /// Bound on one Ansible run (a playbook of ten tasks on three hosts).
 const ANSIBLE_LIMIT: Duration = Duration::from_secs(300);
-
-/// Whether every one of `tools` is on PATH. When one is not: with
-/// `RSH_REQUIRE_TOOLS` set this panics (CI installs them, so a missing one is
-/// a broken CI), else it prints why the test is skipped and returns false.
-fn tools_present(test: &str, tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|tool| find_in_path(tool).is_none())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var_os("RSH_REQUIRE_TOOLS").is_some() {
-        panic!("{test}: {missing:?} not on PATH, and RSH_REQUIRE_TOOLS is set");
-    }
-    eprintln!(
-        "skipping {test}: {missing:?} not on PATH (.ci/run installs them; \
-         RSH_REQUIRE_TOOLS=1 makes this a failure)"
-    );
-    false
-}
-
-fn find_in_path(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(tool))
-        .find(|candidate| {
-            std::fs::metadata(candidate)
-                .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
-}
 
 /// Servers on 127.0.0.11, .12, ... and one client RSH_HOME that reaches
 /// each as `hostN` (a config alias), plus a scratch dir and the PATH and
@@ -311,7 +279,7 @@ fn assert_same_tree(src: &Path, dst: &Path) {
 
 #[test]
 fn rsync_over_rsh_copies_a_tree_exactly_then_nothing() {
-    if !tools_present("rsync", &["rsync"]) {
+    if !util::tools_present(&["rsync"]) {
         return;
     }
     let fleet = Fleet::start(1);
@@ -368,7 +336,7 @@ fn rsync_over_rsh_copies_a_tree_exactly_then_nothing() {
 
 #[test]
 fn tar_through_rsh_client_unpacks_remotely() {
-    if !tools_present("tar", &["tar"]) {
+    if !util::tools_present(&["tar"]) {
         return;
     }
     let fleet = Fleet::start(1);
@@ -387,7 +355,7 @@ fn tar_through_rsh_client_unpacks_remotely() {
 
 #[test]
 fn git_clone_and_push_through_git_ssh_command() {
-    if !tools_present("git", &["git"]) {
+    if !util::tools_present(&["git"]) {
         return;
     }
     let fleet = Fleet::start(1);
@@ -474,7 +442,7 @@ fn git_clone_and_push_through_git_ssh_command() {
 
 #[test]
 fn gnu_parallel_runs_jobs_on_rsh_hosts() {
-    if !tools_present("parallel", &["parallel", "perl"]) {
+    if !util::tools_present(&["parallel", "perl"]) {
         return;
     }
     let fleet = Fleet::start(2);
@@ -524,7 +492,7 @@ fn gnu_parallel_runs_jobs_on_rsh_hosts() {
 
 #[test]
 fn pdsh_exec_runs_on_three_hosts_with_ports() {
-    if !tools_present("pdsh", &["pdsh"]) {
+    if !util::tools_present(&["pdsh"]) {
         return;
     }
     let fleet = Fleet::start(3);
@@ -601,7 +569,7 @@ fn ansible_setup(fleet: &Fleet) -> AnsibleSetup {
     }
     // The "remote" is this machine: the Python Ansible runs on serves as
     // the hosts' (discovery may find a python3.X shim that does not run).
-    let python = find_in_path("ansible")
+    let python = util::find_in_path("ansible")
         .and_then(|ansible| Some(ansible.parent()?.join("python3")))
         .filter(|python| python.exists())
         .unwrap_or_else(|| PathBuf::from("/usr/bin/python3"));
@@ -650,7 +618,7 @@ impl AnsibleSetup {
 
 #[test]
 fn ansible_ping_and_shell_over_rsh() {
-    if !tools_present("ansible", &["ansible"]) {
+    if !util::tools_present(&["ansible"]) {
         return;
     }
     let fleet = Fleet::start(3);
@@ -716,7 +684,7 @@ fn ansible_ping_and_shell_over_rsh() {
 
 #[test]
 fn ansible_playbook_over_rsh_copies_templates_fetches_and_reports_failure() {
-    if !tools_present("ansible-playbook", &["ansible-playbook"]) {
+    if !util::tools_present(&["ansible-playbook"]) {
         return;
     }
     let fleet = Fleet::start(3);

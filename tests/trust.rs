@@ -2,7 +2,7 @@
 //! block a read (a FIFO), and known_hosts with several keys for a host.
 //! Against the real binaries, on loopback and temp Unix sockets.
 
-use crate::util::{TestServer, Transport, WAIT};
+use crate::util::{self, TestServer, Transport, WAIT};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,17 +13,13 @@ fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Whether this test runs as root and so can hand a file to another user;
 /// the foreign-owner tests need that and say so when skipped.
 fn running_as_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         true
     } else {
-        eprintln!("{test}: skipped: giving a file to another user needs root");
+        crate::util::skip(&format!("{test}: giving a file to another user needs root"));
         false
     }
 }
@@ -61,7 +57,7 @@ fn server_refuses_to_start_with_a_writable_rsh_home() {
     chmod(home.path(), 0o777);
     let out = start_fails(home.path());
     assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = util::stderr(&out);
     assert!(
         err.contains(&format!(
             "{}: writable by group/others (mode 0777)",
@@ -73,7 +69,11 @@ fn server_refuses_to_start_with_a_writable_rsh_home() {
     chmod(home.path(), 0o1777);
     let out = start_fails(home.path());
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("(mode 1777)"), "{}", stderr(&out));
+    assert!(
+        util::stderr(&out).contains("(mode 1777)"),
+        "{}",
+        util::stderr(&out)
+    );
 }
 
 #[test]
@@ -87,12 +87,12 @@ fn server_refuses_to_start_with_a_writable_directory_above_rsh_home() {
     let out = start_fails(&home);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains(&format!(
+        util::stderr(&out).contains(&format!(
             "{}: writable by group/others (mode 0777)",
             top.path().display()
         )),
         "{}",
-        stderr(&out)
+        util::stderr(&out)
     );
 }
 
@@ -108,9 +108,9 @@ fn server_refuses_to_start_with_a_foreign_authorized_keys() {
     let out = start_fails(home.path());
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains(&format!("{}: owned by uid {NOBODY}", keys.display())),
+        util::stderr(&out).contains(&format!("{}: owned by uid {NOBODY}", keys.display())),
         "{}",
-        stderr(&out)
+        util::stderr(&out)
     );
 }
 
@@ -123,9 +123,9 @@ fn server_refuses_to_start_with_an_authorized_keys_fifo() {
     let out = start_fails(home.path());
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("not a regular file (a FIFO)"),
+        util::stderr(&out).contains("not a regular file (a FIFO)"),
         "{}",
-        stderr(&out)
+        util::stderr(&out)
     );
 }
 
@@ -142,11 +142,9 @@ fn trust_is_checked_again_for_every_connection() {
 
     chmod(home, 0o777);
     let out = server.run(&touch, b"");
-    assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
-    server.wait_for_log(&format!(
-        "{}: writable by group/others (mode 0777)",
-        home.display()
-    ));
+    assert_eq!(out.status.code(), Some(255), "{}", util::stderr(&out));
+    let refused = format!("{}: writable by group/others (mode 0777)", home.display());
+    server.wait_for_event(|ev| ev.text("error").contains(&refused));
     chmod(home, 0o700);
 
     if running_as_root("trust_is_checked_again_for_every_connection (foreign owner)") {
@@ -159,8 +157,9 @@ fn trust_is_checked_again_for_every_connection() {
         std::os::unix::fs::chown(&planted, Some(NOBODY), None).expect("chown");
         std::fs::rename(&planted, &keys).expect("mv -f");
         let out = server.run(&touch, b"");
-        assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
-        server.wait_for_log(&format!("{}: owned by uid {NOBODY}", keys.display()));
+        assert_eq!(out.status.code(), Some(255), "{}", util::stderr(&out));
+        let refused = format!("{}: owned by uid {NOBODY}", keys.display());
+        server.wait_for_event(|ev| ev.text("error").contains(&refused));
         std::os::unix::fs::chown(&keys, Some(0), None).expect("chown back");
 
         // A link into a sticky, world-writable directory where the other
@@ -173,15 +172,16 @@ fn trust_is_checked_again_for_every_connection() {
         std::fs::remove_file(&keys).expect("rm");
         std::os::unix::fs::symlink(&target, &keys).expect("symlink");
         let out = server.run(&touch, b"");
-        assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
+        assert_eq!(out.status.code(), Some(255), "{}", util::stderr(&out));
         std::os::unix::fs::chown(&target, Some(0), None).expect("chown to root");
         // Root's own file there is still refused: its directory is writable.
         let out = server.run(&touch, b"");
-        assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
-        server.wait_for_log(&format!(
+        assert_eq!(out.status.code(), Some(255), "{}", util::stderr(&out));
+        let refused = format!(
             "{}: writable by group/others (mode 1777)",
             drop_box.path().display()
-        ));
+        );
+        server.wait_for_event(|ev| ev.text("error").contains(&refused));
         std::fs::remove_file(&keys).expect("rm link");
         std::fs::copy(&target, &keys).expect("copy back");
     }
@@ -190,7 +190,7 @@ fn trust_is_checked_again_for_every_connection() {
         "nothing ran on an untrusted authorized_keys"
     );
     let out = server.run("echo trusted again", b"");
-    assert_eq!(out.stdout, b"trusted again\n", "{}", stderr(&out));
+    assert_eq!(out.stdout, b"trusted again\n", "{}", util::stderr(&out));
 }
 
 /// authorized_keys replaced by a FIFO: reading it would block forever. The
@@ -203,7 +203,12 @@ fn authorized_keys_fifo_does_not_freeze_the_server() {
     let socket = sockets.path().join("rsh.sock");
     let unix = format!("unix:{}", socket.display());
     let mut server = TestServer::start_with(Transport::Tls, &["--listen", &unix]);
-    server.wait_for_log(&format!("endpoint={unix}"));
+    // Ready means listening on every endpoint.
+    assert!(
+        server.ready.endpoints.iter().any(|e| e.to_string() == unix),
+        "{:?}",
+        server.ready.endpoints
+    );
     let keys = server.home.path().join("authorized_keys");
     let authorized = std::fs::read(&keys).expect("read authorized_keys");
     std::fs::remove_file(&keys).expect("rm");
@@ -213,18 +218,9 @@ fn authorized_keys_fifo_does_not_freeze_the_server() {
     // plausible machine: each blocked read used to take one.
     let workers = std::thread::available_parallelism().map_or(2, usize::from);
     let mut tcp_clients: Vec<_> = (0..(2 * workers).max(4))
-        .map(|_| {
-            server
-                .client()
-                .args(["-c", "echo should not run"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn client")
-        })
+        .map(|_| server.spawn_client("echo should not run"))
         .collect();
-    server.wait_for_log("not a regular file (a FIFO)");
+    server.wait_for_event(|ev| ev.text("error").contains("not a regular file (a FIFO)"));
 
     let out = crate::util::run_with_stdin(
         Command::new(crate::util::client_bin())
@@ -233,7 +229,7 @@ fn authorized_keys_fifo_does_not_freeze_the_server() {
             .args(["-c", "echo local"]),
         b"",
     );
-    assert_eq!(out.stdout, b"local\n", "{}", stderr(&out));
+    assert_eq!(out.stdout, b"local\n", "{}", util::stderr(&out));
 
     for child in &mut tcp_clients {
         let status = crate::util::wait_child(child, WAIT).expect("TCP client refused in time");
@@ -248,7 +244,7 @@ fn authorized_keys_fifo_does_not_freeze_the_server() {
     std::fs::write(&keys, authorized).expect("restore authorized_keys");
     chmod(&keys, 0o600);
     let out = server.run("echo back", b"");
-    assert_eq!(out.stdout, b"back\n", "{}", stderr(&out));
+    assert_eq!(out.stdout, b"back\n", "{}", util::stderr(&out));
     assert!(server.terminate().success(), "SIGTERM stops the server");
 }
 
@@ -270,7 +266,7 @@ fn any_known_hosts_entry_for_the_host_may_match() {
     let text = format!("{} {}\n{current}", server.dest, old_key.trim());
     std::fs::write(&known_hosts, &text).expect("write known_hosts");
     let out = server.run("echo rekeyed", b"");
-    assert_eq!(out.stdout, b"rekeyed\n", "{}", stderr(&out));
+    assert_eq!(out.stdout, b"rekeyed\n", "{}", util::stderr(&out));
     assert_eq!(
         std::fs::read_to_string(&known_hosts).expect("known_hosts"),
         text

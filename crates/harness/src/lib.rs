@@ -10,7 +10,10 @@
 //! [`rsh_config::ready`]), never from log lines; it waits for that file with
 //! a bounded wait that stops early if the server exits. The server's log is
 //! drained for its whole life (a server blocked on a full stderr pipe would
-//! stall) and kept for assertions and error messages.
+//! stall) and kept for assertions and error messages. With
+//! [`ServerBuilder::json_log`] its lines are JSON objects, and tests wait for
+//! a [`LogEvent`] by its fields ([`Server::wait_for_event`]), never for a
+//! phrase of the human-readable text, which is free to change.
 //!
 //! The binaries are given, not found: tests pass `env!("CARGO_BIN_EXE_...")`,
 //! rsh-bench the release binaries next to itself.
@@ -53,6 +56,7 @@ pub struct ServerBuilder {
     temp_prefix: String,
     stop_grace: Duration,
     start_limit: Duration,
+    json_log: bool,
 }
 
 impl ServerBuilder {
@@ -68,7 +72,15 @@ impl ServerBuilder {
             temp_prefix: "rsh-harness".to_owned(),
             stop_grace: Duration::ZERO,
             start_limit: START_LIMIT,
+            json_log: false,
         }
+    }
+
+    /// `--log-format json`: one JSON object per log line, for
+    /// [`Server::wait_for_event`] and [`Server::events`] (off by default).
+    pub fn json_log(mut self, on: bool) -> Self {
+        self.json_log = on;
+        self
     }
 
     /// Listen on `unix:RSH_HOME/rsh.sock` (on by default).
@@ -146,6 +158,9 @@ impl ServerBuilder {
             .context("cannot write authorized_keys")?;
             command.args(["--listen", "127.0.0.1:0"]);
         }
+        if self.json_log {
+            command.args(["--log-format", "json"]);
+        }
         let child = command
             .arg("--ready-file")
             .arg(&ready_path)
@@ -172,7 +187,7 @@ impl ServerBuilder {
                 fingerprint: None,
             },
             bins: self.bins.clone(),
-            log: Arc::new(Log::new(self.log_keep)),
+            log: ServerLog(Arc::new(Log::new(self.log_keep))),
             stop_grace: self.stop_grace,
         };
         server.drain_log()?;
@@ -183,7 +198,7 @@ impl ServerBuilder {
         if ready.is_err() {
             // An early exit's reason is its last words on stderr, which the
             // drain thread may not have read yet.
-            server.log.wait_closed(Duration::from_secs(2));
+            server.log.0.wait_closed(Duration::from_secs(2));
         }
         server.ready = ready.with_context(|| format!("its log:\n{}", server.log_tail()))?;
         if self.tls {
@@ -223,7 +238,7 @@ pub struct Server {
     /// What the server said in its ready file.
     pub ready: ReadyFile,
     bins: Binaries,
-    log: Arc<Log>,
+    log: ServerLog,
     stop_grace: Duration,
 }
 
@@ -273,13 +288,35 @@ impl Server {
         self.log.lines().join("\n")
     }
 
-    /// The first kept log line containing `needle`, waiting up to `limit`
-    /// for it to appear.
+    /// The log, as a handle that outlives a borrow of the server (for a
+    /// callback that must wait for the server's side of something).
+    pub fn log_handle(&self) -> ServerLog {
+        self.log.clone()
+    }
+
+    /// The events logged so far (see [`ServerBuilder::json_log`]).
+    pub fn events(&self) -> Vec<LogEvent> {
+        self.log.events()
+    }
+
+    /// The first logged event for which `wanted` holds, waiting up to
+    /// `limit` for it (see [`ServerBuilder::json_log`]).
     ///
     /// # Errors
-    /// No such line within `limit`, or the server's stderr closed first.
-    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> anyhow::Result<String> {
-        self.log.wait_for(needle, limit)
+    /// No such event within `limit`, or the server's stderr closed first.
+    pub fn wait_for_event(
+        &self,
+        wanted: impl Fn(&LogEvent) -> bool,
+        limit: Duration,
+    ) -> anyhow::Result<LogEvent> {
+        self.log.wait_for_event(wanted, limit)
+    }
+
+    /// Waits up to `limit` for the end of the log: the server's stderr
+    /// closed, normally because it exited. After [`Server::terminate`] this
+    /// makes the log complete.
+    pub fn wait_log_closed(&self, limit: Duration) -> bool {
+        self.log.0.wait_closed(limit)
     }
 
     /// Sends SIGTERM and waits up to `limit` for the exit status.
@@ -306,7 +343,7 @@ impl Server {
             .as_mut()
             .and_then(|child| child.stderr.take())
             .context("rsh-server has no stderr pipe")?;
-        let log = self.log.clone();
+        let log = self.log.0.clone();
         let show = std::env::var_os("RSH_TEST_SHOW_LOG").is_some();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
@@ -387,23 +424,33 @@ impl Log {
 
     /// Waits up to `limit` for the end of the log (the server's stderr
     /// closed, normally because it exited).
-    fn wait_closed(&self, limit: Duration) {
+    fn wait_closed(&self, limit: Duration) -> bool {
         let state = self.state();
-        let _ = self
-            .changed
-            .wait_timeout_while(state, limit, |state| !state.closed);
+        self.changed
+            .wait_timeout_while(state, limit, |state| !state.closed)
+            .map_or_else(
+                |poisoned| poisoned.into_inner().0.closed,
+                |(state, _)| state.closed,
+            )
     }
 
     fn lines(&self) -> Vec<String> {
         self.state().lines.iter().cloned().collect()
     }
 
-    fn wait_for(&self, needle: &str, limit: Duration) -> anyhow::Result<String> {
+    /// The first line for which `wanted` gives a value, waiting up to
+    /// `limit` for it; `what` names it in the error.
+    fn wait_for<T>(
+        &self,
+        wanted: impl Fn(&str) -> Option<T>,
+        what: &str,
+        limit: Duration,
+    ) -> anyhow::Result<T> {
         let deadline = Instant::now() + limit;
         let mut state = self.state();
         loop {
-            if let Some(line) = state.lines.iter().find(|l| l.contains(needle)) {
-                return Ok(line.clone());
+            if let Some(found) = state.lines.iter().find_map(|line| wanted(line)) {
+                return Ok(found);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if state.closed || left.is_zero() {
@@ -414,7 +461,7 @@ impl Log {
                 };
                 let log: Vec<&str> = state.lines.iter().map(String::as_str).collect();
                 bail!(
-                    "server never logged {needle:?} ({why}); log:\n{}",
+                    "server never logged {what} ({why}); log:\n{}",
                     log.join("\n")
                 );
             }
@@ -424,6 +471,109 @@ impl Log {
                 .map(|(state, _)| state)
                 .unwrap_or_else(|poisoned| poisoned.into_inner().0);
         }
+    }
+}
+
+/// A server's log, shared with the thread that drains its stderr.
+#[derive(Debug, Clone)]
+pub struct ServerLog(Arc<Log>);
+
+impl ServerLog {
+    /// The lines kept so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lines()
+    }
+
+    /// The events logged so far: the lines that are JSON objects.
+    pub fn events(&self) -> Vec<LogEvent> {
+        self.0
+            .lines()
+            .iter()
+            .filter_map(|l| LogEvent::parse(l))
+            .collect()
+    }
+
+    /// The first logged event for which `wanted` holds, waiting up to
+    /// `limit` for it.
+    ///
+    /// # Errors
+    /// No such event within `limit`, or the server's stderr closed first.
+    pub fn wait_for_event(
+        &self,
+        wanted: impl Fn(&LogEvent) -> bool,
+        limit: Duration,
+    ) -> anyhow::Result<LogEvent> {
+        self.0.wait_for(
+            |line| LogEvent::parse(line).filter(|event| wanted(event)),
+            "the awaited event",
+            limit,
+        )
+    }
+}
+
+/// One line of a server logging with `--log-format json`: the event's own
+/// fields (`message`, `level`, `cause`, `reason`, ...) at the top, the spans
+/// it happened in (`conn` with `peer` and `user`, `cmd` with `command`)
+/// under `spans`, outermost first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEvent(serde_json::Value);
+
+impl LogEvent {
+    /// The event on `line`; `None` for a line that is not a JSON object.
+    pub fn parse(line: &str) -> Option<LogEvent> {
+        serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .map(LogEvent)
+    }
+
+    /// The whole object.
+    pub fn json(&self) -> &serde_json::Value {
+        &self.0
+    }
+
+    /// The event's message (its fixed text; "" if none).
+    pub fn message(&self) -> &str {
+        self.0["message"].as_str().unwrap_or("")
+    }
+
+    /// `INFO`, `WARN`, ...
+    pub fn level(&self) -> &str {
+        self.0["level"].as_str().unwrap_or("")
+    }
+
+    /// A field of the event or, failing that, of the innermost span that
+    /// has it.
+    pub fn field(&self, name: &str) -> Option<&serde_json::Value> {
+        self.0.get(name).or_else(|| {
+            self.0["spans"]
+                .as_array()?
+                .iter()
+                .rev()
+                .find_map(|span| span.get(name))
+        })
+    }
+
+    /// [`LogEvent::field`] as text: a string as it is, anything else
+    /// (a number, a boolean) as JSON writes it; "" when absent.
+    pub fn text(&self, name: &str) -> String {
+        match self.field(name) {
+            Some(serde_json::Value::String(text)) => text.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        }
+    }
+
+    /// Whether the event has the field `name` equal to `value` (as
+    /// [`LogEvent::text`] gives it).
+    pub fn has(&self, name: &str, value: &str) -> bool {
+        self.field(name).is_some() && self.text(name) == value
+    }
+}
+
+impl std::fmt::Display for LogEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
     }
 }
 

@@ -1,12 +1,11 @@
-//! Helpers for tests/tutorial.rs: find (and if need be build) the example
-//! binaries, run them as child processes that die with the test, and bound
+//! Helpers for tests/tutorial.rs: run the tutorial's programs (this
+//! package's binaries) as child processes that die with the test, and bound
 //! every wait.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Output, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, Lines};
@@ -16,20 +15,6 @@ use tokio::sync::mpsc;
 /// Upper bound for any single wait in these tests (a reply, a log line, a
 /// process exit).
 pub const STEP: Duration = Duration::from_secs(20);
-/// Upper bound for building the examples when they are missing or stale.
-const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
-
-/// Every example these tests run; built together, once per test process.
-const EXAMPLES: &[&str] = &[
-    "tcp_echo_server",
-    "tcp_echo_client",
-    "udp_echo_server",
-    "udp_echo_client",
-    "unix_echo_server",
-    "unix_echo_client",
-    "naive_shell_server",
-];
-
 /// Runs `fut` for at most [`STEP`].
 pub async fn within<F: Future>(what: &str, fut: F) -> Result<F::Output> {
     tokio::time::timeout(STEP, fut)
@@ -49,109 +34,23 @@ where
     Ok(reply)
 }
 
-/// `target/<profile>/examples`, next to the `deps/` directory this test
-/// executable lives in.
-fn examples_dir() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("cannot locate the test executable")?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("unexpected test executable path {}", exe.display()))?;
-    Ok(profile_dir.join("examples"))
-}
-
-/// Builds the examples once per test process. Cargo makes this a no-op when
-/// they are fresh, and it keeps the tests from running stale binaries. If the
-/// build cannot run (e.g. another crate of the workspace is mid-edit) but the
-/// binaries exist, the tests go on with them and say so.
-fn ensure_built() -> Result<()> {
-    static BUILD: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    BUILD
-        .get_or_init(|| build_examples().map_err(|err| format!("{err:#}")))
-        .clone()
-        .map_err(|err| anyhow!(err))
-}
-
-fn build_examples() -> Result<()> {
-    let dir = examples_dir()?;
-    let profile_dir = dir
-        .parent()
-        .ok_or_else(|| anyhow!("no profile directory above {}", dir.display()))?;
-    let target_dir = profile_dir
-        .parent()
-        .ok_or_else(|| anyhow!("no target directory above {}", profile_dir.display()))?;
-    let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
-        Some("debug") | None => "dev".to_owned(),
-        Some(name) => name.to_owned(),
+/// Path of a tutorial program: a binary of this package, which Cargo built
+/// before these tests.
+pub fn program(name: &str) -> Result<PathBuf> {
+    let path = match name {
+        "tcp_echo_server" => env!("CARGO_BIN_EXE_tcp_echo_server"),
+        "tcp_echo_client" => env!("CARGO_BIN_EXE_tcp_echo_client"),
+        "udp_echo_server" => env!("CARGO_BIN_EXE_udp_echo_server"),
+        "udp_echo_client" => env!("CARGO_BIN_EXE_udp_echo_client"),
+        "unix_echo_server" => env!("CARGO_BIN_EXE_unix_echo_server"),
+        "unix_echo_client" => env!("CARGO_BIN_EXE_unix_echo_client"),
+        "naive_shell_server" => env!("CARGO_BIN_EXE_naive_shell_server"),
+        other => bail!("no tutorial program named {other}"),
     };
-
-    let mut cmd = std::process::Command::new(env!("CARGO"));
-    cmd.arg("build")
-        .arg("--manifest-path")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir)
-        .arg("--profile")
-        .arg(&profile);
-    for name in EXAMPLES {
-        cmd.arg("--example").arg(name);
-    }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot run cargo to build the examples")?;
-    // Drain cargo's stderr on a thread so a chatty build cannot fill the pipe.
-    let stderr = child.stderr.take();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut stderr) = stderr {
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        }
-        text
-    });
-    let deadline = Instant::now() + BUILD_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().context("cannot wait for cargo")? {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let log = reader.join().unwrap_or_default();
-
-    let all_present = EXAMPLES.iter().all(|name| dir.join(name).is_file());
-    match status {
-        Some(status) if status.success() => Ok(()),
-        _ if all_present => {
-            eprintln!(
-                "warning: `cargo build --examples` failed or timed out; testing the \
-                 existing (possibly stale) binaries in {}\n{log}",
-                dir.display()
-            );
-            Ok(())
-        }
-        Some(status) => bail!("building the examples failed ({status}):\n{log}"),
-        None => bail!("building the examples timed out after {BUILD_TIMEOUT:?}:\n{log}"),
-    }
+    Ok(PathBuf::from(path))
 }
 
-/// Path of an example binary, built if need be.
-pub fn example(name: &str) -> Result<PathBuf> {
-    ensure_built()?;
-    let path = examples_dir()?.join(name);
-    if !path.is_file() {
-        bail!("example binary {} not found", path.display());
-    }
-    Ok(path)
-}
-
-/// A running example. Killed (SIGKILL) when dropped; if the test is failing,
+/// A running tutorial program. Killed (SIGKILL) when dropped; if the test is failing,
 /// prints what the process logged to help find out why.
 pub struct Proc {
     name: String,
@@ -163,9 +62,9 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts example `name` with `args`; stdin, stdout and stderr piped.
+    /// Starts program `name` with `args`; stdin, stdout and stderr piped.
     pub fn spawn(name: &str, args: &[&str]) -> Result<Proc> {
-        let mut child = Command::new(example(name)?)
+        let mut child = Command::new(program(name)?)
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::piped())
@@ -203,7 +102,7 @@ impl Proc {
         })
     }
 
-    /// Starts a server example and waits for its `listening on ADDR` line;
+    /// Starts a server program and waits for its `listening on ADDR` line;
     /// returns the process and ADDR.
     pub async fn server(name: &str, args: &[&str]) -> Result<(Proc, String)> {
         let mut proc = Proc::spawn(name, args)?;
@@ -291,7 +190,7 @@ impl Drop for Proc {
 /// Runs a client example to completion with `input` on its stdin, bounded by
 /// [`STEP`]; the child is killed if it does not finish in time.
 pub async fn run_client(name: &str, args: &[&str], input: &[u8]) -> Result<Output> {
-    let mut child = Command::new(example(name)?)
+    let mut child = Command::new(program(name)?)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -1,11 +1,13 @@
-//! The tutorial's programs, rebuilt in examples/, driven as real processes.
+//! The tutorial's programs, rebuilt in the root examples/ and built here as
+//! this package's binaries, driven as real processes.
 //!
-//! Each test starts an example binary (built on demand, see
-//! `tutorial/support.rs`), waits for its `listening on ADDR` line rather than
-//! sleeping, and bounds every wait. Servers bind port 0 or a socket path in a
+//! Each test starts a program (found through `CARGO_BIN_EXE_*`, see
+//! `support.rs`), waits for the first line of its stdout, `listening on
+//! ADDR` (the programs' documented readiness line: it names the port the OS
+//! picked), and bounds every wait. Servers bind port 0 or a socket path in a
 //! temporary directory, so the tests can run in parallel.
 //!
-//! Run with `cargo test --test tests tutorial::`.
+//! Run with `cargo test -p rsh-tutorial`.
 
 mod support;
 
