@@ -17,11 +17,27 @@
 //! What the record layer handles after the handshake (RFC 8446): application
 //! data; `close_notify` (end of stream) and any other alert (an error, as
 //! rustls reports it: `rustls::Error::AlertReceived` inside an
-//! `InvalidData` I/O error); `KeyUpdate` both ways (the peer's is applied;
-//! if it asks for ours, ours goes before our next record; ours is sent on
-//! our own before a key reaches a fraction of its cipher's confidentiality
-//! limit); `NewSessionTicket` is ignored (resumption is disabled on both
-//! sides). Anything else ends the stream with an error.
+//! `InvalidData` I/O error); `KeyUpdate` both ways (the peer's is applied,
+//! at most 32 in a row without application data, as rustls allows; if it
+//! asks for ours, ours goes before our next record; ours is sent on our own
+//! before a key reaches a fraction of its cipher's confidentiality limit);
+//! `NewSessionTicket` from a server is ignored (resumption is disabled on
+//! both sides). A handshake message may span records.
+//!
+//! Anything else ends the stream for good, answered with the fatal alert
+//! RFC 8446 names for it, encrypted like every record after the handshake:
+//! `record_overflow` for a ciphertext over 2^14 + 256 bytes or an inner
+//! plaintext (content, type and padding) over 2^14 + 1; `bad_record_mac`
+//! for a record that does not decrypt; `decode_error` for a zero-length
+//! handshake fragment, a malformed alert or KeyUpdate, a handshake message
+//! over 64 KiB; `illegal_parameter` for a KeyUpdate value other than 0 or
+//! 1; `unexpected_message` for an unprotected record, a record without a
+//! content type or of an unknown one, a NewSessionTicket from a client, any
+//! other handshake message, data after a KeyUpdate in its record, a record
+//! of another type between the fragments of a handshake message, and the
+//! 33rd KeyUpdate in a row. Every later read and write fails. Each refusal
+//! is logged at WARN, at most [`REFUSAL_LOG_BURST`] lines per
+//! [`REFUSAL_LOG_INTERVAL`] over all connections.
 //!
 //! The same secrets could be handed to the kernel (kTLS) where it has the
 //! `tls` ULP; these machines' kernels do not, so this is the only path.
