@@ -494,9 +494,11 @@ fn split_host(host: &str) -> Result<Split, String> {
     let Some(end) = name.rfind(|c: char| c.is_ascii_digit()).map(|i| i + 1) else {
         return Err(host.to_owned());
     };
+    // (By length, not by the index of the last non-digit plus one: that
+    // character may take more than one byte.)
     let start = name[..end]
-        .rfind(|c: char| !c.is_ascii_digit())
-        .map_or(0, |i| i + 1);
+        .trim_end_matches(|c: char| c.is_ascii_digit())
+        .len();
     if end - start > 18 {
         return Err(host.to_owned());
     }
@@ -517,6 +519,14 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    #[test]
+    fn folds_a_number_after_a_multibyte_character() {
+        // Found by the hostlist fuzz target: this panicked on a char boundary.
+        let folded = compress(["\u{1f}\u{552}0", "\u{552}1", "\u{552}2"]);
+        assert_eq!(folded, "\u{1f}\u{552}0,\u{552}[1-2]");
+        assert_eq!(names(&folded), ["\u{1f}\u{552}0", "\u{552}1", "\u{552}2"]);
     }
 
     #[test]

@@ -17,11 +17,27 @@
 //! What the record layer handles after the handshake (RFC 8446): application
 //! data; `close_notify` (end of stream) and any other alert (an error, as
 //! rustls reports it: `rustls::Error::AlertReceived` inside an
-//! `InvalidData` I/O error); `KeyUpdate` both ways (the peer's is applied;
-//! if it asks for ours, ours goes before our next record; ours is sent on
-//! our own before a key reaches a fraction of its cipher's confidentiality
-//! limit); `NewSessionTicket` is ignored (resumption is disabled on both
-//! sides). Anything else ends the stream with an error.
+//! `InvalidData` I/O error); `KeyUpdate` both ways (the peer's is applied,
+//! at most 32 in a row without application data, as rustls allows; if it
+//! asks for ours, ours goes before our next record; ours is sent on our own
+//! before a key reaches a fraction of its cipher's confidentiality limit);
+//! `NewSessionTicket` from a server is ignored (resumption is disabled on
+//! both sides). A handshake message may span records.
+//!
+//! Anything else ends the stream for good, answered with the fatal alert
+//! RFC 8446 names for it, encrypted like every record after the handshake:
+//! `record_overflow` for a ciphertext over 2^14 + 256 bytes or an inner
+//! plaintext (content, type and padding) over 2^14 + 1; `bad_record_mac`
+//! for a record that does not decrypt; `decode_error` for a zero-length
+//! handshake fragment, a malformed alert or KeyUpdate, a handshake message
+//! over 64 KiB; `illegal_parameter` for a KeyUpdate value other than 0 or
+//! 1; `unexpected_message` for an unprotected record, a record without a
+//! content type or of an unknown one, a NewSessionTicket from a client, any
+//! other handshake message, data after a KeyUpdate in its record, a record
+//! of another type between the fragments of a handshake message, and the
+//! 33rd KeyUpdate in a row. Every later read and write fails. Each refusal
+//! is logged at WARN, at most [`REFUSAL_LOG_BURST`] lines per
+//! [`REFUSAL_LOG_INTERVAL`] over all connections.
 //!
 //! The same secrets could be handed to the kernel (kTLS) where it has the
 //! `tls` ULP; these machines' kernels do not, so this is the only path.
@@ -40,6 +56,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// Largest plaintext of one record (RFC 8446 §5.1).
 const MAX_PLAINTEXT: usize = 16 * 1024;
+/// Largest TLSInnerPlaintext: the content and its type byte, padding
+/// included (RFC 8446 §5.2).
+const MAX_INNER_PLAINTEXT: usize = MAX_PLAINTEXT + 1;
+/// Largest post-handshake message body taken (a NewSessionTicket; rustls's
+/// limit for a handshake message).
+const MAX_HANDSHAKE_MESSAGE: usize = 0xffff;
+/// KeyUpdates taken in a row without application data in between: rustls's
+/// (and BoringSSL's) cap. Each costs a key derivation.
+const MAX_KEY_UPDATES_IN_A_ROW: u32 = 32;
 /// Record header: type, legacy version, length.
 const HEADER: usize = 5;
 /// AEAD tag of every suite rustls offers.
@@ -76,27 +101,95 @@ pub struct PeerInfo {
 enum Kernel {
     Client(KernelConnection<ClientConnectionData>),
     Server(KernelConnection<ServerConnectionData>),
+    /// Traffic secrets given by the caller (tests and fuzzing): the next
+    /// generation is derived here, as RFC 8446 §7.2 says.
+    Fixed(FixedSecrets),
+}
+
+/// TLS_AES_128_GCM_SHA256 traffic secrets of both directions, and the side
+/// this end plays.
+struct FixedSecrets {
+    side: rustls::Side,
+    tx: [u8; 32],
+    rx: [u8; 32],
+}
+
+/// HKDF-Expand-Label with SHA-256 and an empty context (RFC 8446 §7.1).
+fn expand_label(secret: &[u8; 32], label: &[u8], out: &mut [u8]) {
+    struct Len(usize);
+    impl ring::hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            self.0
+        }
+    }
+    let prk = ring::hkdf::Prk::new_less_safe(ring::hkdf::HKDF_SHA256, secret);
+    let length = (out.len() as u16).to_be_bytes();
+    let label_len = [(b"tls13 ".len() + label.len()) as u8];
+    let info: [&[u8]; 5] = [&length, &label_len, b"tls13 ", label, &[0]];
+    // Only fails for lengths over 255 hashes; ours are 12, 16 and 32 bytes.
+    if let Ok(okm) = prk.expand(&info, Len(out.len())) {
+        let _ = okm.fill(out);
+    }
+}
+
+impl FixedSecrets {
+    fn key(secret: &[u8; 32]) -> io::Result<RecordKey> {
+        let mut key = [0u8; 16];
+        let mut iv = [0u8; ring::aead::NONCE_LEN];
+        expand_label(secret, b"key", &mut key);
+        expand_label(secret, b"iv", &mut iv);
+        RecordKey::from_parts(&ring::aead::AES_128_GCM, &key, iv, 0)
+    }
+
+    fn next(secret: &mut [u8; 32]) {
+        let current = *secret;
+        expand_label(&current, b"traffic upd", secret);
+    }
 }
 
 impl Kernel {
-    fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+    fn next_tx_key(&mut self) -> io::Result<RecordKey> {
         match self {
-            Kernel::Client(conn) => conn.update_tx_secret(),
-            Kernel::Server(conn) => conn.update_tx_secret(),
+            Kernel::Client(conn) => RecordKey::new(conn.update_tx_secret().map_err(invalid)?),
+            Kernel::Server(conn) => RecordKey::new(conn.update_tx_secret().map_err(invalid)?),
+            Kernel::Fixed(fixed) => {
+                FixedSecrets::next(&mut fixed.tx);
+                FixedSecrets::key(&fixed.tx)
+            }
         }
     }
 
-    fn update_rx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+    fn next_rx_key(&mut self) -> io::Result<RecordKey> {
         match self {
-            Kernel::Client(conn) => conn.update_rx_secret(),
-            Kernel::Server(conn) => conn.update_rx_secret(),
+            Kernel::Client(conn) => RecordKey::new(conn.update_rx_secret().map_err(invalid)?),
+            Kernel::Server(conn) => RecordKey::new(conn.update_rx_secret().map_err(invalid)?),
+            Kernel::Fixed(fixed) => {
+                FixedSecrets::next(&mut fixed.rx);
+                FixedSecrets::key(&fixed.rx)
+            }
         }
     }
 
-    fn suite(&self) -> SupportedCipherSuite {
-        match self {
+    /// The confidentiality limit of the negotiated cipher.
+    fn confidentiality_limit(&self) -> io::Result<u64> {
+        let suite = match self {
             Kernel::Client(conn) => conn.negotiated_cipher_suite(),
             Kernel::Server(conn) => conn.negotiated_cipher_suite(),
+            Kernel::Fixed(_) => return Ok(1 << 23),
+        };
+        match suite {
+            SupportedCipherSuite::Tls13(suite) => Ok(suite.common.confidentiality_limit),
+            #[allow(unreachable_patterns)]
+            _ => Err(io::Error::other("TLS 1.3 is required")),
+        }
+    }
+
+    /// Which side of the connection this end is.
+    fn side(&self) -> rustls::Side {
+        match self {
+            Kernel::Client(_) => rustls::Side::Client,
+            Kernel::Server(_) => rustls::Side::Server,
+            Kernel::Fixed(fixed) => fixed.side,
         }
     }
 }
@@ -118,12 +211,21 @@ impl RecordKey {
             }
             _ => return Err(io::Error::other("unsupported TLS cipher suite")),
         };
-        let key = ring::aead::UnboundKey::new(algorithm, key.as_ref())
-            .map_err(|_| io::Error::other("bad TLS traffic key"))?;
         let iv: [u8; ring::aead::NONCE_LEN] = iv
             .as_ref()
             .try_into()
             .map_err(|_| io::Error::other("bad TLS traffic IV"))?;
+        Self::from_parts(algorithm, key.as_ref(), iv, seq)
+    }
+
+    fn from_parts(
+        algorithm: &'static ring::aead::Algorithm,
+        key: &[u8],
+        iv: [u8; ring::aead::NONCE_LEN],
+        seq: u64,
+    ) -> io::Result<Self> {
+        let key = ring::aead::UnboundKey::new(algorithm, key)
+            .map_err(|_| io::Error::other("bad TLS traffic key"))?;
         Ok(RecordKey {
             key: ring::aead::LessSafeKey::new(key),
             iv,
@@ -151,15 +253,10 @@ struct Keys {
 
 impl Keys {
     fn new(secrets: ExtractedSecrets, kernel: &Kernel) -> io::Result<Self> {
-        let limit = match kernel.suite() {
-            SupportedCipherSuite::Tls13(suite) => suite.common.confidentiality_limit,
-            #[allow(unreachable_patterns)]
-            _ => return Err(io::Error::other("TLS 1.3 is required")),
-        };
         Ok(Keys {
             tx: RecordKey::new(secrets.tx)?,
             rx: RecordKey::new(secrets.rx)?,
-            limit,
+            limit: kernel.confidentiality_limit()?,
         })
     }
 }
@@ -173,10 +270,80 @@ fn invalid(err: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, err)
 }
 
-fn peer_misbehaved(what: &'static str) -> io::Error {
-    invalid(rustls::Error::General(format!(
-        "TLS peer misbehaved: {what}"
-    )))
+/// Why a received record ends the stream: the fatal alert answered (none
+/// when the peer's own alert ended it), the error reported, and a reason
+/// for the log.
+struct Refusal {
+    alert: Option<AlertDescription>,
+    error: rustls::Error,
+    reason: &'static str,
+}
+
+/// The peer broke RFC 8446: `alert` is what TLS names for it.
+fn refuse(alert: AlertDescription, reason: &'static str) -> Refusal {
+    let error = match alert {
+        AlertDescription::BadRecordMac => rustls::Error::DecryptError,
+        AlertDescription::RecordOverflow => rustls::Error::PeerSentOversizedRecord,
+        _ => rustls::Error::General(format!("TLS peer misbehaved: {reason}")),
+    };
+    Refusal {
+        alert: Some(alert),
+        error,
+        reason,
+    }
+}
+
+/// Lines about refused records let through per [`REFUSAL_LOG_INTERVAL`],
+/// over all connections: a flood of hostile peers costs a few lines.
+pub const REFUSAL_LOG_BURST: u32 = 10;
+/// See [`REFUSAL_LOG_BURST`].
+pub const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The window of the refusal log limit (tokio's clock, so that tests can
+/// stop it).
+struct RefusalLog {
+    window_start: Option<tokio::time::Instant>,
+    used: u32,
+    suppressed: u64,
+}
+
+static REFUSAL_LOG: std::sync::Mutex<RefusalLog> = std::sync::Mutex::new(RefusalLog {
+    window_start: None,
+    used: 0,
+    suppressed: 0,
+});
+
+/// Logs a refused record at WARN, unless this interval's lines are used up
+/// (then it is counted, and the next line says how many were not logged).
+fn log_refusal(alert: AlertDescription, reason: &'static str) {
+    let now = tokio::time::Instant::now();
+    let suppressed = {
+        let mut log = REFUSAL_LOG
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fresh = log
+            .window_start
+            .is_none_or(|start| now.saturating_duration_since(start) >= REFUSAL_LOG_INTERVAL);
+        if fresh {
+            log.window_start = Some(now);
+            log.used = 0;
+        }
+        if log.used < REFUSAL_LOG_BURST {
+            log.used += 1;
+            Some(std::mem::take(&mut log.suppressed))
+        } else {
+            log.suppressed += 1;
+            None
+        }
+    };
+    if let Some(suppressed) = suppressed {
+        tracing::warn!(
+            ?alert,
+            reason,
+            suppressed,
+            "refused a TLS record from the peer; answered with a fatal alert"
+        );
+    }
 }
 
 /// A TLS 1.3 connection over `IO` after its handshake (see the module
@@ -199,6 +366,14 @@ pub struct TlsStream<IO> {
     end: usize,
     /// The peer sent close_notify.
     read_closed: bool,
+    /// A post-handshake message not yet whole (RFC 8446 §5.1 lets one span
+    /// records).
+    handshake: Vec<u8>,
+    /// KeyUpdates received since the last application data.
+    key_updates_in_a_row: u32,
+    /// A record was refused (or the peer's alert ended the stream): every
+    /// later read fails with this.
+    failed: Option<rustls::Error>,
     /// Sealed records not yet written: `wbuf[written..]`.
     wbuf: Vec<u8>,
     written: usize,
@@ -236,6 +411,69 @@ impl<IO> TlsStream<IO> {
         self.rekey_after = records.max(1);
     }
 
+    /// A stream over `io` whose handshake is taken as done, with fixed
+    /// TLS_AES_128_GCM_SHA256 traffic secrets: `tx_secret` seals what this
+    /// end sends, `rx_secret` opens what it receives. For tests and fuzzing
+    /// only (no peer is authenticated).
+    ///
+    /// # Errors
+    /// None in practice (the keys are derived from the secrets).
+    #[doc(hidden)]
+    pub fn with_fixed_secrets(
+        io: IO,
+        side: rustls::Side,
+        tx_secret: [u8; 32],
+        rx_secret: [u8; 32],
+    ) -> io::Result<Self> {
+        let kernel = Kernel::Fixed(FixedSecrets {
+            side,
+            tx: tx_secret,
+            rx: rx_secret,
+        });
+        let keys = Keys {
+            tx: FixedSecrets::key(&tx_secret)?,
+            rx: FixedSecrets::key(&rx_secret)?,
+            limit: kernel.confidentiality_limit()?,
+        };
+        let peer = PeerInfo {
+            certificates: Vec::new(),
+            alpn_protocol: None,
+        };
+        Ok(TlsStream::new(io, keys, kernel, peer, &[], &[]))
+    }
+
+    /// One record sealed with our current key around `inner`, a whole
+    /// TLSInnerPlaintext (content, content type, padding) of at most 65,519
+    /// bytes, as a hostile or unusual peer would send it; it is returned, not
+    /// sent. For tests and fuzzing.
+    #[doc(hidden)]
+    pub fn seal_inner_plaintext(&mut self, inner: &[u8]) -> Vec<u8> {
+        let inner = &inner[..inner.len().min(usize::from(u16::MAX) - TAG)];
+        let header = record_header(inner.len() + TAG);
+        let mut record = header.to_vec();
+        record.extend_from_slice(inner);
+        let nonce = self.tx.next_nonce();
+        if let Ok(tag) = self.tx.key.seal_in_place_separate_tag(
+            nonce,
+            ring::aead::Aad::from(header),
+            &mut record[HEADER..],
+        ) {
+            record.extend_from_slice(tag.as_ref());
+        }
+        record
+    }
+
+    /// Moves our sending key to its next generation, as after a KeyUpdate
+    /// sealed with [`TlsStream::seal_inner_plaintext`]. For tests and fuzzing.
+    ///
+    /// # Errors
+    /// The key schedule failed.
+    #[doc(hidden)]
+    pub fn next_tx_key(&mut self) -> io::Result<()> {
+        self.tx = self.kernel.next_tx_key()?;
+        Ok(())
+    }
+
     /// `plaintext` came with the end of the handshake, before `leftover`:
     /// records rustls did not get to.
     fn new(
@@ -265,6 +503,9 @@ impl<IO> TlsStream<IO> {
             next: plaintext.len(),
             end: plaintext.len() + leftover.len(),
             read_closed: false,
+            handshake: Vec::new(),
+            key_updates_in_a_row: 0,
+            failed: None,
             // Grows with what is written at once, up to a bit over
             // WRITE_BUFFER (and twice that while the socket lags).
             wbuf: Vec::new(),
@@ -275,7 +516,7 @@ impl<IO> TlsStream<IO> {
 
     /// Opens the next whole record in `rbuf[next..end]`, if there is one.
     /// Returns whether one was consumed.
-    fn open_record(&mut self) -> io::Result<bool> {
+    fn open_record(&mut self) -> Result<bool, Refusal> {
         let available = &self.rbuf[self.next..self.end];
         if available.len() < HEADER {
             return Ok(false);
@@ -289,10 +530,29 @@ impl<IO> TlsStream<IO> {
         ];
         let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
         if header[0] != CONTENT_APPLICATION_DATA {
-            return Err(peer_misbehaved("unprotected record after the handshake"));
+            return Err(refuse(
+                AlertDescription::UnexpectedMessage,
+                "unprotected record after the handshake",
+            ));
         }
-        if !(TAG + 1..=MAX_CIPHERTEXT).contains(&len) {
-            return Err(invalid(rustls::Error::PeerSentOversizedRecord));
+        // Refused from the header, before the bytes are waited for.
+        if len > MAX_CIPHERTEXT {
+            return Err(refuse(
+                AlertDescription::RecordOverflow,
+                "record longer than 2^14 + 256 bytes",
+            ));
+        }
+        if len > MAX_INNER_PLAINTEXT + TAG {
+            return Err(refuse(
+                AlertDescription::RecordOverflow,
+                "inner plaintext longer than 2^14 + 1 bytes",
+            ));
+        }
+        if len < TAG + 1 {
+            return Err(refuse(
+                AlertDescription::BadRecordMac,
+                "record too short to be authenticated",
+            ));
         }
         if available.len() < HEADER + len {
             return Ok(false);
@@ -308,70 +568,175 @@ impl<IO> TlsStream<IO> {
                 ring::aead::Aad::from(header),
                 &mut self.rbuf[start..start + len],
             )
-            .map_err(|_| invalid(rustls::Error::DecryptError))?;
+            .map_err(|_| refuse(AlertDescription::BadRecordMac, "record failed to decrypt"))?;
         // TLSInnerPlaintext: content, content type, zero padding.
         let Some(type_at) = plaintext.iter().rposition(|&byte| byte != 0) else {
-            return Err(peer_misbehaved("record without a content type"));
+            return Err(refuse(
+                AlertDescription::UnexpectedMessage,
+                "record without a content type",
+            ));
         };
         let content_type = plaintext[type_at];
         let content = start..start + type_at;
-        if content.len() > MAX_PLAINTEXT {
-            return Err(invalid(rustls::Error::PeerSentOversizedRecord));
+        if !self.handshake.is_empty() && content_type != CONTENT_HANDSHAKE {
+            // RFC 8446 §5.1: no other record in the middle of a message.
+            return Err(refuse(
+                AlertDescription::UnexpectedMessage,
+                "record inside a fragmented handshake message",
+            ));
         }
         match content_type {
-            CONTENT_APPLICATION_DATA => self.plain = content,
+            CONTENT_APPLICATION_DATA => {
+                self.key_updates_in_a_row = 0;
+                self.plain = content;
+            }
             CONTENT_ALERT => {
                 let alert = &self.rbuf[content];
                 let [_level, description] = alert else {
-                    return Err(peer_misbehaved("malformed alert"));
+                    return Err(refuse(AlertDescription::DecodeError, "malformed alert"));
                 };
                 let description = AlertDescription::from(*description);
                 if description == AlertDescription::CloseNotify {
                     self.read_closed = true;
                 } else {
-                    return Err(invalid(rustls::Error::AlertReceived(description)));
+                    return Err(Refusal {
+                        alert: None,
+                        error: rustls::Error::AlertReceived(description),
+                        reason: "alert received",
+                    });
                 }
             }
+            CONTENT_HANDSHAKE if content.is_empty() => {
+                // RFC 8446 §5.1: never sent, so nothing to wait for.
+                return Err(refuse(
+                    AlertDescription::DecodeError,
+                    "zero-length handshake fragment",
+                ));
+            }
             CONTENT_HANDSHAKE => self.handshake_messages(content)?,
-            _ => return Err(peer_misbehaved("unexpected record type")),
+            _ => {
+                return Err(refuse(
+                    AlertDescription::UnexpectedMessage,
+                    "unexpected record type",
+                ))
+            }
         }
         Ok(true)
     }
 
-    /// Post-handshake messages of one record (a message never spans records
-    /// here: both kinds are far smaller than one).
-    fn handshake_messages(&mut self, mut range: std::ops::Range<usize>) -> io::Result<()> {
-        while !range.is_empty() {
-            let message = &self.rbuf[range.clone()];
-            let [kind, a, b, c, body @ ..] = message else {
-                return Err(peer_misbehaved("truncated handshake message"));
-            };
-            let len = u32::from_be_bytes([0, *a, *b, *c]) as usize;
-            if body.len() < len {
-                return Err(peer_misbehaved("handshake message split across records"));
-            }
-            match *kind {
-                HANDSHAKE_KEY_UPDATE => {
-                    let request = match body[..len] {
-                        [0] => false,
-                        [1] => true,
-                        _ => return Err(peer_misbehaved("malformed KeyUpdate")),
-                    };
-                    if range.len() != 4 + len {
-                        // RFC 8446 §5.1: a key change ends its record.
-                        return Err(peer_misbehaved("data after a KeyUpdate"));
-                    }
-                    self.rx = RecordKey::new(self.kernel.update_rx().map_err(invalid)?)?;
-                    self.key_update_owed |= request;
+    /// Post-handshake messages: those whole once `range` (a handshake
+    /// record's content) is added to what earlier records began.
+    fn handshake_messages(&mut self, range: std::ops::Range<usize>) -> Result<(), Refusal> {
+        self.handshake.extend_from_slice(&self.rbuf[range]);
+        let mut at = 0;
+        while let [kind, a, b, c, ..] = self.handshake[at..] {
+            let len = u32::from_be_bytes([0, a, b, c]) as usize;
+            // Judged from the message header, before its body is waited for.
+            match kind {
+                HANDSHAKE_KEY_UPDATE if len != 1 => {
+                    return Err(refuse(AlertDescription::DecodeError, "malformed KeyUpdate"))
+                }
+                HANDSHAKE_KEY_UPDATE => {}
+                HANDSHAKE_NEW_SESSION_TICKET if self.kernel.side() == rustls::Side::Server => {
+                    return Err(refuse(
+                        AlertDescription::UnexpectedMessage,
+                        "NewSessionTicket from a client",
+                    ))
+                }
+                HANDSHAKE_NEW_SESSION_TICKET if len > MAX_HANDSHAKE_MESSAGE => {
+                    return Err(refuse(
+                        AlertDescription::DecodeError,
+                        "handshake message too large",
+                    ))
                 }
                 // Resumption is disabled on both sides: nothing to keep.
                 HANDSHAKE_NEW_SESSION_TICKET => {}
-                _ => return Err(peer_misbehaved("unexpected handshake message")),
+                _ => {
+                    return Err(refuse(
+                        AlertDescription::UnexpectedMessage,
+                        "unexpected handshake message",
+                    ))
+                }
             }
-            range.start += 4 + len;
+            let Some(body) = self.handshake.get(at + 4..at + 4 + len) else {
+                break;
+            };
+            if kind == HANDSHAKE_KEY_UPDATE {
+                let request = match body {
+                    [0] => false,
+                    [1] => true,
+                    _ => {
+                        return Err(refuse(
+                            AlertDescription::IllegalParameter,
+                            "KeyUpdate neither requested nor not",
+                        ))
+                    }
+                };
+                if at + 4 + len != self.handshake.len() {
+                    // RFC 8446 §5.1: a key change ends its record.
+                    return Err(refuse(
+                        AlertDescription::UnexpectedMessage,
+                        "data after a KeyUpdate",
+                    ));
+                }
+                self.key_updates_in_a_row += 1;
+                if self.key_updates_in_a_row > MAX_KEY_UPDATES_IN_A_ROW {
+                    return Err(refuse(
+                        AlertDescription::UnexpectedMessage,
+                        "too many KeyUpdates without data",
+                    ));
+                }
+                self.rx = self.kernel.next_rx_key().map_err(|_| Refusal {
+                    alert: Some(AlertDescription::InternalError),
+                    error: rustls::Error::General("TLS key update failed".into()),
+                    reason: "key update failed",
+                })?;
+                self.key_update_owed |= request;
+            }
+            at += 4 + len;
+        }
+        self.handshake.drain(..at);
+        if self.handshake.is_empty() && self.handshake.capacity() > 4096 {
+            self.handshake = Vec::new();
         }
         Ok(())
     }
+
+    /// Ends the stream for good after `refusal`: the fatal alert goes out
+    /// (encrypted, as every record after the handshake) as far as the socket
+    /// takes it now (a flush or shutdown sends the rest), and the refusal
+    /// is logged, rate-limited.
+    fn fail(&mut self, refusal: Refusal, cx: &mut Context<'_>) -> io::Error
+    where
+        IO: AsyncWrite + Unpin,
+    {
+        if let Some(alert) = refusal.alert {
+            log_refusal(alert, refusal.reason);
+            if !self.write_closed {
+                self.write_closed = true;
+                if self
+                    .seal_record(CONTENT_ALERT, &[&[2, u8::from(alert)]])
+                    .is_ok()
+                {
+                    let _ = self.poll_drain(cx);
+                }
+            }
+        }
+        self.failed = Some(refusal.error.clone());
+        invalid(refusal.error)
+    }
+
+    /// Bytes held for records and messages not yet handed out: bounded
+    /// whatever the peer sends. For tests and fuzzing.
+    #[doc(hidden)]
+    pub fn buffered(&self) -> usize {
+        self.rbuf.len() + self.handshake.len()
+    }
+
+    /// The most [`TlsStream::buffered`] can be.
+    #[doc(hidden)]
+    pub const MAX_BUFFERED: usize =
+        READ_BUFFER + HEADER + MAX_CIPHERTEXT + 4 + MAX_HANDSHAKE_MESSAGE + MAX_PLAINTEXT;
 
     /// Appends one sealed record of `content_type` holding the plaintext
     /// gathered from `pieces` (at most [`MAX_PLAINTEXT`] bytes in all).
@@ -406,7 +771,7 @@ impl<IO> TlsStream<IO> {
         }
         // update_not_requested: we only move our own key on.
         self.seal_record(CONTENT_HANDSHAKE, &[&[HANDSHAKE_KEY_UPDATE, 0, 0, 1, 0]])?;
-        self.tx = RecordKey::new(self.kernel.update_tx().map_err(invalid)?)?;
+        self.tx = self.kernel.next_tx_key()?;
         self.key_update_owed = false;
         Ok(())
     }
@@ -505,6 +870,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(error) = &this.failed {
+            return Poll::Ready(Err(invalid(error.clone())));
+        }
         let mut filled = false;
         loop {
             if !this.plain.is_empty() {
@@ -519,8 +887,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<IO> {
             if this.read_closed {
                 return Poll::Ready(Ok(()));
             }
-            if this.open_record()? {
-                continue;
+            match this.open_record() {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(refusal) => {
+                    let error = this.fail(refusal, cx);
+                    // What came before the refused record is the peer's.
+                    return Poll::Ready(if filled { Ok(()) } else { Err(error) });
+                }
             }
             if filled {
                 // Hand out what was opened; the rest of the records waits.
