@@ -90,7 +90,7 @@ impl RemoteCommand {
         }
         let Some(event) = self.events.recv().await else {
             self.finished = true;
-            return Err(ClientError::ConnectionLost(self.shared.lost_reason()));
+            return Err(self.shared.lost_error());
         };
         match event {
             ChannelEvent::Stdout(data) => {
@@ -111,7 +111,7 @@ impl RemoteCommand {
             }
             ChannelEvent::Lost(reason) => {
                 self.finished = true;
-                Err(ClientError::ConnectionLost(reason))
+                Err(reason.into_error())
             }
         }
     }
@@ -217,7 +217,7 @@ impl RemoteCommand {
                     })
                 }
                 None => {
-                    return Err(ClientError::ConnectionLost(
+                    return Err(ClientError::connection_lost(
                         "command already finished".to_owned(),
                     ))
                 }
@@ -249,7 +249,7 @@ impl StdinWriter {
             };
             let Some(granted) = granted else {
                 return Err(if self.shared.closed.is_cancelled() {
-                    ClientError::ConnectionLost(self.shared.lost_reason())
+                    self.shared.lost_error()
                 } else {
                     ClientError::StdinClosed
                 });
@@ -262,7 +262,7 @@ impl StdinWriter {
                     data: chunk,
                 })
                 .await
-                .map_err(|_| ClientError::ConnectionLost(self.shared.lost_reason()))?;
+                .map_err(|_| self.shared.lost_error())?;
         }
         Ok(())
     }
@@ -278,7 +278,7 @@ impl StdinWriter {
                 channel: self.channel,
             })
             .await
-            .map_err(|_| ClientError::ConnectionLost(self.shared.lost_reason()))
+            .map_err(|_| self.shared.lost_error())
     }
 }
 
@@ -303,7 +303,7 @@ impl Signaller {
                 signal,
             })
             .await
-            .map_err(|_| ClientError::ConnectionLost(self.shared.lost_reason()))
+            .map_err(|_| self.shared.lost_error())
     }
 }
 
@@ -335,6 +335,6 @@ impl Resizer {
                 size,
             })
             .await
-            .map_err(|_| ClientError::ConnectionLost(self.shared.lost_reason()))
+            .map_err(|_| self.shared.lost_error())
     }
 }

@@ -4,7 +4,7 @@
 //! channels. It knows frames and channels, not commands or TLS: the layers
 //! above (one command, the client) build on [`Shared`].
 
-use crate::error::ClientError;
+use crate::error::{ClientError, SharedCause};
 use bytes::Bytes;
 use futures::StreamExt;
 use rsh_proto::{Codec, CodecError, ErrorKind, ExitStatus, Frame, Window, CONNECTION_CHANNEL};
@@ -33,7 +33,7 @@ pub(crate) enum ChannelEvent {
     Stderr(Bytes),
     Exit(ExitStatus),
     Refused { kind: ErrorKind, message: String },
-    Lost(String),
+    Lost(Lost),
 }
 
 /// The client's side of one channel, as the reader task sees it.
@@ -55,7 +55,7 @@ pub(crate) struct Shared {
     pub channels: Mutex<HashMap<u32, ChannelEntry>>,
     next_channel: Mutex<u32>,
     /// Why the connection ended, once it has.
-    pub lost: Mutex<Option<String>>,
+    pub lost: Mutex<Option<Lost>>,
     /// Cancelled when the connection ends (or its last handle is dropped).
     pub closed: CancellationToken,
 }
@@ -69,13 +69,18 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Why the connection ended, for errors.
-    pub fn lost_reason(&self) -> String {
+    /// Why the connection ended.
+    pub fn lost(&self) -> Lost {
         self.lost
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
-            .unwrap_or_else(|| "connection closed".to_owned())
+            .unwrap_or_else(|| Lost::new("connection closed", None))
+    }
+
+    /// Why the connection ended, as an error for a command.
+    pub fn lost_error(&self) -> ClientError {
+        self.lost().into_error()
     }
 
     /// Removes a channel that never started (its Exec could not be sent).
@@ -94,7 +99,7 @@ impl Shared {
     ) -> Result<u32, ClientError> {
         let mut channels = self.channels();
         if self.closed.is_cancelled() {
-            return Err(ClientError::ConnectionLost(self.lost_reason()));
+            return Err(self.lost_error());
         }
         let mut next = self
             .next_channel
@@ -123,10 +128,7 @@ impl Shared {
     /// # Errors
     /// [`ClientError::ConnectionLost`] if the connection has ended.
     pub async fn send(&self, frame: Frame) -> Result<(), ClientError> {
-        self.frames
-            .send(frame)
-            .await
-            .map_err(|_| ClientError::ConnectionLost(self.lost_reason()))
+        self.frames.send(frame).await.map_err(|_| self.lost_error())
     }
 }
 
@@ -177,7 +179,10 @@ where
             let abort = shared.closed.clone();
             if let Err(err) = rsh_proto::io::write_frames(write_half, frames_rx, codec, abort).await
             {
-                connection_lost(&shared, format!("write failed: {err}"));
+                connection_lost(
+                    &shared,
+                    Lost::new(format!("write failed: {err}"), Some(Arc::new(err))),
+                );
             }
         }
     });
@@ -189,7 +194,32 @@ where
     Ok((shared, open))
 }
 
-fn connection_lost(shared: &Shared, reason: String) {
+/// Why a connection ended: the words, and the error behind them (shared by
+/// every command on the connection, hence the `Arc`).
+#[derive(Debug, Clone)]
+pub(crate) struct Lost {
+    reason: String,
+    cause: Option<SharedCause>,
+}
+
+impl Lost {
+    fn new(reason: impl Into<String>, cause: Option<SharedCause>) -> Lost {
+        Lost {
+            reason: reason.into(),
+            cause,
+        }
+    }
+
+    /// The error a command reports for it.
+    pub fn into_error(self) -> ClientError {
+        ClientError::ConnectionLost {
+            reason: self.reason,
+            source: self.cause,
+        }
+    }
+}
+
+fn connection_lost(shared: &Shared, reason: Lost) {
     {
         let mut lost = shared
             .lost
@@ -200,7 +230,7 @@ fn connection_lost(shared: &Shared, reason: String) {
         }
     }
     shared.closed.cancel();
-    let reason = shared.lost_reason();
+    let reason = shared.lost();
     for (_, entry) in shared.channels().drain() {
         entry.stdin_window.close();
         let _ = entry.events.send(ChannelEvent::Lost(reason.clone()));
@@ -216,15 +246,19 @@ where
     let reason = loop {
         let frame = tokio::select! {
             frame = frames.next() => frame,
-            () = shared.closed.cancelled() => break "connection closed".to_owned(),
+            () = shared.closed.cancelled() => break Lost::new("connection closed", None),
         };
         match frame {
-            None => break "server closed the connection".to_owned(),
-            Some(Err(CodecError::Io(err))) => break err.to_string(),
-            Some(Err(err)) => break format!("bad frame from server: {err}"),
+            None => break Lost::new("server closed the connection", None),
+            Some(Err(CodecError::Io(err))) => {
+                break Lost::new(err.to_string(), Some(Arc::new(err)))
+            }
+            Some(Err(err)) => {
+                break Lost::new(format!("bad frame from server: {err}"), Some(Arc::new(err)))
+            }
             Some(Ok(frame)) => {
                 if let Err(reason) = route(&shared, frame) {
-                    break reason;
+                    break Lost::new(reason, None);
                 }
             }
         }

@@ -12,6 +12,9 @@ use rsh_proto::ErrorKind;
 /// [`rsh_tls::Error`] or a rustls error.
 pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// The cause of a lost connection, shared by every command that was on it.
+pub type SharedCause = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// What can go wrong talking to a server.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -114,8 +117,15 @@ pub enum ClientError {
     #[error("the command has ended; its stdin is closed")]
     StdinClosed,
     /// The connection broke or the server broke the protocol.
-    #[error("connection lost: {0}")]
-    ConnectionLost(String),
+    #[error("connection lost: {reason}")]
+    ConnectionLost {
+        /// Why, as the user reads it.
+        reason: String,
+        /// The I/O or framing error that ended the connection, when there
+        /// is one; every command of the connection shares it.
+        #[source]
+        source: Option<SharedCause>,
+    },
 }
 
 impl From<GreetError> for ClientError {
@@ -170,6 +180,15 @@ pub(crate) fn closed_by_peer(err: &std::io::Error) -> bool {
 }
 
 impl ClientError {
+    /// A lost connection (or a local failure that ends the session as
+    /// one), for a `reason` with no error behind it.
+    pub fn connection_lost(reason: impl Into<String>) -> ClientError {
+        ClientError::ConnectionLost {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
     /// A TLS failure with its cause.
     pub(crate) fn tls(message: impl Into<String>, source: impl Into<Cause>) -> ClientError {
         ClientError::Tls {

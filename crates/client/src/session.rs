@@ -678,7 +678,7 @@ mod tests {
         let h = start(false, false);
         h.remote(RemoteEvent::Output(Bytes::from_static(b"partial")));
         h.remote
-            .send(Err(ClientError::ConnectionLost("server gone".to_owned())))
+            .send(Err(ClientError::connection_lost("server gone")))
             .expect("session listening");
         let (end, output, ..) = h.end().await;
         assert!(

@@ -30,7 +30,7 @@ pub(super) async fn terminal_session(
         .await?;
     let remote_input = CommandInput::of(&command);
     let signals = LocalSignals::install().map_err(|err| {
-        Failure::Rsh(ClientError::ConnectionLost(format!(
+        Failure::Rsh(ClientError::connection_lost(format!(
             "cannot catch signals: {err}"
         )))
     })?;
@@ -51,7 +51,7 @@ pub(super) async fn terminal_session(
     let filter = rsh_client::escape::EscapeFilter::new(escape);
     let end = if std::io::stdin().is_terminal() {
         let raw = rsh_client::terminal::RawMode::enter(std::io::stdin()).map_err(|err| {
-            Failure::Rsh(ClientError::ConnectionLost(format!(
+            Failure::Rsh(ClientError::connection_lost(format!(
                 "cannot set the terminal to raw mode: {err}"
             )))
         })?;

@@ -383,7 +383,7 @@ async fn stream_output(
                 }
                 Some(Event::Exit(status)) => return Ok(status),
                 None => {
-                    return Err(Failure::Rsh(ClientError::ConnectionLost(
+                    return Err(Failure::Rsh(ClientError::connection_lost(
                         "command ended without a status".to_owned(),
                     )))
                 }
@@ -426,7 +426,7 @@ fn write_out(stdout: &mut RawStdout, data: &[u8]) -> Result<(), Failure> {
     match stdout.write_all(data) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::BrokenPipe),
-        Err(err) => Err(Failure::Rsh(ClientError::ConnectionLost(format!(
+        Err(err) => Err(Failure::Rsh(ClientError::connection_lost(format!(
             "cannot write to stdout: {err}"
         )))),
     }

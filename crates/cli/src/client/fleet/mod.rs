@@ -392,7 +392,7 @@ async fn run_host(
                     return Ok::<_, ClientError>(status);
                 }
                 None => {
-                    return Err(ClientError::ConnectionLost(
+                    return Err(ClientError::connection_lost(
                         "command ended without a status".to_owned(),
                     ))
                 }
@@ -402,7 +402,7 @@ async fn run_host(
                 .await
                 .is_err()
             {
-                return Err(ClientError::ConnectionLost("the run ended".to_owned()));
+                return Err(ClientError::connection_lost("the run ended".to_owned()));
             }
         }
     };

@@ -63,7 +63,7 @@ impl Outcome {
             ClientError::Connect { .. }
             | ClientError::Greeting { .. }
             | ClientError::Tls { .. }
-            | ClientError::ConnectionLost(_) => Outcome::Unreachable(err.to_string()),
+            | ClientError::ConnectionLost { .. } => Outcome::Unreachable(err.to_string()),
             ClientError::UnknownHost { .. } | ClientError::HostKeyNotAccepted(_) => {
                 Outcome::Refused {
                     reason: err.to_string(),
