@@ -38,6 +38,9 @@ struct Peer {
     frames: Framed<DuplexStream, Codec>,
     server: JoinHandle<()>,
     _shutdown: CancelOnDrop,
+    /// The bound on each of the test's reads, on the runtime's clock; `None`
+    /// on a paused clock while a real process runs (see [`on_paused_clock`]).
+    step: Option<Duration>,
 }
 
 /// Cancels the server's shutdown token on drop, so a failing test leaves no
@@ -75,6 +78,39 @@ async fn connect(config: ServerConfig) -> Peer {
         frames: Framed::new(client, Codec::new().with_version(1)),
         server,
         _shutdown: CancelOnDrop(shutdown),
+        step: Some(STEP),
+    }
+}
+
+/// Runs `test` on a current-thread runtime whose clock starts paused, on a
+/// thread of its own, bounded by `limit` of real time. A paused clock jumps
+/// to the next timer whenever the runtime idles, also while a real process
+/// is starting or dying, so such a test must not bound its own reads with
+/// the runtime's timers (they would fire first): the bound is this one.
+fn on_paused_clock<F>(limit: Duration, test: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()> + 'static,
+{
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a runtime");
+        runtime.block_on(test());
+        let _ = done_tx.send(());
+    });
+    match done_rx.recv_timeout(limit) {
+        Ok(()) => thread.join().expect("the test's thread"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(panic) = thread.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the test did not finish within {limit:?} of real time")
+        }
     }
 }
 
@@ -107,10 +143,13 @@ impl Peer {
 
     /// The next frame; `None` once the server has closed the connection.
     async fn next(&mut self) -> Option<Frame> {
-        match tokio::time::timeout(STEP, self.frames.next())
-            .await
-            .expect("a frame or the end in time")
-        {
+        let next = match self.step {
+            Some(step) => tokio::time::timeout(step, self.frames.next())
+                .await
+                .expect("a frame or the end in time"),
+            None => self.frames.next().await,
+        };
+        match next {
             Some(Ok(frame)) => Some(frame),
             Some(Err(err)) => panic!("undecodable frame from the server: {err}"),
             None => None,
@@ -178,6 +217,7 @@ impl Peer {
             frames,
             server,
             _shutdown,
+            ..
         } = self;
         drop(frames);
         tokio::time::timeout(STEP, server)
@@ -579,45 +619,45 @@ async fn a_half_sent_frame_ends_the_connection_after_the_frame_timeout() {
 /// ended and its end reported, then the connection closes. Time is paused:
 /// the command is a real process, so paused time only makes the grace run
 /// out as soon as the runtime idles, which is what this test wants (`sleep`
-/// would not finish within any grace). A command that finishes within the
+/// would not finish within any grace); its reads are bounded in real time
+/// instead ([`on_paused_clock`]). A command that finishes within the
 /// grace needs real time: see `core`'s graceful shutdown test.
-#[tokio::test(start_paused = true)]
-async fn a_command_still_running_after_the_shutdown_grace_is_ended() {
-    let mut peer = connect(ServerConfig {
-        // Under STEP, the bound on each of the test's own reads.
-        shutdown_grace: Duration::from_secs(10),
-        ..config()
-    })
-    .await;
-    peer.send(exec(1, 64 * 1024, "echo started; exec sleep 1000"))
+#[test]
+fn a_command_still_running_after_the_shutdown_grace_is_ended() {
+    on_paused_clock(Duration::from_secs(120), || async {
+        let mut peer = connect(ServerConfig {
+            shutdown_grace: Duration::from_secs(10),
+            ..config()
+        })
         .await;
-    // Started: its first output is here.
-    loop {
-        match peer.next().await.expect("the command's output") {
-            Frame::Stdout { channel: 1, data } => {
-                assert_eq!(&data[..], b"started\n");
-                break;
+        peer.step = None;
+        peer.send(exec(1, 64 * 1024, "echo started; exec sleep 1000"))
+            .await;
+        // Started: its first output is here.
+        loop {
+            match peer.next().await.expect("the command's output") {
+                Frame::Stdout { channel: 1, data } => {
+                    assert_eq!(&data[..], b"started\n");
+                    break;
+                }
+                Frame::WindowAdjust { channel: 1, .. } => continue,
+                other => panic!("unexpected frame {other:?}"),
             }
-            Frame::WindowAdjust { channel: 1, .. } => continue,
-            other => panic!("unexpected frame {other:?}"),
         }
-    }
-    let started = tokio::time::Instant::now();
-    peer._shutdown.0.cancel();
-    let outcome = peer.run_to_exit(1, &mut Vec::new()).await;
-    assert!(
-        matches!(outcome.status, Some(ExitStatus::Signal(_))),
-        "{outcome:?}"
-    );
-    let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_secs(10),
-        "ended after {waited:?}, within the shutdown grace"
-    );
-    // Nothing runs any more: the connection is drained and closed.
-    assert_eq!(peer.next().await, None);
-    tokio::time::timeout(STEP, peer.server)
-        .await
-        .expect("the connection ends")
-        .expect("the server task did not panic");
+        let started = tokio::time::Instant::now();
+        peer._shutdown.0.cancel();
+        let outcome = peer.run_to_exit(1, &mut Vec::new()).await;
+        assert!(
+            matches!(outcome.status, Some(ExitStatus::Signal(_))),
+            "{outcome:?}"
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(10),
+            "ended after {waited:?}, within the shutdown grace"
+        );
+        // Nothing runs any more: the connection is drained and closed.
+        assert_eq!(peer.next().await, None);
+        peer.server.await.expect("the server task did not panic");
+    });
 }
