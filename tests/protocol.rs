@@ -843,3 +843,121 @@ async fn a_login_shell_on_pipes_starts_in_the_exec_cwd() {
     assert_eq!(outcome.status, Some(ExitStatus::Code(0)), "{outcome:?}");
     peer.close_and_wait().await;
 }
+
+/// A connection to an in-process [`rsh_server::Server`] on a Unix socket,
+/// greeted as version 1: connections of one server share its stdin budget,
+/// which `serve_connection` gives each connection on its own.
+async fn connect_unix(path: &std::path::Path) -> Framed<tokio::net::UnixStream, Codec> {
+    let mut stream = tokio::time::timeout(STEP, tokio::net::UnixStream::connect(path))
+        .await
+        .expect("connect in time")
+        .expect("connect to the server's socket");
+    stream
+        .write_all(&Hello::only(1).encode())
+        .await
+        .expect("send the greeting");
+    let mut hello = [0u8; HELLO_LEN];
+    tokio::time::timeout(STEP, stream.read_exact(&mut hello))
+        .await
+        .expect("the server greets in time")
+        .expect("read the server's greeting");
+    Framed::new(stream, Codec::new().with_version(1))
+}
+
+async fn next_frame<S>(frames: &mut Framed<S, Codec>) -> Frame
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(STEP, frames.next())
+        .await
+        .expect("a frame in time")
+    {
+        Some(Ok(frame)) => frame,
+        other => panic!("the connection ended: {other:?}"),
+    }
+}
+
+/// §7: one connection whose 64 commands never read their stdin cannot hold
+/// the whole stdin budget: a command on another connection still gets a
+/// window at once, and its stdin through.
+#[tokio::test]
+async fn idle_commands_on_one_connection_do_not_starve_another_of_stdin_window() {
+    const BUDGET: u64 = 64 * 1024;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let socket = dir.path().join("rsh.sock");
+    let listener = rsh_server::Listener::bind(&rsh_config::Endpoint::Unix(socket.clone()), None)
+        .expect("bind the socket");
+    let shutdown = CancellationToken::new();
+    let _cancel = CancelOnDrop(shutdown.clone());
+    let server = tokio::spawn(
+        rsh_server::Server::new(
+            ServerConfig {
+                stdin_budget: BUDGET,
+                ..config()
+            },
+            vec![listener],
+        )
+        .run(shutdown.clone()),
+    );
+
+    let mut hog = connect_unix(&socket).await;
+    for channel in 1..=64 {
+        let frame = exec(channel, 1024, "exec sleep 1000");
+        tokio::time::timeout(STEP, hog.send(frame))
+            .await
+            .expect("send in time")
+            .expect("send an Exec");
+    }
+    // The idle commands have taken what they can.
+    let mut granted = 0u64;
+    while granted < BUDGET {
+        match next_frame(&mut hog).await {
+            Frame::WindowAdjust { increment, .. } => granted += u64::from(increment),
+            other => panic!("unexpected on the idle connection: {other:?}"),
+        }
+    }
+
+    let mut other = connect_unix(&socket).await;
+    tokio::time::timeout(STEP, other.send(exec(1, 1024, "cat")))
+        .await
+        .expect("send in time")
+        .expect("send the Exec");
+    let window = match next_frame(&mut other).await {
+        Frame::WindowAdjust {
+            channel: 1,
+            increment,
+        } => increment,
+        other => panic!("expected a stdin window, got {other:?}"),
+    };
+    assert!(window >= 6, "window {window}");
+    for frame in [
+        Frame::Stdin {
+            channel: 1,
+            data: Bytes::from_static(b"hello\n"),
+        },
+        Frame::StdinEnd { channel: 1 },
+    ] {
+        tokio::time::timeout(STEP, other.send(frame))
+            .await
+            .expect("send in time")
+            .expect("send stdin");
+    }
+    let mut stdout = Vec::new();
+    let status = loop {
+        match next_frame(&mut other).await {
+            Frame::Stdout { channel: 1, data } => stdout.extend_from_slice(&data),
+            Frame::WindowAdjust { channel: 1, .. } => {}
+            Frame::Exit { channel: 1, status } => break status,
+            other => panic!("unexpected: {other:?}"),
+        }
+    };
+    assert_eq!(stdout, b"hello\n");
+    assert_eq!(status, ExitStatus::Code(0));
+    drop(hog);
+    drop(other);
+    shutdown.cancel();
+    tokio::time::timeout(STEP, server)
+        .await
+        .expect("the server ends in time")
+        .expect("the server task did not panic");
+}
