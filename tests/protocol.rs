@@ -56,6 +56,11 @@ impl Drop for CancelOnDrop {
 /// Serves one duplex stream with `config` and returns the client end, after
 /// the greeting exchange (the client speaks version 1).
 async fn connect(config: ServerConfig) -> Peer {
+    connect_speaking(config, 1).await
+}
+
+/// [`connect`], the client speaking protocol `version`.
+async fn connect_speaking(config: ServerConfig, version: u16) -> Peer {
     let (mut client, server_end) = tokio::io::duplex(PIPE);
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(serve_connection(
@@ -65,7 +70,7 @@ async fn connect(config: ServerConfig) -> Peer {
         shutdown.clone(),
     ));
     client
-        .write_all(&Hello::only(1).encode())
+        .write_all(&Hello::only(version).encode())
         .await
         .expect("send the greeting");
     let mut hello = [0u8; HELLO_LEN];
@@ -75,7 +80,7 @@ async fn connect(config: ServerConfig) -> Peer {
         .expect("read the server's greeting");
     Hello::decode(&hello).expect("the server's greeting has the magic");
     Peer {
-        frames: Framed::new(client, Codec::new().with_version(1)),
+        frames: Framed::new(client, Codec::new().with_version(version)),
         server,
         _shutdown: CancelOnDrop(shutdown),
         step: Some(STEP),
@@ -660,4 +665,339 @@ fn a_command_still_running_after_the_shutdown_grace_is_ended() {
         assert_eq!(peer.next().await, None);
         peer.server.await.expect("the server task did not panic");
     });
+}
+
+/// Cancels the server's shutdown and returns once the server has seen it:
+/// an Exec it reads after that is refused with `ShuttingDown`. An Exec it
+/// read before (the cancellation and the frame race) starts a command,
+/// which is fine: it is ended with the connection. Channel ids from `from`
+/// up are used.
+async fn start_shutdown(peer: &mut Peer, from: u32) {
+    peer._shutdown.0.cancel();
+    for channel in from..from + 32 {
+        peer.send(exec(channel, 1024, "cat")).await;
+        loop {
+            match peer.next().await.expect("an answer to the Exec") {
+                Frame::Error {
+                    channel: c,
+                    kind: ErrorKind::ShuttingDown,
+                    ..
+                } if c == channel => return,
+                Frame::WindowAdjust { channel: c, .. } if c == channel => break,
+                Frame::WindowAdjust { .. } => {}
+                other => panic!("unexpected while shutting down: {other:?}"),
+            }
+        }
+    }
+    panic!("the server never refused an Exec with ShuttingDown");
+}
+
+/// §6, §9.1: during a shutdown an Exec on a channel still in use is a
+/// protocol violation as at any other time, not a `ShuttingDown` refusal
+/// (which the running command's Exit would then follow on the same id).
+#[tokio::test]
+async fn during_shutdown_an_exec_on_a_channel_in_use_is_still_a_violation() {
+    let mut peer = connect(ServerConfig {
+        // The running command outlives the test unless the connection ends.
+        shutdown_grace: Duration::from_secs(600),
+        ..config()
+    })
+    .await;
+    peer.send(exec(5, 1024, "cat")).await;
+    let first = peer.next().await.expect("a frame");
+    assert!(
+        matches!(first, Frame::WindowAdjust { channel: 5, .. }),
+        "the command started: {first:?}"
+    );
+    start_shutdown(&mut peer, 10).await;
+    peer.send(exec(5, 1024, "echo twice")).await;
+    let (kind, message) = peer.closed_with_error().await;
+    assert_eq!(kind, ErrorKind::ProtocolViolation, "{message}");
+    assert!(message.contains("channel 5"), "{message}");
+    peer.close_and_wait().await;
+}
+
+/// §6, §9.1: channel 0 is reserved, during a shutdown too.
+#[tokio::test]
+async fn during_shutdown_an_exec_on_channel_0_is_still_a_violation() {
+    let mut peer = connect(ServerConfig {
+        shutdown_grace: Duration::from_secs(600),
+        ..config()
+    })
+    .await;
+    // A running command keeps the draining connection open.
+    peer.send(exec(5, 1024, "cat")).await;
+    let first = peer.next().await.expect("a frame");
+    assert!(
+        matches!(first, Frame::WindowAdjust { channel: 5, .. }),
+        "the command started: {first:?}"
+    );
+    start_shutdown(&mut peer, 10).await;
+    peer.send(exec(0, 1024, "echo never")).await;
+    let (kind, message) = peer.closed_with_error().await;
+    assert_eq!(kind, ErrorKind::ProtocolViolation, "{message}");
+    assert!(message.contains("channel 0"), "{message}");
+    peer.close_and_wait().await;
+}
+
+/// §9.4: on a pty StdinEnd changes nothing: the window is still granted and
+/// later input is still typed, so Ctrl-D still ends the program.
+#[tokio::test]
+async fn stdin_end_on_a_pty_changes_nothing() {
+    let mut peer = connect_speaking(config(), 2).await;
+    peer.send(Frame::Exec(Exec {
+        channel: 1,
+        window: 1 << 20,
+        command: b"cat".to_vec(),
+        pty: Some(rsh_proto::PtyRequest {
+            term: b"dumb".to_vec(),
+            size: rsh_proto::PtySize {
+                cols: 80,
+                rows: 24,
+                ..rsh_proto::PtySize::default()
+            },
+        }),
+        ..Exec::default()
+    }))
+    .await;
+    // Right away, as a client with nothing to send on pipes would.
+    peer.send(Frame::StdinEnd { channel: 1 }).await;
+    let mut echoed = Vec::new();
+    loop {
+        match peer.next().await.expect("the stdin grant") {
+            Frame::WindowAdjust { channel: 1, .. } => break,
+            Frame::Stdout { channel: 1, data } => {
+                echoed.extend_from_slice(&data);
+                peer.grant(1, data.len()).await;
+            }
+            other => panic!("unexpected before the grant: {other:?}"),
+        }
+    }
+    peer.send(Frame::Stdin {
+        channel: 1,
+        data: Bytes::from_static(b"typed\n"),
+    })
+    .await;
+    // Bounded: each read is; the echo and cat's copy are a few frames.
+    while echoed.windows(5).filter(|w| w == b"typed").count() < 2 {
+        match peer.next().await.expect("the echo") {
+            Frame::Stdout { channel: 1, data } => {
+                echoed.extend_from_slice(&data);
+                peer.grant(1, data.len()).await;
+            }
+            Frame::WindowAdjust { channel: 1, .. } => {}
+            other => panic!("unexpected while typing: {other:?}"),
+        }
+    }
+    // Ctrl-D at the start of a line: end of input for cat.
+    peer.send(Frame::Stdin {
+        channel: 1,
+        data: Bytes::from_static(b"\x04"),
+    })
+    .await;
+    let outcome = peer.run_to_exit(1, &mut Vec::new()).await;
+    assert_eq!(outcome.status, Some(ExitStatus::Code(0)), "{outcome:?}");
+    peer.close_and_wait().await;
+}
+
+/// §6's table: Resize and extension frames on a channel the server does not
+/// know are dropped silently, as is a Resize of a channel without a pty.
+#[tokio::test]
+async fn resize_and_extension_frames_on_an_unknown_channel_are_dropped() {
+    let mut peer = connect_speaking(config(), 2).await;
+    let size = rsh_proto::PtySize {
+        cols: 100,
+        rows: 30,
+        ..rsh_proto::PtySize::default()
+    };
+    peer.send(Frame::Resize { channel: 9, size }).await;
+    peer.send(Frame::Unknown {
+        channel: 9,
+        frame_type: 0x80,
+        payload: Bytes::from_static(b"ext"),
+    })
+    .await;
+    peer.send(exec(1, 1024, "read line; echo \"got:$line\""))
+        .await;
+    // On a running command without a pty.
+    peer.send(Frame::Resize { channel: 1, size }).await;
+    peer.send(Frame::Unknown {
+        channel: 1,
+        frame_type: 0xff,
+        payload: Bytes::new(),
+    })
+    .await;
+    let first = peer.next().await.expect("a frame");
+    assert!(
+        matches!(first, Frame::WindowAdjust { channel: 1, .. }),
+        "the command started: {first:?}"
+    );
+    peer.send(Frame::Stdin {
+        channel: 1,
+        data: Bytes::from_static(b"x\n"),
+    })
+    .await;
+    peer.send(Frame::StdinEnd { channel: 1 }).await;
+    let mut others = Vec::new();
+    let outcome = peer.run_to_exit(1, &mut others).await;
+    assert_eq!(outcome.stdout, b"got:x\n");
+    assert_eq!(outcome.status, Some(ExitStatus::Code(0)));
+    assert!(
+        others.is_empty(),
+        "nothing answers the dropped frames: {others:?}"
+    );
+    peer.close_and_wait().await;
+}
+
+/// §9.5: a login shell on pipes starts in the Exec's cwd, as a command does.
+#[tokio::test]
+async fn a_login_shell_on_pipes_starts_in_the_exec_cwd() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let dir_path = dir.path().canonicalize().expect("the temp dir's path");
+    let mut peer = connect_speaking(config(), 2).await;
+    peer.send(Frame::Exec(Exec {
+        channel: 1,
+        window: 1 << 20,
+        login_shell: true,
+        cwd: Some(dir_path.as_os_str().as_encoded_bytes().to_vec()),
+        ..Exec::default()
+    }))
+    .await;
+    let first = peer.next().await.expect("a frame");
+    assert!(
+        matches!(first, Frame::WindowAdjust { channel: 1, .. }),
+        "the shell started: {first:?}"
+    );
+    peer.send(Frame::Stdin {
+        channel: 1,
+        data: Bytes::from_static(b"echo \"cwd:$(pwd -P)\"\n"),
+    })
+    .await;
+    peer.send(Frame::StdinEnd { channel: 1 }).await;
+    let outcome = peer.run_to_exit(1, &mut Vec::new()).await;
+    let expected = format!("cwd:{}\n", dir_path.display());
+    assert!(
+        String::from_utf8_lossy(&outcome.stdout).contains(&expected),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.status, Some(ExitStatus::Code(0)), "{outcome:?}");
+    peer.close_and_wait().await;
+}
+
+/// A connection to an in-process [`rsh_server::Server`] on a Unix socket,
+/// greeted as version 1: connections of one server share its stdin budget,
+/// which `serve_connection` gives each connection on its own.
+async fn connect_unix(path: &std::path::Path) -> Framed<tokio::net::UnixStream, Codec> {
+    let mut stream = tokio::time::timeout(STEP, tokio::net::UnixStream::connect(path))
+        .await
+        .expect("connect in time")
+        .expect("connect to the server's socket");
+    stream
+        .write_all(&Hello::only(1).encode())
+        .await
+        .expect("send the greeting");
+    let mut hello = [0u8; HELLO_LEN];
+    tokio::time::timeout(STEP, stream.read_exact(&mut hello))
+        .await
+        .expect("the server greets in time")
+        .expect("read the server's greeting");
+    Framed::new(stream, Codec::new().with_version(1))
+}
+
+async fn next_frame<S>(frames: &mut Framed<S, Codec>) -> Frame
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(STEP, frames.next())
+        .await
+        .expect("a frame in time")
+    {
+        Some(Ok(frame)) => frame,
+        other => panic!("the connection ended: {other:?}"),
+    }
+}
+
+/// §7: one connection whose 64 commands never read their stdin cannot hold
+/// the whole stdin budget: a command on another connection still gets a
+/// window at once, and its stdin through.
+#[tokio::test]
+async fn idle_commands_on_one_connection_do_not_starve_another_of_stdin_window() {
+    const BUDGET: u64 = 64 * 1024;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let socket = dir.path().join("rsh.sock");
+    let listener = rsh_server::Listener::bind(&rsh_config::Endpoint::Unix(socket.clone()), None)
+        .expect("bind the socket");
+    let shutdown = CancellationToken::new();
+    let _cancel = CancelOnDrop(shutdown.clone());
+    let server = tokio::spawn(
+        rsh_server::Server::new(
+            ServerConfig {
+                stdin_budget: BUDGET,
+                ..config()
+            },
+            vec![listener],
+        )
+        .run(shutdown.clone()),
+    );
+
+    let mut hog = connect_unix(&socket).await;
+    for channel in 1..=64 {
+        let frame = exec(channel, 1024, "exec sleep 1000");
+        tokio::time::timeout(STEP, hog.send(frame))
+            .await
+            .expect("send in time")
+            .expect("send an Exec");
+    }
+    // The idle commands have taken what they can.
+    let mut granted = 0u64;
+    while granted < BUDGET {
+        match next_frame(&mut hog).await {
+            Frame::WindowAdjust { increment, .. } => granted += u64::from(increment),
+            other => panic!("unexpected on the idle connection: {other:?}"),
+        }
+    }
+
+    let mut other = connect_unix(&socket).await;
+    tokio::time::timeout(STEP, other.send(exec(1, 1024, "cat")))
+        .await
+        .expect("send in time")
+        .expect("send the Exec");
+    let window = match next_frame(&mut other).await {
+        Frame::WindowAdjust {
+            channel: 1,
+            increment,
+        } => increment,
+        other => panic!("expected a stdin window, got {other:?}"),
+    };
+    assert!(window >= 6, "window {window}");
+    for frame in [
+        Frame::Stdin {
+            channel: 1,
+            data: Bytes::from_static(b"hello\n"),
+        },
+        Frame::StdinEnd { channel: 1 },
+    ] {
+        tokio::time::timeout(STEP, other.send(frame))
+            .await
+            .expect("send in time")
+            .expect("send stdin");
+    }
+    let mut stdout = Vec::new();
+    let status = loop {
+        match next_frame(&mut other).await {
+            Frame::Stdout { channel: 1, data } => stdout.extend_from_slice(&data),
+            Frame::WindowAdjust { channel: 1, .. } => {}
+            Frame::Exit { channel: 1, status } => break status,
+            other => panic!("unexpected: {other:?}"),
+        }
+    };
+    assert_eq!(stdout, b"hello\n");
+    assert_eq!(status, ExitStatus::Code(0));
+    drop(hog);
+    drop(other);
+    shutdown.cancel();
+    tokio::time::timeout(STEP, server)
+        .await
+        .expect("the server ends in time")
+        .expect("the server task did not panic");
 }

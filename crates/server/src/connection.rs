@@ -295,16 +295,9 @@ impl Connection {
 
     async fn exec(&mut self, exec: Exec, shutting_down: bool) -> Result<(), ConnectionError> {
         let channel = exec.channel;
-        if shutting_down {
-            self.refuse(
-                channel,
-                ErrorKind::ShuttingDown,
-                "server is shutting down".into(),
-            )
-            .await;
-            return Ok(());
-        }
-        // Both are client bugs that would make later frames ambiguous.
+        // Both are client bugs that would make later frames ambiguous, so
+        // they close the connection during a shutdown too: a refusal on a
+        // channel in use would be followed by the running command's Exit.
         if channel == CONNECTION_CHANNEL {
             return Err(ConnectionError::Protocol(
                 "exec on channel 0, which is reserved".into(),
@@ -314,6 +307,15 @@ impl Connection {
             return Err(ConnectionError::Protocol(format!(
                 "exec on channel {channel}, which is still running a command"
             )));
+        }
+        if shutting_down {
+            self.refuse(
+                channel,
+                ErrorKind::ShuttingDown,
+                "server is shutting down".into(),
+            )
+            .await;
+            return Ok(());
         }
         if self.channels.len() >= self.ctx.config.max_channels_per_connection {
             self.refuse(

@@ -70,7 +70,7 @@ struct Routes {
     signals: mpsc::UnboundedSender<u8>,
     output_window: Arc<Window>,
     stdin_credit: Arc<Window>,
-    /// The latest size asked for, on a session.
+    /// The latest size asked for; present exactly on a session (a pty).
     resize: Option<watch::Sender<PtySize>>,
 }
 
@@ -189,10 +189,14 @@ impl Channels {
         Ok(())
     }
 
-    /// The client's end of stdin.
+    /// The client's end of stdin. A terminal has no end of input (the
+    /// client types Ctrl-D for that), so on a session it changes nothing:
+    /// later input is still typed and the window still granted.
     pub(crate) fn stdin_end(&mut self, channel: u32) {
         if let Some(routes) = self.open.get_mut(&channel) {
-            routes.stdin = None;
+            if routes.resize.is_none() {
+                routes.stdin = None;
+            }
         }
     }
 

@@ -261,7 +261,9 @@ pub(crate) async fn pump_output(
 }
 
 /// Feeds the command's stdin and keeps the client's stdin window topped up
-/// to `ServerConfig::stdin_window`, out of the server-wide budget: bytes
+/// to `ServerConfig::stdin_window` (or the channel's fair share of the
+/// budget, if smaller; at least its floor), out of the server-wide budget:
+/// bytes
 /// written to the pipe go back to the budget and are granted again, as the
 /// budget allows. A command that does not read stops the client's stdin on
 /// this channel only. Ends (closing the command's stdin) at the client's
@@ -275,14 +277,19 @@ pub(crate) async fn pump_stdin(
     counters: &Counters,
 ) {
     let window = u64::from(flow.stdin_window);
-    let mut lease = flow.stdin_budget.lease();
+    let mut lease = flow.stdin_budget.lease(window);
     let mut enlarged = false;
     loop {
-        let want = window.saturating_sub(lease.held());
+        // The window, or less while many channels share the budget.
+        let target = flow.stdin_budget.share(window);
+        let want = target.saturating_sub(lease.held());
         // Top up only once half the window is used, as ssh does: a grant
         // per Stdin frame would put one more frame on the wire (and one more
         // wake-up in the client) for every keystroke of a terminal session.
-        let top_up = want > 0 && lease.held() <= window / 2;
+        let top_up = want > 0 && lease.held() <= target / 2;
+        // The floor is granted at once, with whatever the budget has free;
+        // only a channel whose floor is in use waits for the budget.
+        let from_floor = lease.floor_free().min(want);
         tokio::select! {
             // Data first: a client that already ended stdin (most one-shot
             // commands) is granted nothing, one frame fewer per command.
@@ -307,8 +314,9 @@ pub(crate) async fn pump_stdin(
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
                 lease.give_back(data.len() as u64);
             }
-            taken = flow.stdin_budget.take(want), if top_up => {
+            taken = flow.stdin_budget.take(want - from_floor, from_floor == 0), if top_up => {
                 lease.add(taken);
+                let taken = taken + lease.take_floor(from_floor);
                 // Credit first, then the frame: the client may send as soon
                 // as it reads it.
                 credit.grant(taken);
