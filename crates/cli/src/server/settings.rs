@@ -253,7 +253,9 @@ settings! {
         ///
         /// Counts stdin window granted to clients and bytes received but not yet
         /// read by their commands. Under load a command's stdin window is granted
-        /// later or smaller.
+        /// later or smaller, each open command's share at most this divided by
+        /// the commands open; every command may still have 32 KiB in flight
+        /// beyond it, so none waits for another's grant.
         #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
         stdin_budget: u64 => Restart,
 
