@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use rsh_proto::{Codec, CodecError, ErrorKind, ExitStatus, Frame, Window, CONNECTION_CHANNEL};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -58,6 +59,8 @@ pub(crate) struct Shared {
     pub lost: Mutex<Option<String>>,
     /// Cancelled when the connection ends (or its last handle is dropped).
     pub closed: CancellationToken,
+    /// Set when the server closed the connection (end of file, or a reset).
+    pub closed_by_server: AtomicBool,
 }
 
 impl Shared {
@@ -169,6 +172,7 @@ where
         next_channel: Mutex::new(0),
         lost: Mutex::new(None),
         closed: CancellationToken::new(),
+        closed_by_server: AtomicBool::new(false),
     });
     tokio::spawn({
         let shared = shared.clone();
@@ -219,8 +223,16 @@ where
             () = shared.closed.cancelled() => break "connection closed".to_owned(),
         };
         match frame {
-            None => break "server closed the connection".to_owned(),
-            Some(Err(CodecError::Io(err))) => break err.to_string(),
+            None => {
+                shared.closed_by_server.store(true, Ordering::Relaxed);
+                break "server closed the connection".to_owned();
+            }
+            Some(Err(CodecError::Io(err))) => {
+                if crate::error::closed_by_peer(&err) {
+                    shared.closed_by_server.store(true, Ordering::Relaxed);
+                }
+                break err.to_string();
+            }
             Some(Err(err)) => break format!("bad frame from server: {err}"),
             Some(Ok(frame)) => {
                 if let Err(reason) = route(&shared, frame) {
