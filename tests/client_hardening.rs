@@ -250,39 +250,47 @@ fn a_refused_key_is_not_said_to_be_missing() {
 /// Point 19: the server shuts down under a running command. The command's
 /// status stays what it was (killed by SIGTERM: 143), and the client says
 /// on stderr that the server closed the connection, as ssh says
-/// "Connection to HOST closed by remote host."
+/// "Connection to HOST closed by remote host." Over both transports.
 #[test]
 fn a_server_shutting_down_under_a_command_is_reported() {
-    let mut server = rsh_harness::ServerBuilder::new(&util::binaries())
-        .json_log(true)
-        .args(["--shutdown-grace", "0.2", "--kill-grace", "0.5"])
-        .start_limit(WAIT)
-        .start()
-        .unwrap_or_else(|err| panic!("cannot start rsh-server: {err:#}"));
-    let dest = server.unix_dest().expect("a Unix socket");
-    let mut child = server
-        .client(&dest)
-        .args(["echo started; sleep 100"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn client");
-    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("first line");
-    assert_eq!(line, "started\n");
-    let server_pid = server.child.as_ref().expect("server running").id();
-    util::signal(server_pid, nix::sys::signal::Signal::SIGTERM);
-    let out = finish(child, "the client");
-    let err = util::stderr(&out);
-    assert_eq!(out.status.code(), Some(143), "{err}");
-    assert_eq!(
-        err,
-        format!("Connection to {dest} closed by remote host.\n"),
-        "one line, as ssh's"
-    );
-    let _ = server.terminate(WAIT);
+    for transport in [Transport::Unix, Transport::Tls] {
+        let mut server = rsh_harness::ServerBuilder::new(&util::binaries())
+            .json_log(true)
+            .unix(transport == Transport::Unix)
+            .tls(transport == Transport::Tls)
+            .args(["--shutdown-grace", "0.2", "--kill-grace", "0.5"])
+            .start_limit(WAIT)
+            .start()
+            .unwrap_or_else(|err| panic!("cannot start rsh-server: {err:#}"));
+        let dest = match transport {
+            Transport::Unix => server.unix_dest(),
+            Transport::Tls => server.tls_dest(),
+        }
+        .expect("the server listens where asked");
+        let mut child = server
+            .client(&dest)
+            .args(["echo started; sleep 100"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn client");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("first line");
+        assert_eq!(line, "started\n", "{transport:?}");
+        let server_pid = server.child.as_ref().expect("server running").id();
+        util::signal(server_pid, nix::sys::signal::Signal::SIGTERM);
+        let out = finish(child, "the client");
+        let err = util::stderr(&out);
+        assert_eq!(out.status.code(), Some(143), "{transport:?}: {err}");
+        assert_eq!(
+            err,
+            format!("Connection to {dest} closed by remote host.\n"),
+            "{transport:?}: one line, as ssh's"
+        );
+        let _ = server.terminate(WAIT);
+    }
 }
 
 /// A command killed by SIGTERM on a server that goes on serving: no such

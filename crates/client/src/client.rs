@@ -323,7 +323,7 @@ impl Client {
     /// shutting down refuses it as `ShuttingDown` instead, or closes the
     /// connection before it answers (it closes once its last command has
     /// ended). Costs a round trip and a refused request in the server's
-    /// log; gives up (no) after [`PROBE_LIMIT`]. For telling a command that
+    /// log; gives up (no) after 5 s without an answer. For telling a command that
     /// was killed from one that a server's shutdown ended.
     pub async fn server_is_leaving(&self) -> bool {
         let closed_by_server = || {
