@@ -181,6 +181,9 @@ where
             let abort = shared.closed.clone();
             if let Err(err) = rsh_proto::io::write_frames(write_half, frames_rx, codec, abort).await
             {
+                if matches!(&err, CodecError::Io(io) if crate::error::closed_by_peer(io)) {
+                    shared.closed_by_server.store(true, Ordering::Relaxed);
+                }
                 connection_lost(&shared, format!("write failed: {err}"));
             }
         }
