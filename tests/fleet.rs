@@ -311,7 +311,7 @@ fn down_refusing_and_silent_hosts_leave_the_others_complete() {
     assert!(stderr.contains("unreachable: down1,slow1\n"), "{stderr}");
     assert!(stderr.contains("refused: locked1\n"), "{stderr}");
     assert!(
-        stderr.contains("not in the authorized_keys of: locked1"),
+        stderr.contains("refused this client's key (their logs say why): locked1"),
         "{stderr}"
     );
     assert!(

@@ -7,6 +7,7 @@
 mod util;
 
 mod cli;
+mod client_hardening;
 mod core;
 mod fleet;
 mod interop;

@@ -5,15 +5,18 @@
 
 use crate::command::Output;
 use crate::command::RemoteCommand;
-use crate::connection::{self, OpenHandle, Shared, OUTPUT_WINDOW};
+use crate::connection::{self, ChannelEvent, OpenHandle, Shared, OUTPUT_WINDOW};
 use crate::error::ClientError;
 use crate::tls::{self, Handshake};
-use rsh_proto::{Exec, Frame, PtyRequest, PtySize, Window};
+use rsh_proto::{ErrorKind, Exec, Frame, PtyRequest, PtySize, Window};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+
+/// How long [`Client::server_is_leaving`] waits for the server's answer.
+const PROBE_LIMIT: Duration = Duration::from_secs(5);
 
 /// A command to run, with its options.
 #[derive(Debug, Clone, Default)]
@@ -124,17 +127,21 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Connects to a server's Unix socket.
+    /// Connects to a server's Unix socket, if the server on it runs as our
+    /// own user or root (checked with the socket's peer credentials before
+    /// anything is sent).
     ///
     /// # Errors
-    /// [`ClientError::Connect`] or [`ClientError::Greeting`].
+    /// [`ClientError::Connect`], [`ClientError::ForeignServer`] or
+    /// [`ClientError::Greeting`].
     pub async fn connect_unix(path: impl AsRef<Path>) -> Result<Client, ClientError> {
         let path = path.as_ref();
+        let endpoint = || format!("unix:{}", path.display());
         let stream =
             tokio::net::UnixStream::connect(path)
                 .await
                 .map_err(|err| ClientError::Connect {
-                    endpoint: format!("unix:{}", path.display()),
+                    endpoint: endpoint(),
                     reason: match err.kind() {
                         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                             format!("{err} (is rsh-server running?)")
@@ -143,6 +150,22 @@ impl Client {
                     },
                     source: Some(err),
                 })?;
+        // Whoever can create the path can listen there: a socket outside
+        // RSH_HOME may belong to another user, who would get our command
+        // and stdin and answer with output of their choosing.
+        let server = stream.peer_cred().map_err(|err| ClientError::Connect {
+            endpoint: endpoint(),
+            reason: format!("cannot learn which user serves the socket: {err}"),
+            source: Some(err),
+        })?;
+        let own = nix::unistd::geteuid().as_raw();
+        if server.uid() != own && server.uid() != 0 {
+            return Err(ClientError::ForeignServer {
+                endpoint: endpoint(),
+                uid: server.uid(),
+                own,
+            });
+        }
         Client::over(stream).await
     }
 
@@ -292,5 +315,52 @@ impl Client {
     /// Whether the connection has ended.
     pub fn is_closed(&self) -> bool {
         self.shared.closed.is_cancelled()
+    }
+
+    /// Whether the server is going away: it has closed this connection, or
+    /// it is shutting down and takes no more commands. Asked with a request
+    /// every server refuses (an empty command, `BadRequest`): one that is
+    /// shutting down refuses it as `ShuttingDown` instead, or closes the
+    /// connection before it answers (it closes once its last command has
+    /// ended). Costs a round trip and a refused request in the server's
+    /// log; gives up (no) after 5 s without an answer. For telling a command that
+    /// was killed from one that a server's shutdown ended.
+    pub async fn server_is_leaving(&self) -> bool {
+        let closed_by_server = || {
+            self.shared
+                .closed_by_server
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let Ok(channel) = self
+            .shared
+            .open_channel(events_tx, Arc::new(Window::new(0)))
+        else {
+            return closed_by_server();
+        };
+        let probe = Exec {
+            channel,
+            window: OUTPUT_WINDOW,
+            command: Vec::new(),
+            cwd: None,
+            env: Vec::new(),
+            timeout: None,
+            login_shell: false,
+            user: None,
+            pty: None,
+        };
+        if self.shared.send(Frame::Exec(probe)).await.is_err() {
+            self.shared.forget_channel(channel);
+            return closed_by_server();
+        }
+        match tokio::time::timeout(PROBE_LIMIT, events.recv()).await {
+            Ok(Some(ChannelEvent::Refused { kind, .. })) => kind == ErrorKind::ShuttingDown,
+            Ok(Some(ChannelEvent::Lost(_)) | None) => closed_by_server(),
+            Ok(Some(_)) => false,
+            Err(_) => {
+                self.shared.forget_channel(channel);
+                false
+            }
+        }
     }
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use rsh_proto::{Codec, CodecError, ErrorKind, ExitStatus, Frame, Window, CONNECTION_CHANNEL};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -58,6 +59,8 @@ pub(crate) struct Shared {
     pub lost: Mutex<Option<Lost>>,
     /// Cancelled when the connection ends (or its last handle is dropped).
     pub closed: CancellationToken,
+    /// Set when the server closed the connection (end of file, or a reset).
+    pub closed_by_server: AtomicBool,
 }
 
 impl Shared {
@@ -171,6 +174,7 @@ where
         next_channel: Mutex::new(0),
         lost: Mutex::new(None),
         closed: CancellationToken::new(),
+        closed_by_server: AtomicBool::new(false),
     });
     tokio::spawn({
         let shared = shared.clone();
@@ -179,6 +183,9 @@ where
             let abort = shared.closed.clone();
             if let Err(err) = rsh_proto::io::write_frames(write_half, frames_rx, codec, abort).await
             {
+                if matches!(&err, CodecError::Io(io) if crate::error::closed_by_peer(io)) {
+                    shared.closed_by_server.store(true, Ordering::Relaxed);
+                }
                 connection_lost(
                     &shared,
                     Lost::new(format!("write failed: {err}"), Some(Arc::new(err))),
@@ -249,9 +256,15 @@ where
             () = shared.closed.cancelled() => break Lost::new("connection closed", None),
         };
         match frame {
-            None => break Lost::new("server closed the connection", None),
+            None => {
+                shared.closed_by_server.store(true, Ordering::Relaxed);
+                break Lost::new("server closed the connection", None);
+            }
             Some(Err(CodecError::Io(err))) => {
-                break Lost::new(err.to_string(), Some(Arc::new(err)))
+                if crate::error::closed_by_peer(&err) {
+                    shared.closed_by_server.store(true, Ordering::Relaxed);
+                }
+                break Lost::new(err.to_string(), Some(Arc::new(err)));
             }
             Some(Err(err)) => {
                 break Lost::new(format!("bad frame from server: {err}"), Some(Arc::new(err)))

@@ -39,11 +39,25 @@ pub enum ClientError {
         #[source]
         source: GreetError,
     },
-    /// The server does not accept our key.
-    #[error("not authorized: the server's authorized_keys does not list this client's key; add this line to it: {key}")]
+    /// The server refused our key. Why (not listed, or its
+    /// authorized_keys not trusted) is in the server's log only: TLS gives
+    /// the client one alert for all of them.
+    #[error("not authorized: the server refused this client's key (its log says why); if the key is not in its authorized_keys yet, add this line there: {key}")]
     NotAuthorized {
         /// Our key, as an authorized_keys line.
         key: String,
+    },
+    /// The Unix socket is served by another user (neither ours nor root):
+    /// anyone may create a socket where the path leads (in /tmp, say), so
+    /// nothing is sent to it, as ssh sends nothing to an unknown host.
+    #[error("refusing {endpoint}: the server on it runs as uid {uid}, not as this user (uid {own}) or root; another user may be posing as rsh-server, so nothing was sent")]
+    ForeignServer {
+        /// `unix:PATH`.
+        endpoint: String,
+        /// The user the socket's server runs as (SO_PEERCRED).
+        uid: u32,
+        /// Our own (effective) user.
+        own: u32,
     },
     /// The server's key is not in known_hosts and the policy refused it.
     #[error("host key verification failed: {host_port} is not in known_hosts (it presented {fingerprint}); compare with `rsh-server --fingerprint` on the server, then rerun with --accept-new to trust it")]

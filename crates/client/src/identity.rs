@@ -1,5 +1,7 @@
-//! Our key files: this client's identity (`$RSH_HOME/id` or `-i`'s file),
-//! created on first use, and the comment a new key gets.
+//! Our key files: this client's identity (`$RSH_HOME/id` or `-i`'s file)
+//! and the comment a new key gets. Only the default key is created on first
+//! use: a key file named explicitly (`-i`, `IdentityFile`) that does not
+//! exist is an error, as a typo there must not silently mint a new key.
 
 use crate::error::ClientError;
 use rsh_config::RshHome;
@@ -29,23 +31,53 @@ pub fn client_identity(home: &RshHome) -> Result<Identity, ClientError> {
     identity_at(home, &home.identity_path())
 }
 
-/// The identity at `path` (created, mode 0600, on first use); `home` is
-/// made sure of first, as the default identity lives there.
+/// The identity at `path`. Created (mode 0600) on first use only when
+/// `path` is the default one, `$RSH_HOME/id` (`home` is made sure of
+/// first); any other path must name an existing key file.
+///
+/// # Errors
+/// [`ClientError::Keys`] if it cannot be read (a missing file other than
+/// the default one: "no such identity"), or the default one cannot be
+/// created.
+pub fn identity_at(home: &RshHome, path: &Path) -> Result<Identity, ClientError> {
+    if path == home.identity_path() {
+        return create_identity_at(home, path);
+    }
+    Identity::load(path).map_err(|err| match &err {
+        rsh_tls::Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound => {
+            ClientError::keys(
+                format!(
+                    "{}: no such identity (only the default key, $RSH_HOME/id, is created on first use; --fingerprint with this -i creates one here)",
+                    path.display()
+                ),
+                err,
+            )
+        }
+        _ => key_error(path, err),
+    })
+}
+
+/// The identity at `path`, created (mode 0600) if there is none: for an
+/// explicit request to make a key (`rsh-client -i PATH --fingerprint`),
+/// never for a connection. `home` is made sure of first.
 ///
 /// # Errors
 /// [`ClientError::Keys`] if it cannot be created or read.
-pub fn identity_at(home: &RshHome, path: &Path) -> Result<Identity, ClientError> {
+pub fn create_identity_at(home: &RshHome, path: &Path) -> Result<Identity, ClientError> {
     home.ensure()
         .map_err(|err| ClientError::keys(err.to_string(), err))?;
-    Identity::load_or_create(path, &default_comment()).map_err(|err| {
-        // Most of rsh_tls's errors name the file already; say it once.
-        let reason = err.to_string();
-        let shown = path.display().to_string();
-        let message = if reason.contains(&shown) {
-            reason
-        } else {
-            format!("{shown}: {reason}")
-        };
-        ClientError::keys(message, err)
-    })
+    Identity::load_or_create(path, &default_comment()).map_err(|err| key_error(path, err))
+}
+
+/// A key file error, the file named once.
+fn key_error(path: &Path, err: rsh_tls::Error) -> ClientError {
+    // Most of rsh_tls's errors name the file already; say it once.
+    let reason = err.to_string();
+    let shown = path.display().to_string();
+    let message = if reason.contains(&shown) {
+        reason
+    } else {
+        format!("{shown}: {reason}")
+    };
+    ClientError::keys(message, err)
 }

@@ -62,7 +62,7 @@ pub struct ConnectOptions {
     /// Where our key (`id`) and `known_hosts` live.
     pub home: RshHome,
     /// Our key file, when not `$RSH_HOME/id` (ssh's `-i`, `IdentityFile`);
-    /// created on first use like the default one.
+    /// it must exist: only the default key is created on first use.
     pub identity: Option<PathBuf>,
     /// What to do with an unknown host key.
     pub host_keys: HostKeyPolicy,

@@ -67,7 +67,8 @@ pub(crate) struct Args {
     #[arg(short = 'l', value_name = "USER")]
     pub(crate) login: Option<String>,
 
-    /// This client's key file, instead of $RSH_HOME/id (created if missing).
+    /// This client's key file, instead of $RSH_HOME/id. It must exist (only
+    /// $RSH_HOME/id is created on first use; --fingerprint with -i creates it).
     #[arg(short = 'i', value_name = "IDENTITY")]
     pub(crate) identity: Option<PathBuf>,
 
@@ -129,7 +130,8 @@ pub(crate) struct Args {
     _protocol2: bool,
 
     /// Print this client's key as an authorized_keys line
-    /// (`SHA256:... user@host`), creating the key if needed, and exit.
+    /// (`SHA256:... user@host`), creating the key if needed (-i's file too),
+    /// and exit.
     #[arg(long)]
     pub(crate) fingerprint: bool,
 

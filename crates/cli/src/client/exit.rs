@@ -76,6 +76,20 @@ pub(crate) fn exit_code(status: &ExitStatus) -> ExitCode {
     ExitCode::from(status_code(status))
 }
 
+/// Whether `code` is one a server's shutdown gives the command it ends
+/// (killed by SIGTERM or SIGKILL, or SIGHUP on a pty): after one, the
+/// client asks whether the server is going away, to say so.
+pub(crate) fn may_be_a_shutdown(code: ExitCode) -> bool {
+    [1u8, 9, 15]
+        .into_iter()
+        .any(|signal| code == ExitCode::from(128 + signal))
+}
+
+/// ssh's line for a connection the server ended under a running command.
+pub(crate) fn closed_by_remote_host(host: &str) {
+    eprintln!("Connection to {host} closed by remote host.");
+}
+
 /// A local fatal signal ends the client as modern ssh does: 255, with
 /// "Killed by signal N." (the remote side is hung up).
 pub(crate) fn killed_by_signal(number: i32) -> ExitCode {

@@ -24,7 +24,7 @@ mod stdio;
 use args::Args;
 use clap::Parser;
 use exit::fail;
-use rsh_client::{client_identity, identity_at, Client, ExecRequest};
+use rsh_client::{client_identity, create_identity_at, Client, ExecRequest};
 use rsh_config::RshHome;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -102,8 +102,10 @@ async fn run(args: Args) -> ExitCode {
         Err(err) => return fail(&err.to_string()),
     };
     if args.fingerprint {
+        // An explicit request for a key: the one place a key is created
+        // at a path other than the default.
         let identity = match &args.identity {
-            Some(path) => identity_at(&home, path),
+            Some(path) => create_identity_at(&home, path),
             None => client_identity(&home),
         };
         return match identity {
@@ -175,5 +177,11 @@ async fn run(args: Args) -> ExitCode {
             None => stdio::remote_shell(&client, &template, stdin).await,
         }
     };
-    result.unwrap_or_else(exit::Failure::exit_code)
+    let code = result.unwrap_or_else(exit::Failure::exit_code);
+    // A server that shuts down ends its commands as a kill would: say so,
+    // as ssh does, with the exit code unchanged.
+    if exit::may_be_a_shutdown(code) && client.server_is_leaving().await {
+        exit::closed_by_remote_host(&plan.endpoint.to_string());
+    }
+    code
 }

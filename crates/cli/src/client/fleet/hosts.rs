@@ -32,28 +32,40 @@ pub(crate) struct Target {
 }
 
 /// Expands `-H`, `--hosts-file` and `--exclude` into resolved hosts, in the
-/// order written, each once.
+/// order written, each once. Every list and every hosts-file line together
+/// may name at most `--max-hosts` hosts (and `--exclude` as many), counted
+/// as they are expanded: a run over too many stops there, before it holds
+/// them all.
 ///
 /// # Errors
-/// A malformed hostlist or host, an unreadable hosts file, or no host left.
+/// A malformed hostlist or host, an unreadable hosts file, too many hosts,
+/// or no host left.
 pub(crate) async fn targets(
     args: &FleetArgs,
     options: &FleetOptions,
 ) -> anyhow::Result<Vec<Target>> {
+    let max = usize::try_from(args.max_hosts).unwrap_or(usize::MAX);
+    let mut budget = HostBudget::new(max);
     let mut entries = Vec::new();
     for list in &args.hosts {
-        entries.extend(rsh_hostlist::expand(list).with_context(|| format!("-H {list}"))?);
+        entries.extend(budget.expand(list).with_context(|| format!("-H {list}"))?);
     }
     for path in &args.hosts_file {
         // tokio::fs: a hosts file on a slow mount must not stop the runtime.
         let text = tokio::fs::read_to_string(path)
             .await
             .with_context(|| format!("cannot read hosts file {}", path.display()))?;
-        entries.extend(parse_hosts_file(&text).with_context(|| path.display().to_string())?);
+        entries.extend(
+            parse_hosts_file(&text, &mut budget).with_context(|| path.display().to_string())?,
+        );
     }
     let mut excluded = Excluded::default();
+    let mut exclude_budget = HostBudget::new(max);
     for list in &args.exclude {
-        for entry in rsh_hostlist::expand(list).with_context(|| format!("--exclude {list}"))? {
+        for entry in exclude_budget
+            .expand(list)
+            .with_context(|| format!("--exclude {list}"))?
+        {
             excluded.add(entry);
         }
     }
@@ -71,9 +83,43 @@ pub(crate) async fn targets(
     Ok(targets)
 }
 
+/// How many more hosts a run may name: one count over all its lists, so
+/// that many lists (or a long hosts file) each under the cap cannot add up
+/// to millions of hosts.
+#[derive(Debug)]
+pub(crate) struct HostBudget {
+    max: usize,
+    left: usize,
+}
+
+impl HostBudget {
+    pub(crate) fn new(max: usize) -> HostBudget {
+        HostBudget { max, left: max }
+    }
+
+    /// Expands `list` within what is left (the count is checked before any
+    /// host is generated).
+    fn expand(&mut self, list: &str) -> anyhow::Result<Vec<HostEntry>> {
+        match rsh_hostlist::expand_with_limit(list, self.left) {
+            Ok(entries) => {
+                self.left = self.left.saturating_sub(entries.len());
+                Ok(entries)
+            }
+            Err(rsh_hostlist::HostlistError::TooMany { .. }) => bail!(
+                "-H and --hosts-file name more than {} hosts in all (the cap of one run; raise it with --max-hosts N)",
+                self.max
+            ),
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
 /// A hosts file: one host (or hostlist) a line; `#` starts a comment;
-/// blank lines are skipped.
-pub(crate) fn parse_hosts_file(text: &str) -> anyhow::Result<Vec<HostEntry>> {
+/// blank lines are skipped. Its hosts count against `budget`.
+pub(crate) fn parse_hosts_file(
+    text: &str,
+    budget: &mut HostBudget,
+) -> anyhow::Result<Vec<HostEntry>> {
     let mut entries = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let line = line
@@ -83,7 +129,11 @@ pub(crate) fn parse_hosts_file(text: &str) -> anyhow::Result<Vec<HostEntry>> {
         if line.is_empty() {
             continue;
         }
-        entries.extend(rsh_hostlist::expand(line).with_context(|| format!("line {}", number + 1))?);
+        entries.extend(
+            budget
+                .expand(line)
+                .with_context(|| format!("line {}", number + 1))?,
+        );
     }
     Ok(entries)
 }
@@ -155,14 +205,26 @@ mod tests {
     #[test]
     fn hosts_file_skips_comments_and_blank_lines() {
         let text = "# the web tier\nweb[1-2]\n\n  db1:7023  # primary\n#db2\n";
-        let entries = parse_hosts_file(text).expect("valid");
+        let entries = parse_hosts_file(text, &mut HostBudget::new(100)).expect("valid");
         assert_eq!(names(&entries), ["web1", "web2", "db1:7023"]);
     }
 
     #[test]
     fn hosts_file_error_names_the_line() {
-        let err = parse_hosts_file("web1\nweb[3-1]\n").expect_err("reversed range");
+        let err = parse_hosts_file("web1\nweb[3-1]\n", &mut HostBudget::new(100))
+            .expect_err("reversed range");
         assert!(format!("{err:#}").contains("line 2"), "{err:#}");
+    }
+
+    #[test]
+    fn the_budget_counts_every_line_together() {
+        let mut budget = HostBudget::new(5);
+        let entries = parse_hosts_file("a[1-2]\nb[1-2]\n", &mut budget).expect("4 of 5");
+        assert_eq!(entries.len(), 4);
+        let err = parse_hosts_file("c[1-2]\n", &mut budget).expect_err("6 of 5");
+        let err = format!("{err:#}");
+        assert!(err.contains("more than 5 hosts"), "{err}");
+        assert!(err.contains("--max-hosts"), "{err}");
     }
 
     #[test]

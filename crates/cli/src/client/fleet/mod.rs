@@ -37,11 +37,15 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// Default `--max-hosts`: as many hosts as `--fanout` may run at once at
+/// most, far beyond any cluster pdsh or clush is pointed at.
+const DEFAULT_MAX_HOSTS: u32 = 65_536;
+
 /// Reports queued between the host tasks and the sink.
 const REPORT_QUEUE: usize = 256;
 
 /// The fleet options of `rsh-client`: run one command on many hosts.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct FleetArgs {
     /// Run the command on these hosts instead of one DEST. Repeatable.
     ///
@@ -67,6 +71,15 @@ pub struct FleetArgs {
     #[arg(long, value_name = "N", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub fanout: u32,
+
+    /// Most hosts one run may name: every -H list and hosts-file line
+    /// together, counted as written (repeats included).
+    ///
+    /// A run that names more stops before it connects anywhere, so a
+    /// mistyped range cannot expand to millions of hosts.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_HOSTS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_hosts: u32,
 
     /// Print output at the end, identical outputs once (like `clush -b`).
     ///

@@ -73,7 +73,8 @@ impl Outcome {
             ClientError::NotAuthorized { .. } => Outcome::Refused {
                 // The message carries our key line; once in the summary is
                 // enough, not once per host.
-                reason: "not authorized: the server does not list this client's key".to_owned(),
+                reason: "not authorized: the server refused this client's key (its log says why)"
+                    .to_owned(),
                 hint: Hint::NotAuthorized,
             },
             other => Outcome::Refused {
@@ -211,7 +212,7 @@ pub(crate) fn summary(labels: &[String], results: &[HostResult]) -> String {
     if !unauthorized.is_empty() {
         let _ = writeln!(
             text,
-            "rsh-client: this client's key is not in the authorized_keys of: {}; add the line `rsh-client --fingerprint` prints there",
+            "rsh-client: these servers refused this client's key (their logs say why): {}; if the key is not in their authorized_keys yet, add the line `rsh-client --fingerprint` prints there",
             rsh_hostlist::compress(&unauthorized)
         );
     }
