@@ -9,6 +9,7 @@ mod util;
 mod cli;
 mod core;
 mod fleet;
+mod hardening;
 mod interop;
 mod network;
 mod processes;
