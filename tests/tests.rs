@@ -10,6 +10,7 @@ mod cli;
 mod client_hardening;
 mod core;
 mod fleet;
+mod hardening;
 mod interop;
 mod network;
 mod processes;

@@ -75,7 +75,7 @@ const SERVER: &[Section] = &[
             Block::Item("`$RSH_HOME/rsh.sock`", "The default endpoint, a Unix socket with mode 0600 that admits only the server's own user (checked by peer credentials)."),
             Block::Item("`$RSH_HOME/host_key`", "The server's key for TLS, created with mode 0600 on first start; `--fingerprint` prints it as known_hosts records it."),
             Block::Item("`$RSH_HOME/authorized_keys`", "The client keys admitted over TCP, one `SHA256:... comment` line each (as `rsh-client --fingerprint` prints them); re-read on every connection; a malformed line is logged and skipped; a missing file admits nobody."),
-            Block::Item("`$RSH_HOME/rsh-server.toml`", "The optional config file (or `--config PATH`): every option by its long name, plus log-level; options on the command line win. `--check-config` checks it; SIGHUP re-reads it."),
+            Block::Item("`$RSH_HOME/rsh-server.toml`", "The optional config file (or `--config PATH`): every option by its long name, plus log-level; options on the command line win. `--check-config` checks it; SIGHUP re-reads it. Trusted only as authorized_keys is: owned by the server's user or root and not writable by group or others, nor any directory above it; a regular file of at most 1 MiB."),
         ],
     },
     Section {

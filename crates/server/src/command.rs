@@ -119,7 +119,8 @@ pub(crate) async fn run(exec: Exec, inputs: ChannelInputs, ctx: CommandContext, 
     let spawned = match spawn(&exec, &ctx).await {
         Ok(spawned) => spawned,
         Err(reason) => {
-            warn!(%reason, "command failed to start");
+            // Names the client's cwd: escaped, as any text a peer chose.
+            warn!(reason = ?crate::logging::PeerText(reason.as_bytes()), "command failed to start");
             end.report(Some(ExitStatus::FailedToStart(reason))).await;
             return;
         }

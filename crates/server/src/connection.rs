@@ -39,6 +39,12 @@ const FINAL_FLUSH: Duration = Duration::from_secs(2);
 /// reported with the next line that gets through.
 const REFUSALS_LOGGED: u32 = 5;
 const REFUSALS_INTERVAL: Duration = Duration::from_secs(10);
+/// Lines a client's reports (Error frames) and unknown Signal frames may
+/// each write per connection per interval; the rest are counted, reported
+/// with the next line that gets through and in one line when the
+/// connection ends.
+const PEER_LINES_LOGGED: u32 = 10;
+const PEER_LINES_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +139,8 @@ where
         client_gone: client_gone.clone(),
         channels: Channels::new(),
         refusals: LogLimiter::new(REFUSALS_INTERVAL, REFUSALS_LOGGED),
+        client_errors: LogLimiter::new(PEER_LINES_INTERVAL, PEER_LINES_LOGGED),
+        unknown_signals: LogLimiter::new(PEER_LINES_INTERVAL, PEER_LINES_LOGGED),
     };
     let frames = BoundedFrames::new(
         FramedRead::new(read_half, codec.with_read_block(READ_BLOCK)),
@@ -156,6 +164,7 @@ where
     if !matches!(end, End::ShutdownDrained) {
         client_gone.cancel();
     }
+    conn.log_suppressed();
     drop(conn);
     if tokio::time::timeout(FINAL_FLUSH, writer).await.is_err() {
         abort_writer.cancel();
@@ -182,6 +191,10 @@ struct Connection {
     /// Keeps a client that sends refused requests in a loop from writing a
     /// log line for each.
     refusals: LogLimiter,
+    /// Likewise for the Error frames a client sends.
+    client_errors: LogLimiter,
+    /// Likewise for Signal frames naming no signal this host has.
+    unknown_signals: LogLimiter,
 }
 
 impl Connection {
@@ -243,6 +256,55 @@ impl Connection {
             .await;
     }
 
+    /// Logs an Error frame from the client, within its budget. The text is
+    /// the peer's: escaped, so that a newline cannot forge a log line.
+    fn client_error(&mut self, channel: u32, kind: ErrorKind, message: &str) {
+        // Not `message`, which is the event's own.
+        let text = crate::logging::PeerText(message.as_bytes());
+        match self.client_errors.check(tokio::time::Instant::now()) {
+            Some(0) => warn!(channel, ?kind, ?text, "client reported an error"),
+            Some(suppressed) => warn!(
+                channel,
+                ?kind,
+                ?text,
+                suppressed,
+                "client reported an error ({suppressed} more on this connection were not logged)"
+            ),
+            None => debug!(channel, ?kind, ?text, "client reported an error"),
+        }
+    }
+
+    /// Logs a Signal frame naming no signal this host has (it is ignored),
+    /// within its budget.
+    fn unknown_signal(&mut self, channel: u32, number: u8) {
+        match self.unknown_signals.check(tokio::time::Instant::now()) {
+            Some(0) => warn!(channel, number, "ignoring request for an unknown signal"),
+            Some(suppressed) => warn!(
+                channel,
+                number,
+                suppressed,
+                "ignoring request for an unknown signal ({suppressed} more on this connection were not logged)"
+            ),
+            None => debug!(channel, number, "ignoring request for an unknown signal"),
+        }
+    }
+
+    /// At the connection's end, one line for what its limiters held back
+    /// since the last line they let through, if anything.
+    fn log_suppressed(&mut self) {
+        let refusals = self.refusals.take_suppressed();
+        let client_errors = self.client_errors.take_suppressed();
+        let unknown_signals = self.unknown_signals.take_suppressed();
+        if refusals + client_errors + unknown_signals > 0 {
+            info!(
+                refusals,
+                client_errors,
+                unknown_signals,
+                "log lines suppressed on this connection since the last logged"
+            );
+        }
+    }
+
     async fn dispatch(&mut self, frame: Frame, shutting_down: bool) -> Result<(), ConnectionError> {
         match frame {
             Frame::Exec(exec) => self.exec(exec, shutting_down).await,
@@ -256,7 +318,11 @@ impl Connection {
                 Ok(())
             }
             Frame::Signal { channel, signal } => {
-                self.channels.signal(channel, signal);
+                if nix::sys::signal::Signal::try_from(i32::from(signal)).is_ok() {
+                    self.channels.signal(channel, signal);
+                } else {
+                    self.unknown_signal(channel, signal);
+                }
                 Ok(())
             }
             Frame::WindowAdjust { channel, increment } => {
@@ -268,7 +334,7 @@ impl Connection {
                 kind,
                 message,
             } => {
-                warn!(channel, ?kind, %message, "client reported an error");
+                self.client_error(channel, kind, &message);
                 Ok(())
             }
             Frame::Resize { channel, size } => {

@@ -12,6 +12,7 @@
 //! the loop.
 
 use crate::connection::{self, ServerContext};
+use crate::log_limit::LogLimiter;
 use crate::peer::ConnectionInfo;
 use crate::preauth::{self, TlsSetup};
 use rsh_config::Endpoint;
@@ -23,6 +24,11 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, info, info_span, warn, Instrument};
+
+/// Refused connections from other users logged per interval on a Unix
+/// socket; the rest are counted and the next line let through says how many.
+const STRANGERS_LOGGED: u32 = 10;
+const STRANGERS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why an endpoint could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -311,6 +317,7 @@ impl UnixSocket {
         // The only user let in is ourselves: look the name up once.
         let own_name = user_name(own_uid);
         let mut backoff = Duration::from_millis(10);
+        let mut strangers = LogLimiter::new(STRANGERS_INTERVAL, STRANGERS_LOGGED);
         while let Some((permit, (stream, _))) =
             next_connection(&ctx, Some(&limit), &mut backoff, || self.listener.accept()).await
         {
@@ -324,7 +331,17 @@ impl UnixSocket {
             let pid = cred.pid().map_or_else(|| "?".to_owned(), |p| p.to_string());
             let addr = format!("unix:uid={},pid={pid}", cred.uid());
             if cred.uid() != own_uid {
-                warn!(peer = %addr, "refusing a peer of another user");
+                // Another user can connect in a loop: a burst of lines,
+                // then a count with the next one let through.
+                match strangers.check(tokio::time::Instant::now()) {
+                    Some(0) => warn!(peer = %addr, "refusing a peer of another user"),
+                    Some(suppressed) => warn!(
+                        peer = %addr,
+                        suppressed,
+                        "refusing a peer of another user ({suppressed} more were not logged)"
+                    ),
+                    None => debug!(peer = %addr, "refusing a peer of another user"),
+                }
                 continue;
             }
             let span = info_span!("conn", peer = %addr, user = %own_name);

@@ -61,6 +61,12 @@ impl LogLimiter {
     pub fn suppressed(&self) -> u64 {
         self.suppressed
     }
+
+    /// Lines suppressed and not yet reported, now reported (for a summary
+    /// when the limiter goes away).
+    pub fn take_suppressed(&mut self) -> u64 {
+        std::mem::take(&mut self.suppressed)
+    }
 }
 
 /// Distinct sources counted per interval; beyond this, events still count

@@ -70,6 +70,7 @@ pub fn server_config(
         keys: authorized_keys,
         algorithms: provider.signature_verification_algorithms,
         refusals: Mutex::new(RefusalLog::default()),
+        unusable: Mutex::new(RefusalLog::default()),
     });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -149,6 +150,14 @@ struct AuthorizedKeysVerifier {
     /// Refused keys logged in the current window, and refusals not logged:
     /// a stranger reconnecting in a loop must not write a line each time.
     refusals: Mutex<RefusalLog>,
+    /// Likewise for handshakes refused because authorized_keys cannot be
+    /// used (made unusable at run time, every stranger's handshake said so).
+    unusable: Mutex<RefusalLog>,
+}
+
+/// The log state, even if a thread panicked holding it (it is only counts).
+fn lock(log: &Mutex<RefusalLog>) -> std::sync::MutexGuard<'_, RefusalLog> {
+    log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// At most [`REFUSALS_LOGGED`] refused keys are logged per
@@ -202,14 +211,28 @@ impl ClientCertVerifier for AuthorizedKeysVerifier {
         let keys = match self.keys.current() {
             Some(Ok(keys)) => keys,
             Some(Err(e)) => {
-                tracing::error!(error = %e, "cannot use authorized_keys; refusing client");
+                match lock(&self.unusable).check() {
+                    Some(0) => {
+                        tracing::error!(error = %e, "cannot use authorized_keys; refusing client")
+                    }
+                    Some(suppressed) => tracing::error!(
+                        error = %e,
+                        suppressed,
+                        "cannot use authorized_keys; refusing client ({suppressed} more refusals were not logged)"
+                    ),
+                    None => {
+                        tracing::debug!(error = %e, "cannot use authorized_keys; refusing client")
+                    }
+                }
                 return Err(refuse());
             }
             None => {
-                tracing::error!(
-                    path = %self.keys.path().display(),
-                    "authorized_keys was never read; refusing client"
-                );
+                if lock(&self.unusable).check().is_some() {
+                    tracing::error!(
+                        path = %self.keys.path().display(),
+                        "authorized_keys was never read; refusing client"
+                    );
+                }
                 return Err(refuse());
             }
         };
@@ -219,11 +242,7 @@ impl ClientCertVerifier for AuthorizedKeysVerifier {
                 Ok(ClientCertVerified::assertion())
             }
             None => {
-                let allowed = self
-                    .refusals
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .check();
+                let allowed = lock(&self.refusals).check();
                 match allowed {
                     Some(0) => tracing::warn!(%fingerprint, "client key not in authorized_keys"),
                     Some(suppressed) => tracing::warn!(

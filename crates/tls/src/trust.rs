@@ -18,8 +18,9 @@
 //!
 //! Symlinks are followed, as sshd does with `realpath`: the file they lead to
 //! and every directory on the resolved path are checked by the rules above,
-//! and so is every directory on the path as written (where the links live,
-//! since whoever can write there can re-point them).
+//! and so is every directory on the path as written, and the directory of
+//! every link along a chain of links (where the links live, since whoever
+//! can write there can re-point them).
 //!
 //! A trust file is read only if it is a regular file: it is opened with
 //! `O_NONBLOCK` (a FIFO does not block the open), checked with `fstat`, and
@@ -106,7 +107,64 @@ pub fn effective_uid() -> u32 {
 pub fn check_trusted_path(path: &Path, uid: u32) -> Result<(), Error> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     check_owner_and_mode(path, &meta, uid, false)?;
-    check_directories(path, uid)
+    check_directories(path, uid)?;
+    check_link_chain(path, uid)
+}
+
+/// Reads a file the server acts on as it would a trust file (its config
+/// file names the shell every command runs under): checked by
+/// [`check_trusted_path`] for `uid`, opened without blocking, refused unless
+/// a regular file, at most [`MAX_TRUST_FILE_LEN`] bytes. `Ok(None)` if it
+/// does not exist; a missing file in an unsafe directory is still refused
+/// (someone else could create it), unless the directory is missing too.
+///
+/// # Errors
+/// [`Error::Untrusted`], [`Error::TooLarge`] or [`Error::Io`], naming the
+/// path concerned.
+pub fn read_trusted_file(path: &Path, uid: u32) -> Result<Option<Vec<u8>>, Error> {
+    let absolute = absolute(path)?;
+    if let Some(parent) = absolute.parent() {
+        match std::fs::metadata(parent) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            _ => {}
+        }
+    }
+    match open_regular(&absolute, Some(uid))? {
+        Some(file) => file.read_bytes().map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The most links followed in a chain, as the kernel's limit.
+const MAX_LINKS: usize = 40;
+
+/// Checks the directory of every link a chain of symlinks passes through
+/// (the first link's own directory and the final file's are checked by the
+/// callers): whoever can write one of them can re-point the chain.
+fn check_link_chain(path: &Path, uid: u32) -> Result<(), Error> {
+    let mut current = absolute(path)?;
+    for _ in 0..MAX_LINKS {
+        let is_link = std::fs::symlink_metadata(&current)
+            .map_err(|e| Error::io(&current, e))?
+            .file_type()
+            .is_symlink();
+        if !is_link {
+            return Ok(());
+        }
+        let target = std::fs::read_link(&current).map_err(|e| Error::io(&current, e))?;
+        let next = match current.parent() {
+            Some(dir) => dir.join(&target),
+            None => target,
+        };
+        if let Some(dir) = next.parent() {
+            check_trusted_dir(dir, uid)?;
+        }
+        current = next;
+    }
+    Err(Error::io(
+        path,
+        std::io::Error::other(format!("more than {MAX_LINKS} symbolic links")),
+    ))
 }
 
 /// Checks that the directory `dir` may hold trust files (such as
@@ -518,6 +576,37 @@ mod tests {
         chmod(&home, 0o777);
         let (path, _) = reason(check_trusted_path(&file, effective_uid()));
         assert_eq!(path, home);
+    }
+
+    #[test]
+    fn every_link_of_a_chain_has_its_directory_checked() {
+        let (tmp, _home, file) = setup();
+        // authorized_keys -> middle/link -> real/ak: the middle link lives in
+        // a directory others can write, so they could re-point it.
+        let middle = tmp.path().join("middle");
+        let real = tmp.path().join("real");
+        for dir in [&middle, &real] {
+            std::fs::create_dir(dir).expect("mkdir");
+            chmod(dir, 0o755);
+        }
+        let target = real.join("ak");
+        std::fs::rename(&file, &target).expect("mv");
+        let link = middle.join("link");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        std::os::unix::fs::symlink(&link, &file).expect("symlink");
+        check_trusted_path(&file, effective_uid()).expect("a sound chain is trusted");
+        chmod(&middle, 0o777);
+        let (path, why) = reason(check_trusted_path(&file, effective_uid()));
+        assert_eq!(path, middle);
+        assert_eq!(why, UntrustedReason::WritableByOthers { mode: 0o777 });
+        // A relative link is resolved from its own directory.
+        chmod(&middle, 0o755);
+        std::fs::remove_file(&link).expect("rm");
+        std::os::unix::fs::symlink("../real/ak", &link).expect("symlink");
+        check_trusted_path(&file, effective_uid()).expect("relative link");
+        chmod(&middle, 0o1777);
+        let (path, _) = reason(check_trusted_path(&file, effective_uid()));
+        assert_eq!(path, middle, "sticky does not help the directory of a link");
     }
 
     #[test]

@@ -30,8 +30,7 @@ pub(crate) const FILE_NAME: &str = "rsh-server.toml";
 /// Why a config file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConfigFileError {
-    /// The file exists (or was named with --config) but cannot be read, or
-    /// is writable by group or others.
+    /// The file exists (or was named with --config) but cannot be read.
     #[error("{}: {cause}", path.display())]
     Io {
         /// The file.
@@ -41,6 +40,11 @@ pub(crate) enum ConfigFileError {
         /// `{:#}` chain would print it twice.
         cause: std::io::Error,
     },
+    /// The file, or a directory on its path, could be changed by another
+    /// user, or it is not a regular file, or it is too large (the message
+    /// names the path and why).
+    #[error("{0}")]
+    Untrusted(rsh_tls::Error),
     /// The file is not valid TOML or has a bad setting.
     #[error("{}:{line}: {message}", path.display())]
     Invalid {
@@ -57,35 +61,33 @@ pub(crate) enum ConfigFileError {
 /// not set. A missing file is `Ok(None)` unless `required` (named
 /// explicitly with --config).
 ///
+/// The file names the shell every command runs under: whoever can write it
+/// runs commands as this user, so it is read only as a trust file is
+/// (`rsh_tls::trust`, sshd's StrictModes): owned by this user or root and
+/// not writable by group or others, nor any directory above it; a regular
+/// file (a FIFO is refused, not waited on), at most 1 MiB.
+///
 /// Blocking: call it before the runtime starts or in `spawn_blocking`.
 ///
 /// # Errors
 /// [`ConfigFileError`] naming the file and, for bad content, the line.
 pub(crate) fn load(path: &Path, required: bool) -> Result<Option<Settings>, ConfigFileError> {
-    let file = std::fs::File::open(path).and_then(|mut file| {
-        use std::io::Read;
-        use std::os::unix::fs::PermissionsExt;
-        // The file names the shell every command runs under: whoever can
-        // write it runs commands as this user, as with authorized_keys.
-        let mode = file.metadata()?.permissions().mode() & 0o7777;
-        if mode & 0o022 != 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                format!("writable by group or others (mode {mode:04o}); refusing it (chmod go-w)"),
-            ));
+    let read = rsh_tls::trust::read_trusted_file(path, rsh_tls::trust::effective_uid())
+        .map_err(ConfigFileError::Untrusted)?;
+    let Some(bytes) = read else {
+        if required {
+            return Err(ConfigFileError::Io {
+                path: path.to_owned(),
+                cause: nix::errno::Errno::ENOENT.into(),
+            });
         }
-        let mut text = String::new();
-        file.read_to_string(&mut text)?;
-        Ok(text)
-    });
-    match file {
-        Ok(text) => parse(&text, path).map(Some),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound && !required => Ok(None),
-        Err(source) => Err(ConfigFileError::Io {
-            path: path.to_owned(),
-            cause: source,
-        }),
-    }
+        return Ok(None);
+    };
+    let text = String::from_utf8(bytes).map_err(|_| ConfigFileError::Io {
+        path: path.to_owned(),
+        cause: std::io::Error::new(std::io::ErrorKind::InvalidData, "not valid UTF-8"),
+    })?;
+    parse(&text, path).map(Some)
 }
 
 /// Parses a config file's text; `path` only names it in errors.
@@ -215,7 +217,8 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).expect("chmod");
         let err = load(&path, false).expect_err("group-writable");
         assert!(
-            err.to_string().contains("writable by group or others"),
+            err.to_string()
+                .contains("writable by group/others (mode 0664): refusing to trust it"),
             "{err}"
         );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");

@@ -152,11 +152,13 @@ async fn serve(settings: Settings, source: ConfigSource) -> anyhow::Result<()> {
     if endpoints.is_empty() {
         home.ensure()?;
         endpoints.push(Endpoint::Unix(home.socket_path()));
-        // The socket is safe anyway (mode 0600, peer credentials checked),
-        // but a home others can write is worth knowing about.
-        if let Err(err) = rsh_tls::trust::check_trusted_dir(home.dir(), own_uid()) {
-            tracing::warn!(target: LOG_TARGET, cause = %err, "RSH_HOME is not safe for keys");
-        }
+    }
+    // RSH_HOME holds the config file (which names the shell), the keys and
+    // the default socket: a home others can write is fatal whatever the
+    // server listens on, as they could plant any of them.
+    if home.dir().exists() {
+        rsh_tls::trust::check_trusted_dir(home.dir(), own_uid())
+            .with_context(|| format!("cannot use {} as RSH_HOME", home.dir().display()))?;
     }
     if let Some(path) = &settings.ready_file {
         remove_ready_file(path).await?;

@@ -47,6 +47,15 @@ pub enum ConfigFileError {
         /// The file.
         path: PathBuf,
     },
+    /// A config file (the main one or an `Include`d one) owned by another
+    /// user, refused as ssh refuses it: its owner could change it.
+    #[error("bad owner on {path}: owned by uid {owner}, not by this user or root")]
+    BadOwner {
+        /// The file.
+        path: PathBuf,
+        /// Its owner's uid.
+        owner: u32,
+    },
     /// A keyword neither rsh nor ssh knows.
     #[error("{origin}: Bad configuration option: {keyword}")]
     BadOption {

@@ -38,7 +38,9 @@
 //!   unknown hosts while still refusing a host whose key changed.
 //! - `IdentityFile` is not cumulative: rsh uses one identity, the first one
 //!   obtained.
-//! - A config file writable by group or others is refused, as ssh refuses it.
+//! - A config file writable by group or others, or owned by a user other
+//!   than this one and root, is refused, as ssh refuses it; an `Include`d
+//!   file too.
 //!
 //! Parsing reads files (and the directories of `Include` globs) and nothing
 //! else; resolution is pure. The parts: `parse` (lines, values, `Host`
@@ -256,7 +258,8 @@ impl ClientConfig {
     /// # Errors
     /// [`ConfigFileError::Io`] if the file (or an included one that exists)
     /// cannot be read, [`ConfigFileError::Permissions`] if others can write
-    /// it, and the line errors for a bad line.
+    /// it (or an included one), [`ConfigFileError::BadOwner`] if another
+    /// user owns it (or an included one), and the line errors for a bad line.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigFileError> {
         let path = path.as_ref();
         ClientConfig::load_relative_to(path, path.parent().unwrap_or(Path::new(".")))

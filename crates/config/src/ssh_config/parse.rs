@@ -6,7 +6,7 @@ use super::error::{unsupported, ConfigFileError, Origin};
 use super::keywords::{Entry, Ignored, Item, Key, StrictHostKeyChecking, Value, SSH_KEYWORDS};
 use super::matching::{glob_match, glob_paths, HostLine};
 use super::tokens::check_tokens;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,6 +27,15 @@ pub(super) fn read_config(path: &Path) -> Result<String, ConfigFileError> {
         cause: source,
     };
     let meta = std::fs::metadata(path).map_err(io)?;
+    // ssh's secure_permissions, for the main file and every Include alike:
+    // the user's own or root's, and nobody else may write it.
+    let owner = meta.uid();
+    if owner != 0 && owner != nix::unistd::geteuid().as_raw() {
+        return Err(ConfigFileError::BadOwner {
+            path: path.to_owned(),
+            owner,
+        });
+    }
     if meta.permissions().mode() & 0o022 != 0 {
         return Err(ConfigFileError::Permissions {
             path: path.to_owned(),

@@ -440,3 +440,47 @@ fn include_relative_to_rsh_home_for_another_file() {
     let config = ClientConfig::load(other.join("cfg")).expect("load");
     assert_eq!(config.resolve("h", &Overrides::new()).port, Some(22));
 }
+
+/// ssh's `secure_permissions`: an `Include`d file must be as safe as the
+/// main one, owned by the user (or root) and not writable by group or
+/// others. Giving a file to another user needs root; without it only the
+/// mode half is checked.
+#[test]
+fn included_files_need_the_main_files_permissions() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let main = tmp.path().join("config");
+    let included = tmp.path().join("included");
+    write(&main, "Include included\n");
+    write(&included, "Port 1\n");
+    let port = |config: ClientConfig| config.resolve("h", &Overrides::new()).port;
+    assert_eq!(port(ClientConfig::load(&main).expect("safe")), Some(1));
+
+    std::fs::set_permissions(&included, std::fs::Permissions::from_mode(0o620)).expect("chmod");
+    let err = ClientConfig::load(&main).expect_err("group-writable include");
+    assert!(
+        matches!(&err, ConfigFileError::Permissions { path } if path == &included),
+        "{err}"
+    );
+    std::fs::set_permissions(&included, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+
+    let owner = std::fs::metadata(&main).expect("stat").uid();
+    if owner != 0 {
+        eprintln!("skipped: a foreign owner needs root to chown");
+        return;
+    }
+    // Another user's file, though not writable by anyone else: refused.
+    std::os::unix::fs::lchown(&included, Some(65534), None).expect("chown");
+    let err = ClientConfig::load(&main).expect_err("foreign include");
+    assert!(
+        matches!(&err, ConfigFileError::BadOwner { path, owner: 65534 } if path == &included),
+        "{err}"
+    );
+    assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+    // And so is the main file itself.
+    std::os::unix::fs::lchown(&main, Some(65534), None).expect("chown");
+    assert!(matches!(
+        ClientConfig::load(&main),
+        Err(ConfigFileError::BadOwner { .. })
+    ));
+}
