@@ -246,7 +246,7 @@ fn golden_vectors_v2() {
     }
 }
 
-/// Version 3's Ping and Pong (docs/PROTOCOL.md section 5.10): channel 0,
+/// Version 3's Ping and Pong (docs/PROTOCOL.md section 5.11): channel 0,
 /// an 8-byte cookie.
 #[test]
 fn golden_vectors_v3() {
