@@ -325,6 +325,8 @@ fn worked_example_exec_in_both_versions() {
         \x00\x00\x00";
     assert_eq!(encode_v(&exec, 1), v1);
     assert_eq!(encode_v(&exec, 2), v2);
+    // Version 3 leaves the Exec as version 2 has it.
+    assert_eq!(encode_v(&exec, 3), v2);
 }
 
 #[test]
