@@ -348,3 +348,61 @@ fn client_answers_a_ping_with_its_cookie() {
         }
     });
 }
+
+/// The real thing: a client probing the real server is kept alive by its
+/// Pongs through a silence longer than its probes allow, and gives up on
+/// the same server once it is stopped (SIGSTOP: its kernel still
+/// acknowledges every segment, so TCP keepalive alone would wait forever).
+#[test]
+fn client_probes_the_real_server_and_gives_up_when_it_is_stopped() {
+    let server = TestServer::start(Transport::Unix);
+    let probing = ["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=1"];
+    let out = util::run_with_stdin(
+        server
+            .client()
+            .args(probing)
+            .args(["-c", "sleep 3; echo answered"]),
+        b"",
+    );
+    assert_eq!(
+        (out.status.code(), out.stdout.as_slice()),
+        (Some(0), &b"answered\n"[..]),
+        "{}",
+        util::stderr(&out)
+    );
+
+    let (mut client, _stdout) = {
+        use std::io::BufRead;
+        let mut running = server
+            .client()
+            .args(probing)
+            .args(["-c", "echo started; sleep 60"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn client");
+        let mut stdout = std::io::BufReader::new(running.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("first line");
+        assert_eq!(line, "started\n");
+        (running, stdout)
+    };
+    util::signal(server.pid(), nix::sys::signal::Signal::SIGSTOP);
+    let status = util::wait_child(&mut client, WAIT);
+    util::signal(server.pid(), nix::sys::signal::Signal::SIGCONT);
+    if status.is_none() {
+        let _ = client.kill();
+        let _ = client.wait();
+    }
+    let status = status.expect("the client gives up on a stopped server");
+    let mut stderr = String::new();
+    client
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(255), "{stderr}");
+    assert!(stderr.contains("not responding"), "{stderr}");
+}
