@@ -565,7 +565,7 @@ fn client_side_of_a_session_against_a_scripted_server() {
 
     let mut s = Session::start_at(&dest, home.path(), 33, 101);
     s.wait_for("fake$ ");
-    assert_eq!(next(), "v2 login_shell=true term=xterm size=101x33");
+    assert_eq!(next(), "v3 login_shell=true term=xterm size=101x33");
     s.type_keys(b"ab\x03c\r");
     s.wait_for("ab\x03c\r");
     s.resize(40, 120);
@@ -582,7 +582,7 @@ fn client_side_of_a_session_against_a_scripted_server() {
 
     let mut s = Session::start_at(&dest, home.path(), 24, 80);
     s.wait_for("fake$ ");
-    assert_eq!(next(), "v2 login_shell=true term=xterm size=80x24");
+    assert_eq!(next(), "v3 login_shell=true term=xterm size=80x24");
     s.type_keys(b"x\r~.");
     assert_eq!(s.wait_exit(), Some(255));
     s.assert_terminal_restored();
@@ -591,7 +591,7 @@ fn client_side_of_a_session_against_a_scripted_server() {
     // A local SIGTERM ends the session as ssh's does: 255, with the reason.
     let mut s = Session::start_at(&dest, home.path(), 24, 80);
     s.wait_for("fake$ ");
-    assert_eq!(next(), "v2 login_shell=true term=xterm size=80x24");
+    assert_eq!(next(), "v3 login_shell=true term=xterm size=80x24");
     util::signal(s.child.id(), nix::sys::signal::Signal::SIGTERM);
     assert_eq!(s.wait_exit(), Some(255));
     s.wait_for("Killed by signal 15.");

@@ -6,6 +6,7 @@
 
 mod util;
 
+mod alive;
 mod cli;
 mod client_hardening;
 mod core;

@@ -26,7 +26,12 @@ fn v2_client_and_server_speak_version_2() {
         for transport in [Transport::Unix, Transport::Tls] {
             let server = TestServer::start(transport);
             let client = server.connect().await;
-            assert_eq!(client.protocol_version(), 2, "{transport:?}");
+            // Version 2 or later: both speak the newest, which has all of 2.
+            assert_eq!(
+                client.protocol_version(),
+                rsh_proto::VERSION,
+                "{transport:?}"
+            );
             let out = client.run("echo hi").await.expect("plain command");
             assert_eq!(
                 (out.stdout, out.status),
@@ -169,9 +174,14 @@ fn hand_rolled_version_1_client_still_works() {
 #[test]
 fn version_2_server_skips_unknown_extension_frames() {
     let server = TestServer::start(Transport::Unix);
-    let (mut raw, theirs) = raw_connect(&server, &Hello::current().encode());
+    // A version-2 peer: it speaks 1 to 2.
+    let v2_peer = Hello {
+        version: 1,
+        max_version: 2,
+    };
+    let (mut raw, theirs) = raw_connect(&server, &v2_peer.encode());
     assert_eq!(
-        Hello::current().negotiate(Hello::decode(&theirs).expect("rsh")),
+        v2_peer.negotiate(Hello::decode(&theirs).expect("rsh")),
         Ok(2)
     );
     let mut wire = BytesMut::new();

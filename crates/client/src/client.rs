@@ -5,7 +5,7 @@
 
 use crate::command::Output;
 use crate::command::RemoteCommand;
-use crate::connection::{self, ChannelEvent, OpenHandle, Shared, OUTPUT_WINDOW};
+use crate::connection::{self, ChannelEvent, OpenHandle, ServerAlive, Shared, OUTPUT_WINDOW};
 use crate::error::ClientError;
 use crate::tls::{self, Handshake};
 use rsh_proto::{ErrorKind, Exec, Frame, PtyRequest, PtySize, Window};
@@ -135,7 +135,13 @@ impl Client {
     /// [`ClientError::Connect`], [`ClientError::ForeignServer`] or
     /// [`ClientError::Greeting`].
     pub async fn connect_unix(path: impl AsRef<Path>) -> Result<Client, ClientError> {
-        let path = path.as_ref();
+        Client::connect_unix_probing(path.as_ref(), None).await
+    }
+
+    async fn connect_unix_probing(
+        path: &Path,
+        alive: Option<ServerAlive>,
+    ) -> Result<Client, ClientError> {
         let endpoint = || format!("unix:{}", path.display());
         let stream =
             tokio::net::UnixStream::connect(path)
@@ -166,11 +172,16 @@ impl Client {
                 own,
             });
         }
-        Client::over(stream).await
+        Client::over_probing(stream, alive).await
     }
 
     /// Connects to `endpoint`: a Unix socket, or TCP with TLS (our key from
     /// `options.home`, the server's checked against `known_hosts`).
+    ///
+    /// With `options.keepalive` set and a server that speaks protocol
+    /// version 3, the server is also probed after that long without a frame
+    /// from it, and given up after `options.keepalive_count` unanswered
+    /// probes (ssh's `ServerAliveInterval`, `ServerAliveCountMax`).
     ///
     /// # Errors
     /// Any [`ClientError`] about connecting, keys or the greeting.
@@ -178,10 +189,19 @@ impl Client {
         endpoint: &rsh_config::Endpoint,
         options: &tls::ConnectOptions,
     ) -> Result<Client, ClientError> {
+        let alive = |server: String| {
+            options.keepalive.map(|interval| ServerAlive {
+                interval,
+                count_max: options.keepalive_count,
+                server,
+            })
+        };
         match endpoint {
-            rsh_config::Endpoint::Unix(path) => Client::connect_unix(path).await,
+            rsh_config::Endpoint::Unix(path) => {
+                Client::connect_unix_probing(path, alive(endpoint.to_string())).await
+            }
             rsh_config::Endpoint::Tcp { host, port } => {
-                Client::connect_tls(host, *port, options).await
+                Client::connect_tls(host, *port, options, alive(host.clone())).await
             }
         }
     }
@@ -192,6 +212,7 @@ impl Client {
         host: &str,
         port: u16,
         options: &tls::ConnectOptions,
+        alive: Option<ServerAlive>,
     ) -> Result<Client, ClientError> {
         for _ in 0..2 {
             let auth = match tls::handshake(host, port, options).await? {
@@ -204,12 +225,14 @@ impl Client {
                 client_key_line,
             } = *auth;
             tracing::debug!(%server_key, "TLS handshake done");
-            return Client::over(stream).await.map_err(|err| match err {
-                ClientError::NotAuthorized { .. } => ClientError::NotAuthorized {
-                    key: client_key_line,
-                },
-                other => other,
-            });
+            return Client::over_probing(stream, alive)
+                .await
+                .map_err(|err| match err {
+                    ClientError::NotAuthorized { .. } => ClientError::NotAuthorized {
+                        key: client_key_line,
+                    },
+                    other => other,
+                });
         }
         Err(ClientError::Tls {
             message: "the host key just recorded was not recognised".to_owned(),
@@ -226,7 +249,22 @@ impl Client {
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let (shared, open) = connection::start(stream).await?;
+        Client::over_probing(stream, None).await
+    }
+
+    /// As [`Client::over`], probing the server as `alive` says (on a
+    /// version-3 connection; an older server is never probed).
+    ///
+    /// # Errors
+    /// [`ClientError::Greeting`].
+    pub async fn over_probing<S>(
+        stream: S,
+        alive: Option<ServerAlive>,
+    ) -> Result<Client, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (shared, open) = connection::start(stream, alive).await?;
         Ok(Client { shared, open })
     }
 

@@ -27,6 +27,20 @@ const READ_BLOCK: usize = 4 * (rsh_proto::MAX_DATA_LEN + 64);
 /// Frames queued for the writer.
 const OUTGOING_QUEUE: usize = 64;
 
+/// ssh's `ServerAliveInterval` and `ServerAliveCountMax` as protocol
+/// probes: after `interval` with nothing from the server, a Ping; after
+/// `count_max` of them unanswered, the connection is given up. Only on a
+/// version-3 connection (an older server would take a Ping for garbage).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAlive {
+    /// Silence from the server after which a probe is sent.
+    pub interval: Duration,
+    /// Probes left unanswered before the connection is given up.
+    pub count_max: u32,
+    /// How the server is named in the message when it is given up.
+    pub server: String,
+}
+
 /// What the reader task hands a command.
 #[derive(Debug)]
 pub(crate) enum ChannelEvent {
@@ -159,7 +173,10 @@ impl Drop for OpenHandle {
 ///
 /// # Errors
 /// [`ClientError::Greeting`].
-pub(crate) async fn start<S>(mut stream: S) -> Result<(Arc<Shared>, Arc<OpenHandle>), ClientError>
+pub(crate) async fn start<S>(
+    mut stream: S,
+    alive: Option<ServerAlive>,
+) -> Result<(Arc<Shared>, Arc<OpenHandle>), ClientError>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -193,9 +210,12 @@ where
             }
         }
     });
+    // Probes exist from version 3 on; an older server is never sent one.
+    let alive = alive.filter(|alive| version >= 3 && !alive.interval.is_zero());
     tokio::spawn(read_frames(
         FramedRead::new(read_half, codec.with_read_block(READ_BLOCK)),
         shared.clone(),
+        alive,
     ));
     let open = Arc::new(OpenHandle(shared.closed.clone()));
     Ok((shared, open))
@@ -245,14 +265,41 @@ fn connection_lost(shared: &Shared, reason: Lost) {
 }
 
 /// Routes the server's frames to the commands; ends the connection on the
-/// first malformed or unexpected one.
-async fn read_frames<R>(mut frames: FramedRead<R, Codec>, shared: Arc<Shared>)
-where
+/// first malformed or unexpected one, or when `alive`'s probes go
+/// unanswered.
+async fn read_frames<R>(
+    mut frames: FramedRead<R, Codec>,
+    shared: Arc<Shared>,
+    alive: Option<ServerAlive>,
+) where
     R: AsyncRead + Unpin,
 {
+    let interval = alive.as_ref().map_or(Duration::MAX, |alive| alive.interval);
+    // Probes sent since the server was last heard from.
+    let mut unanswered: u32 = 0;
+    let probe_due = tokio::time::sleep(interval.min(FAR_FUTURE));
+    tokio::pin!(probe_due);
     let reason = loop {
         let frame = tokio::select! {
             frame = frames.next() => frame,
+            () = &mut probe_due, if alive.is_some() => {
+                if let Some(alive) = &alive {
+                    if unanswered >= alive.count_max {
+                        break Lost::new(
+                            format!("Timeout, server {} not responding.", alive.server),
+                            None,
+                        );
+                    }
+                }
+                unanswered += 1;
+                // A full queue means the writer is stuck: the probe would
+                // prove nothing, and the count goes on regardless.
+                let _ = shared.frames.try_send(Frame::Ping {
+                    cookie: u64::from(unanswered),
+                });
+                probe_due.as_mut().reset(tokio::time::Instant::now() + interval);
+                continue;
+            }
             () = shared.closed.cancelled() => break Lost::new("connection closed", None),
         };
         match frame {
@@ -270,6 +317,13 @@ where
                 break Lost::new(format!("bad frame from server: {err}"), Some(Arc::new(err)))
             }
             Some(Ok(frame)) => {
+                // Any frame is a sign of life, as in ssh.
+                if alive.is_some() {
+                    unanswered = 0;
+                    probe_due
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + interval);
+                }
                 if let Err(reason) = route(&shared, frame) {
                     break Lost::new(reason, None);
                 }
@@ -278,6 +332,10 @@ where
     };
     connection_lost(&shared, reason);
 }
+
+/// A deadline that never comes, for a connection without probes (tokio
+/// timers cannot hold `Duration::MAX`).
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 fn route(shared: &Shared, frame: Frame) -> Result<(), String> {
     let mut channels = shared.channels();
@@ -320,6 +378,19 @@ fn route(shared: &Shared, frame: Frame) -> Result<(), String> {
         }
         // Version 2's extension range: skipped, by the protocol's rule.
         Frame::Unknown { .. } => Ok(()),
+        // The server's probe: answered even with our own probes off.
+        Frame::Ping { cookie } => {
+            let pong = Frame::Pong { cookie };
+            if let Err(mpsc::error::TrySendError::Full(pong)) = shared.frames.try_send(pong) {
+                let frames = shared.frames.clone();
+                tokio::spawn(async move {
+                    let _ = frames.send(pong).await;
+                });
+            }
+            Ok(())
+        }
+        // The answer to our probe; receiving it already counted as life.
+        Frame::Pong { .. } => Ok(()),
         other @ (Frame::Exec(_)
         | Frame::Stdin { .. }
         | Frame::StdinEnd { .. }

@@ -39,6 +39,7 @@ mod tls;
 
 pub use client::{Client, ExecRequest};
 pub use command::{Event, Output, RemoteCommand, Resizer, Signaller, StdinWriter};
+pub use connection::ServerAlive;
 pub use error::ClientError;
 pub use identity::{client_identity, create_identity_at, identity_at};
 pub use rsh_proto::{signal, ErrorKind, ExitStatus, PtySize, MAX_DATA_LEN as MAX_STDIN_CHUNK};

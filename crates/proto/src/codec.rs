@@ -62,10 +62,10 @@ pub enum CodecError {
 /// Encodes and decodes [`Frame`]s of one protocol version, refusing any
 /// frame body over the limit before reserving memory for it.
 ///
-/// The version decides the Exec layout, which frame types exist, and what an
-/// unknown type does: fatal in version 1; in version 2 a type in
-/// [`EXTENSION_TYPES`] decodes as [`Frame::Unknown`] (to be skipped) and any
-/// other unknown type is fatal.
+/// The version decides the Exec layout, which frame types exist (Ping and
+/// Pong from version 3), and what an unknown type does: fatal in version 1;
+/// from version 2 a type in [`EXTENSION_TYPES`] decodes as
+/// [`Frame::Unknown`] (to be skipped) and any other unknown type is fatal.
 ///
 /// A clone has the same settings and none of the recycled read blocks.
 #[derive(Debug)]
@@ -442,6 +442,7 @@ fn write_payload(frame: &Frame, dst: &mut BytesMut, version: u16) {
                 dst.put_slice(reason.as_bytes());
             }
         },
+        Frame::Ping { cookie } | Frame::Pong { cookie } => dst.put_u64(*cookie),
         Frame::Error { kind, message, .. } => {
             dst.put_u16(kind.code());
             dst.put_slice(message.as_bytes());
@@ -621,6 +622,19 @@ fn parse_body(mut body: Bytes, version: u16) -> Result<Frame, CodecError> {
             channel,
             increment: r.u32()?,
         },
+        FrameType::Ping | FrameType::Pong => {
+            // Connection-level: on any other channel the frame means nothing
+            // a receiver could act on.
+            if channel != crate::CONNECTION_CHANNEL {
+                return Err(r.malformed("not on channel 0"));
+            }
+            let cookie = r.u64()?;
+            if frame == FrameType::Ping {
+                Frame::Ping { cookie }
+            } else {
+                Frame::Pong { cookie }
+            }
+        }
         FrameType::Exit => {
             let status = match r.u8()? {
                 0 => ExitStatus::Code(r.i32()?),

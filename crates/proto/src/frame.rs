@@ -79,6 +79,19 @@ pub enum Frame {
         /// The payload, uninterpreted.
         payload: Bytes,
     },
+    /// Either direction (version 3): are you there? The receiver answers
+    /// with a [`Frame::Pong`] carrying the same cookie. Always on channel
+    /// [`crate::CONNECTION_CHANNEL`].
+    Ping {
+        /// Opaque to the receiver; echoed back in the Pong.
+        cookie: u64,
+    },
+    /// Either direction (version 3): the answer to a [`Frame::Ping`], with
+    /// its cookie. Always on channel [`crate::CONNECTION_CHANNEL`].
+    Pong {
+        /// The cookie of the Ping this answers.
+        cookie: u64,
+    },
     /// Either direction: something went wrong. On a command channel the exec
     /// was refused (no `Exit` follows); on channel 0 the connection is about
     /// to close.
@@ -246,6 +259,10 @@ pub enum FrameType {
     Exit = 0x12,
     /// [`Frame::Error`]
     Error = 0x13,
+    /// [`Frame::Ping`] (version 3)
+    Ping = 0x20,
+    /// [`Frame::Pong`] (version 3)
+    Pong = 0x21,
     /// [`Frame::Unknown`]: any type in [`EXTENSION_TYPES`] (version 2).
     Extension = 0x80,
 }
@@ -255,6 +272,7 @@ impl FrameType {
     pub fn since_version(self) -> u16 {
         match self {
             FrameType::Resize | FrameType::Extension => 2,
+            FrameType::Ping | FrameType::Pong => 3,
             _ => 1,
         }
     }
@@ -272,6 +290,8 @@ impl FrameType {
             0x11 => FrameType::Stderr,
             0x12 => FrameType::Exit,
             0x13 => FrameType::Error,
+            0x20 => FrameType::Ping,
+            0x21 => FrameType::Pong,
             _ => return None,
         })
     }
@@ -292,6 +312,7 @@ impl Frame {
             | Frame::Stderr { channel, .. }
             | Frame::Exit { channel, .. }
             | Frame::Error { channel, .. } => *channel,
+            Frame::Ping { .. } | Frame::Pong { .. } => crate::CONNECTION_CHANNEL,
         }
     }
 
@@ -309,6 +330,8 @@ impl Frame {
             Frame::Error { .. } => FrameType::Error,
             Frame::Resize { .. } => FrameType::Resize,
             Frame::Unknown { .. } => FrameType::Extension,
+            Frame::Ping { .. } => FrameType::Ping,
+            Frame::Pong { .. } => FrameType::Pong,
         }
     }
 

@@ -11,7 +11,7 @@
 pub const MAGIC: [u8; 4] = *b"RSH\0";
 
 /// The highest protocol version this crate speaks.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 
 /// The lowest protocol version this crate still speaks.
 pub const MIN_VERSION: u16 = 1;
@@ -125,8 +125,8 @@ mod tests {
 
     #[test]
     fn golden_bytes() {
-        // Lowest 1 (what a version-1 peer checks), highest 2.
-        assert_eq!(Hello::current().encode(), *b"RSH\0\x00\x01\x00\x02");
+        // Lowest 1 (what a version-1 peer checks), highest 3.
+        assert_eq!(Hello::current().encode(), *b"RSH\0\x00\x01\x00\x03");
         // What a version-1 peer sends: reserved bytes zero.
         assert_eq!(
             Hello::decode(b"RSH\0\x00\x01\x00\x00"),
@@ -140,13 +140,17 @@ mod tests {
         let v1 = Hello::decode(b"RSH\0\x00\x01\x00\x00").expect("v1 greeting");
         assert_eq!(Hello::current().negotiate(v1), Ok(1));
         assert_eq!(v1.negotiate(Hello::current()), Ok(1));
-        assert_eq!(Hello::current().negotiate(Hello::current()), Ok(2));
-        // A future peer that speaks 1..=5: we both speak 2.
+        assert_eq!(Hello::current().negotiate(Hello::current()), Ok(3));
+        // A version-2 peer (1..=2) gets version 2.
+        let v2 = Hello::decode(b"RSH\0\x00\x01\x00\x02").expect("v2 greeting");
+        assert_eq!(Hello::current().negotiate(v2), Ok(2));
+        assert_eq!(v2.negotiate(Hello::current()), Ok(2));
+        // A future peer that speaks 1..=5: we both speak 3.
         let future = Hello {
             version: 1,
             max_version: 5,
         };
-        assert_eq!(Hello::current().negotiate(future), Ok(2));
+        assert_eq!(Hello::current().negotiate(future), Ok(3));
         // A future peer that dropped versions 1 and 2.
         let err = Hello::current()
             .negotiate(Hello::only(9))
@@ -155,12 +159,12 @@ mod tests {
             err,
             HelloError::VersionMismatch {
                 peer: (9, 9),
-                ours: (1, 2)
+                ours: (1, 3)
             }
         );
         assert_eq!(
             err.to_string(),
-            "protocol version mismatch: peer speaks version 9, we speak versions 1 to 2"
+            "protocol version mismatch: peer speaks version 9, we speak versions 1 to 3"
         );
         assert!(Hello::current().negotiate(Hello::only(0)).is_err());
     }

@@ -253,10 +253,10 @@ mod tests {
     #[test]
     fn greeting_negotiates_the_same_version_on_both_sides() {
         let (a, b) = greet_pair(Hello::current(), Hello::current());
-        assert_eq!((a.ok(), b.ok()), (Some(2), Some(2)));
+        assert_eq!((a.ok(), b.ok()), (Some(3), Some(3)));
         let (a, b) = greet_pair(Hello::current(), Hello::only(1));
         assert_eq!((a.ok(), b.ok()), (Some(1), Some(1)));
-        let (a, b) = greet_pair(Hello::current(), Hello::only(3));
+        let (a, b) = greet_pair(Hello::current(), Hello::only(4));
         assert!(matches!(
             a,
             Err(GreetError::Hello(HelloError::VersionMismatch { .. }))

@@ -246,6 +246,68 @@ fn golden_vectors_v2() {
     }
 }
 
+/// Version 3's Ping and Pong (docs/PROTOCOL.md section 5.11): channel 0,
+/// an 8-byte cookie.
+#[test]
+fn golden_vectors_v3() {
+    let cases: Vec<(Frame, &[u8])> = vec![
+        (
+            Frame::Ping {
+                cookie: 0x0102_0304_0506_0708,
+            },
+            b"\x00\x00\x00\x0d\x20\x00\x00\x00\x00\x01\x02\x03\x04\x05\x06\x07\x08",
+        ),
+        (
+            Frame::Pong {
+                cookie: 0xfedc_ba98_7654_3210,
+            },
+            b"\x00\x00\x00\x0d\x21\x00\x00\x00\x00\xfe\xdc\xba\x98\x76\x54\x32\x10",
+        ),
+    ];
+    for (frame, wire) in cases {
+        assert_eq!(frame.channel(), 0);
+        assert_eq!(encode_v(&frame, 3), wire, "encoding {frame:?}");
+        assert_eq!(decode_all_v(wire, 3).expect("golden decodes"), vec![frame]);
+    }
+}
+
+#[test]
+fn ping_and_pong_exist_from_version_3_only_on_channel_0() {
+    let ping = b"\x00\x00\x00\x0d\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01";
+    let pong = b"\x00\x00\x00\x0d\x21\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01";
+    // Below the extension range: as fatal to a version-1 or -2 receiver as
+    // any unknown type, which is why only a version-3 peer is ever sent one.
+    for version in [1, 2] {
+        assert!(matches!(
+            decode_all_v(ping, version),
+            Err(CodecError::UnknownType(0x20))
+        ));
+        assert!(matches!(
+            decode_all_v(pong, version),
+            Err(CodecError::UnknownType(0x21))
+        ));
+        let mut buf = BytesMut::new();
+        for frame in [Frame::Ping { cookie: 1 }, Frame::Pong { cookie: 1 }] {
+            assert!(matches!(
+                Codec::new().with_version(version).encode(&frame, &mut buf),
+                Err(CodecError::NotInVersion { needs: 3, .. })
+            ));
+        }
+        assert!(buf.is_empty());
+    }
+    // On a command channel, or with a short or long body: malformed.
+    for bad in [
+        &b"\x00\x00\x00\x0d\x20\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01"[..],
+        b"\x00\x00\x00\x0c\x21\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+        b"\x00\x00\x00\x0e\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00",
+    ] {
+        assert!(
+            matches!(decode_all_v(bad, 3), Err(CodecError::Malformed { .. })),
+            "{bad:?}"
+        );
+    }
+}
+
 /// docs/PROTOCOL.md section 11: the reference client's `echo hi` Exec in
 /// both versions, so the worked example cannot drift from the codec.
 #[test]
@@ -263,6 +325,8 @@ fn worked_example_exec_in_both_versions() {
         \x00\x00\x00";
     assert_eq!(encode_v(&exec, 1), v1);
     assert_eq!(encode_v(&exec, 2), v2);
+    // Version 3 leaves the Exec as version 2 has it.
+    assert_eq!(encode_v(&exec, 3), v2);
 }
 
 #[test]
@@ -486,11 +550,15 @@ fn frame_strategy() -> impl Strategy<Value = Frame> {
             payload: Bytes::from(payload),
         },
     );
+    let ping = any::<u64>().prop_map(|cookie| Frame::Ping { cookie });
+    let pong = any::<u64>().prop_map(|cookie| Frame::Pong { cookie });
     prop_oneof![
         4 => v1_frame_strategy(),
         1 => v2_exec,
         1 => resize,
         1 => unknown,
+        1 => ping,
+        1 => pong,
     ]
 }
 

@@ -34,6 +34,12 @@ pub struct ServerConfig {
     /// Once the first byte of a frame has arrived, how long the rest may
     /// take; a connection left with half a frame longer is closed.
     pub frame_timeout: Duration,
+    /// sshd's `ClientAliveInterval`: after this long without a frame from a
+    /// version-3 client, send it a Ping (`None`: never).
+    pub client_alive_interval: Option<Duration>,
+    /// sshd's `ClientAliveCountMax`: Pings left unanswered before the
+    /// connection is closed and its commands ended.
+    pub client_alive_count_max: u32,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +57,8 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             keepalive: Some(Duration::from_secs(15)),
             frame_timeout: Duration::from_secs(30),
+            client_alive_interval: None,
+            client_alive_count_max: 3,
         }
     }
 }

@@ -46,6 +46,10 @@ const REFUSALS_INTERVAL: Duration = Duration::from_secs(10);
 const PEER_LINES_LOGGED: u32 = 10;
 const PEER_LINES_INTERVAL: Duration = Duration::from_secs(10);
 
+/// A deadline that never comes, for a connection without probes (tokio
+/// timers cannot hold `Duration::MAX`).
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
@@ -149,6 +153,12 @@ where
     let end = conn.read_frames(frames).await;
     match &end {
         End::ClientClosed => debug!("client closed the connection"),
+        End::ClientNotResponding { unanswered } => warn!(
+            reason = "client-alive",
+            unanswered,
+            interval = ?ctx.config.client_alive_interval.unwrap_or_default(),
+            "client not responding to probes; closing connection"
+        ),
         End::ShutdownDrained => debug!("shutdown: connection drained"),
         End::Failed(err) => {
             warn!(cause = %err, "closing connection");
@@ -173,6 +183,10 @@ where
 
 enum End {
     ClientClosed,
+    /// The client left this many Pings in a row unanswered.
+    ClientNotResponding {
+        unanswered: u32,
+    },
     ShutdownDrained,
     Failed(ConnectionError),
 }
@@ -203,11 +217,34 @@ impl Connection {
         R: AsyncRead + Unpin,
     {
         let mut shutting_down = false;
+        // sshd's ClientAlive: only a version-3 client knows Ping.
+        let alive = self
+            .ctx
+            .config
+            .client_alive_interval
+            .filter(|interval| self.version >= 3 && !interval.is_zero());
+        let interval = alive.unwrap_or(FAR_FUTURE).min(FAR_FUTURE);
+        // Probes sent since the client was last heard from.
+        let mut unanswered: u32 = 0;
+        let probe_due = tokio::time::sleep(interval);
+        tokio::pin!(probe_due);
         loop {
             if shutting_down && self.channels.is_empty() {
                 return End::ShutdownDrained;
             }
             tokio::select! {
+                () = &mut probe_due, if alive.is_some() => {
+                    if unanswered >= self.ctx.config.client_alive_count_max {
+                        return End::ClientNotResponding { unanswered };
+                    }
+                    unanswered += 1;
+                    // A full queue means the client is not reading: the
+                    // probe would prove nothing, and the count goes on.
+                    let _ = self.frames.try_send(Frame::Ping {
+                        cookie: u64::from(unanswered),
+                    });
+                    probe_due.as_mut().reset(tokio::time::Instant::now() + interval);
+                }
                 frame = frames.next() => match frame {
                     None => return End::ClientClosed,
                     Some(Err(ReadError::Codec(CodecError::Io(err)))) => {
@@ -219,6 +256,11 @@ impl Connection {
                         return End::Failed(ConnectionError::HalfFrame(limit))
                     }
                     Some(Ok(frame)) => {
+                        // Any frame is a sign of life, as in sshd.
+                        if alive.is_some() {
+                            unanswered = 0;
+                            probe_due.as_mut().reset(tokio::time::Instant::now() + interval);
+                        }
                         self.channels.drain_ended();
                         if let Err(err) = self.dispatch(frame, shutting_down).await {
                             return End::Failed(err);
@@ -341,6 +383,17 @@ impl Connection {
                 self.channels.resize(channel, size);
                 Ok(())
             }
+            // Answered whether or not this server probes its clients. A
+            // full queue means the client is not reading its output; it
+            // gets no Pong then (its own count decides what that means).
+            Frame::Ping { cookie } => {
+                if self.frames.try_send(Frame::Pong { cookie }).is_err() {
+                    debug!("outgoing queue full; ping not answered");
+                }
+                Ok(())
+            }
+            // The answer to our probe; receiving it already counted as life.
+            Frame::Pong { .. } => Ok(()),
             Frame::Unknown {
                 channel,
                 frame_type,

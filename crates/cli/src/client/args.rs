@@ -28,6 +28,11 @@ use std::path::PathBuf;
 /// ServerAliveCountMax, StrictHostKeyChecking, BatchMode). Without DEST:
 /// the local server, unix:$RSH_HOME/rsh.sock.
 ///
+/// ServerAliveInterval (15 s by default, 0: off) and ServerAliveCountMax
+/// (3): after that long without a word from the server it is probed, and
+/// after that many unanswered probes the client gives up with 255
+/// ("Timeout, server HOST not responding.").
+///
 /// Over TCP the connection is TLS 1.3 with this client's key ($RSH_HOME/id,
 /// created on first use; see --fingerprint and -i) and the server's key
 /// checked against $RSH_HOME/known_hosts: an unknown host is asked about on a

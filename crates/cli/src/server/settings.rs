@@ -200,6 +200,19 @@ settings! {
         #[arg(long, value_name = "SECS", default_value_t = 30.0)]
         frame_timeout: f64 => NewConnections,
 
+        /// Seconds without a frame from a client after which the server sends
+        /// it a probe (a Ping, which every client of protocol version 3
+        /// answers), as sshd's ClientAliveInterval; older clients are never
+        /// probed. 0 (the default) turns probing off.
+        #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+        client_alive_interval: f64 => NewConnections,
+
+        /// Probes a client may leave unanswered in a row before its connection
+        /// is closed and its commands ended as if it had gone away (sshd's
+        /// ClientAliveCountMax).
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        client_alive_count_max: u32 => NewConnections,
+
         /// Shell that runs each command as `SHELL -c COMMAND`.
         #[arg(long, value_name = "PATH", default_value = "/bin/sh")]
         shell: PathBuf => NewConnections,
@@ -364,7 +377,7 @@ macro_rules! toml_as_display {
     )*};
 }
 // f64 as Display: `30`, `0.5`, as people write seconds.
-toml_as_display!(bool, u8, u64, usize, f64);
+toml_as_display!(bool, u8, u32, u64, usize, f64);
 
 impl TomlValue for String {
     fn toml(&self) -> Option<String> {
@@ -428,6 +441,12 @@ impl Settings {
             stdin_budget: self.stdin_budget.max(1),
             keepalive: Some(seconds(self.keepalive, "keepalive")?).filter(|idle| !idle.is_zero()),
             frame_timeout: positive_seconds(self.frame_timeout, "frame-timeout")?,
+            client_alive_interval: Some(seconds(
+                self.client_alive_interval,
+                "client-alive-interval",
+            )?)
+            .filter(|interval| !interval.is_zero()),
+            client_alive_count_max: self.client_alive_count_max,
             ..ServerConfig::default()
         })
     }

@@ -197,3 +197,36 @@ fn seconds_are_checked() {
     settings.keepalive = 0.0;
     assert_eq!(settings.server_config().expect("valid").keepalive, None);
 }
+
+/// sshd's ClientAlive settings: off by default (interval 0), applied to new
+/// connections on reload, and a file's values reach the server's config.
+#[test]
+fn client_alive_is_off_by_default_and_reloads_for_new_connections() {
+    let config = Settings::default().server_config().expect("valid");
+    assert_eq!(config.client_alive_interval, None);
+    assert_eq!(config.client_alive_count_max, 3);
+    for key in ["client-alive-interval", "client-alive-count-max"] {
+        let declared = Settings::FIELDS
+            .iter()
+            .find(|(field, _)| file_key(field) == key)
+            .map(|(_, rule)| *rule);
+        assert_eq!(declared, Some(Reload::NewConnections), "{key}");
+    }
+    let settings = config_file::parse(
+        "client-alive-interval = 1.5\nclient-alive-count-max = 2\n",
+        Path::new("x"),
+    )
+    .expect("valid");
+    let config = settings.server_config().expect("valid");
+    assert_eq!(
+        config.client_alive_interval,
+        Some(Duration::from_millis(1500))
+    );
+    assert_eq!(config.client_alive_count_max, 2);
+    let negative = Settings {
+        client_alive_interval: -1.0,
+        ..Settings::default()
+    };
+    let err = negative.server_config().expect_err("negative interval");
+    assert!(err.to_string().contains("--client-alive-interval"), "{err}");
+}
