@@ -18,7 +18,18 @@ struct Raw {
 
 impl Raw {
     async fn connect(server: &TestServer) -> Raw {
-        let (stream, version) = util::connect_greeted(server).await;
+        Raw::connect_to(&server.socket).await
+    }
+
+    /// A raw connection to the server listening on the Unix socket `socket`.
+    async fn connect_to(socket: &std::path::Path) -> Raw {
+        let mut stream = tokio::time::timeout(WAIT, UnixStream::connect(socket))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        let version = rsh_proto::io::greet(&mut stream, WAIT)
+            .await
+            .expect("greeting");
         Raw {
             framed: Framed::new(stream, Codec::new().with_version(version)),
         }
@@ -379,4 +390,69 @@ fn a_channel_id_is_free_as_soon_as_its_exit_is_seen() {
             }
         }
     });
+}
+
+// ---------------------------------------------------------------------------
+// Issue 18, point 2: a vanished client is no end of input
+// ---------------------------------------------------------------------------
+
+/// A client that vanishes mid-upload (its connection cut with no StdinEnd)
+/// must never look like end of input to the command: `cat > FILE` must not
+/// see EOF and go on as if the upload were complete. The command is ended
+/// first (SIGTERM, ignored here, then SIGKILL), its stdin closed after.
+#[test]
+fn a_vanished_client_is_never_end_of_input() {
+    let server = TestServer::start(Transport::Unix);
+    let upload = server.home.path().join("upload");
+    let marker = server.home.path().join("complete");
+    util::current_thread_runtime().block_on(async {
+        let mut raw = Raw::connect(&server).await;
+        raw.exec(
+            1,
+            1 << 20,
+            &format!(
+                "trap '' TERM; echo started; cat > {}; echo complete > {}",
+                upload.display(),
+                marker.display()
+            ),
+        )
+        .await;
+        // Stdin needs window: wait for the grant and the command's start.
+        let (mut started, mut granted) = (false, false);
+        while !(started && granted) {
+            match raw.next().await {
+                Frame::WindowAdjust { channel: 1, .. } => granted = true,
+                Frame::Stdout { channel: 1, data } => {
+                    assert_eq!(&data[..], b"started\n");
+                    started = true;
+                }
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+        raw.send(Frame::Stdin {
+            channel: 1,
+            data: bytes::Bytes::from_static(b"part of the upload\n"),
+        })
+        .await;
+        // Bounded wait for the part to reach the file.
+        let deadline = Instant::now() + WAIT;
+        while std::fs::read(&upload).map_or(0, |data| data.len()) < 19 {
+            assert!(
+                Instant::now() < deadline,
+                "the upload never reached the file"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The client vanishes: no StdinEnd, no goodbye.
+        drop(raw);
+    });
+    server.wait_for_event(|event| event.message() == "command ended");
+    assert!(
+        !marker.exists(),
+        "the command saw end of input from a client that vanished mid-upload"
+    );
+    assert_eq!(
+        std::fs::read(&upload).expect("the upload"),
+        b"part of the upload\n"
+    );
 }
