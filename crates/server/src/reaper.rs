@@ -113,7 +113,14 @@ impl Reaper {
             let mut sigchld = sigchld.ok();
             let mut tick = tokio::time::interval(TICK);
             loop {
-                task_inner.reap();
+                if task_inner.reap() == Round::HeldLeaderFirst {
+                    // The other zombie children, found off the runtime's
+                    // threads and without the lock, then reaped by pid.
+                    let zombies = tokio::task::spawn_blocking(zombie_children)
+                        .await
+                        .unwrap_or_default();
+                    task_inner.reap_listed(&zombies);
+                }
                 tokio::select! {
                     Some(()) = async {
                         match sigchld.as_mut() {
@@ -198,7 +205,9 @@ impl Reaper {
     /// Runs one reaping round now (tests).
     #[cfg(test)]
     fn reap_now(&self) {
-        self.inner.reap();
+        if self.inner.reap() == Round::HeldLeaderFirst {
+            self.inner.reap_listed(&zombie_children());
+        }
     }
 }
 
@@ -210,7 +219,9 @@ impl Inner {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn reap(&self) {
+    /// One round: leaders checked, other children reaped until none is
+    /// waitable, or until a held leader is the one `waitid` shows first.
+    fn reap(&self) -> Round {
         let mut leaders = self.lock();
         // Leaders: noticed when they exit, reaped only once released.
         let pids: Vec<i32> = leaders.keys().copied().collect();
@@ -218,31 +229,41 @@ impl Inner {
             check_leader(&mut leaders, pid);
         }
         if !self.all_children {
-            return;
+            return Round::Done;
         }
         // Every other child: peek at who is waitable, reap it by pid.
         for _ in 0..MAX_PER_ROUND {
             let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
             match waitid(Id::All, flags) {
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Round::Done,
                 Ok(status) => match status.pid() {
                     Some(pid) if leaders.contains_key(&pid.as_raw()) => {
                         check_leader(&mut leaders, pid.as_raw());
                         if leaders.contains_key(&pid.as_raw()) {
                             // A held leader comes first and would come
                             // first again: the others are found in /proc.
-                            reap_other_zombies(&leaders);
-                            return;
+                            return Round::HeldLeaderFirst;
                         }
                     }
                     Some(pid) => reap_orphan(pid),
-                    None => return,
+                    None => return Round::Done,
                 },
                 Err(Errno::EINTR) => continue,
                 Err(err) => {
                     warn!(cause = %err, "waitid failed");
-                    return;
+                    return Round::Done;
                 }
+            }
+        }
+        Round::Done
+    }
+
+    /// Reaps those of `zombies` that are no held leader.
+    fn reap_listed(&self, zombies: &[i32]) {
+        let leaders = self.lock();
+        for &pid in zombies {
+            if !leaders.contains_key(&pid) {
+                reap_orphan(Pid::from_raw(pid));
             }
         }
     }
@@ -305,18 +326,24 @@ fn reap_orphan(pid: Pid) {
     }
 }
 
-/// Reaps, by pid, every zombie child found in `/proc` that is no held
-/// leader.
-fn reap_other_zombies(leaders: &HashMap<i32, Leader>) {
+/// How a reaping round ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// No child is left to reap.
+    Done,
+    /// The first waitable child is a held leader: others may be waiting
+    /// behind it, found only in `/proc`.
+    HeldLeaderFirst,
+}
+
+/// This process's zombie children, from `/proc`.
+fn zombie_children() -> Vec<i32> {
     let own = std::process::id();
-    for stat in rsh_sys::ProcStat::all(MAX_PROC_ENTRIES) {
-        let Ok(pid) = i32::try_from(stat.pid) else {
-            continue;
-        };
-        if stat.ppid == own && stat.is_zombie() && !leaders.contains_key(&pid) {
-            reap_orphan(Pid::from_raw(pid));
-        }
-    }
+    rsh_sys::ProcStat::all(MAX_PROC_ENTRIES)
+        .into_iter()
+        .filter(|stat| stat.ppid == own && stat.is_zombie())
+        .filter_map(|stat| i32::try_from(stat.pid).ok())
+        .collect()
 }
 
 fn exit_status(status: WaitStatus) -> Option<ExitStatus> {
