@@ -113,7 +113,8 @@ enum Outcome {
 }
 
 /// Runs the command to its end and reports it through `end` (an `Exit`
-/// frame unless the client is gone). Returns once the leader is reaped.
+/// frame unless the client is gone). The leader is reaped once what the
+/// command left of its group has been swept (see `crate::reaper`).
 pub(crate) async fn run(exec: Exec, inputs: ChannelInputs, ctx: CommandContext, end: ChannelEnd) {
     let started = Instant::now();
     let spawned = match spawn(&exec, &ctx).await {

@@ -14,8 +14,8 @@
 //! - **as a subreaper** (the daemon): every child, until none is left to
 //!   reap. A status whose pid is a command's leader goes to the command
 //!   waiting for it (a registry pid → oneshot; the leader is held, below);
-//!   any other is an adopted orphan and is dropped. Nothing else in the process may wait for its own
-//!   children then, which is why commands are spawned with
+//!   any other is an adopted orphan and is dropped. Nothing else in the
+//!   process may wait for its own children then, which is why commands are spawned with
 //!   `std::process::Command` (whose `Child` we never wait on) and not with
 //!   `tokio::process`, which reaps its children itself; and a subreaper
 //!   process runs one reaper (one `Server`), or two would take each
@@ -37,8 +37,8 @@
 //! pid, and so the process group and session ids the server signals, from
 //! being handed to anyone else: once reaped, another user's process could
 //! get the number and make itself a group leader, and our `killpg` would
-//! reach it. So, as a subreaper, `waitpid(-1)` is no longer used (it would
-//! take the held zombies too): the reaper peeks at who is waitable
+//! reach it. So, as a subreaper, `waitpid(-1)` is not used (it would take
+//! the held zombies too): the reaper peeks at who is waitable
 //! (`waitid(P_ALL, .., WNOWAIT)`), reaps other children by pid, and when the
 //! one it sees first is a held leader, finds the other zombie children in
 //! `/proc` and reaps those by pid.
