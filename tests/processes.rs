@@ -554,14 +554,20 @@ fn a_recycled_leader_pid_is_never_signalled() {
         let leader: u32 = first_line(&mut raw, 1).await.parse().expect("a pid");
         // Once the shell is gone (reaped, with today's bug: bounded spin),
         // the next pid handed out is the shell's: a setsid process, leader of
-        // a group with the old shell's pid as its id.
+        // a group with the old shell's pid as its id. The command waits
+        // (bounded) until it has its own session, so the sweep of this
+        // command's own group cannot take it.
         let (out, status) = run_collecting(
             &mut raw,
             2,
             &format!(
                 "i=0; while [ -e /proc/{leader} ] && [ $i -lt 200000 ]; do i=$((i+1)); done; \
                  echo {} > /proc/sys/kernel/ns_last_pid; \
-                 setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $!",
+                 setsid sleep 300 </dev/null >/dev/null 2>&1 & imp=$!; \
+                 i=0; while [ $i -lt 200000 ]; do \
+                   read -r stat < /proc/$imp/stat; set -- $stat; \
+                   [ \"$6\" = \"$imp\" ] && break; i=$((i+1)); done; \
+                 echo $imp",
                 leader - 1
             ),
         )

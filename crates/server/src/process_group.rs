@@ -53,16 +53,22 @@ pub(crate) fn signal_group(pgid: u32, signal: Signal) -> bool {
 const MAX_PROC_ENTRIES: usize = 1 << 22;
 
 /// Whether any process that is not a zombie is left in the group. (The
-/// leader itself stays a zombie while pinned, so `killpg(pgid, 0)` would
-/// say yes until it is reaped.) Reads `/proc`: off the runtime's threads.
-pub(crate) async fn group_alive(pgid: u32) -> bool {
-    tokio::task::spawn_blocking(move || {
-        rsh_sys::ProcStat::all(MAX_PROC_ENTRIES)
-            .iter()
-            .any(|stat| stat.pgrp == pgid && !stat.is_zombie())
-    })
-    .await
-    .unwrap_or(false)
+/// leader itself stays a zombie while pinned, so `killpg(pgid, 0)` alone
+/// would say yes until it is reaped.)
+///
+/// Reads `/proc` on the calling thread, not in `spawn_blocking`: a scan is
+/// short, and a wait on a blocking task would let paused time (the
+/// in-process tests) jump past every deadline.
+pub(crate) fn group_alive(pgid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pgid) else {
+        return false;
+    };
+    if matches!(killpg(Pid::from_raw(raw), None), Err(Errno::ESRCH)) {
+        return false;
+    }
+    rsh_sys::ProcStat::all(MAX_PROC_ENTRIES)
+        .iter()
+        .any(|stat| stat.pgrp == pgid && !stat.is_zombie())
 }
 
 /// Ends the group: SIGTERM, then SIGKILL to whatever is left after `grace`.
@@ -81,7 +87,7 @@ pub(crate) async fn terminate(
     signal_group(pgid, Signal::SIGCONT);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
-        if leader.try_status().is_some() && !group_alive(pgid).await {
+        if leader.try_status().is_some() && !group_alive(pgid) {
             return leader.try_status();
         }
         tokio::time::sleep(POLL).await;
@@ -100,7 +106,7 @@ pub(crate) async fn terminate(
 async fn wait_until_gone(pgid: u32, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
-        if !group_alive(pgid).await {
+        if !group_alive(pgid) {
             return true;
         }
         if Instant::now() >= deadline {
@@ -113,7 +119,7 @@ async fn wait_until_gone(pgid: u32, limit: Duration) -> bool {
 /// Ends what is left of a group whose leader has exited. `_pin` keeps the
 /// leader a zombie, so `pgid` is still ours, until this returns.
 pub(crate) async fn sweep(pgid: u32, grace: Duration, _pin: LeaderPin) {
-    if !group_alive(pgid).await {
+    if !group_alive(pgid) {
         return;
     }
     signal_group(pgid, Signal::SIGTERM);
