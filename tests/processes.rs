@@ -18,7 +18,18 @@ struct Raw {
 
 impl Raw {
     async fn connect(server: &TestServer) -> Raw {
-        let (stream, version) = util::connect_greeted(server).await;
+        Raw::connect_to(&server.socket).await
+    }
+
+    /// A raw connection to the server listening on the Unix socket `socket`.
+    async fn connect_to(socket: &std::path::Path) -> Raw {
+        let mut stream = tokio::time::timeout(WAIT, UnixStream::connect(socket))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        let version = rsh_proto::io::greet(&mut stream, WAIT)
+            .await
+            .expect("greeting");
         Raw {
             framed: Framed::new(stream, Codec::new().with_version(version)),
         }
@@ -383,4 +394,283 @@ fn a_channel_id_is_free_as_soon_as_its_exit_is_seen() {
             }
         }
     });
+}
+
+/// Runs `command` on `channel` with stdin ended at once; its stdout and
+/// status (other frames skipped).
+async fn run_collecting(raw: &mut Raw, channel: u32, command: &str) -> (String, ExitStatus) {
+    raw.exec(channel, 1 << 20, command).await;
+    raw.send(Frame::StdinEnd { channel }).await;
+    let mut stdout = Vec::new();
+    loop {
+        match raw.next().await {
+            Frame::Stdout { channel: c, data } if c == channel => stdout.extend_from_slice(&data),
+            Frame::Exit { channel: c, status } if c == channel => {
+                return (String::from_utf8_lossy(&stdout).into_owned(), status)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The first line of stdout from `channel` (other frames skipped).
+async fn first_line(raw: &mut Raw, channel: u32) -> String {
+    let mut stdout = Vec::new();
+    loop {
+        if let Frame::Stdout { channel: c, data } = raw.next().await {
+            if c == channel {
+                stdout.extend_from_slice(&data);
+                if let Some(end) = stdout.iter().position(|&b| b == b'\n') {
+                    return String::from_utf8_lossy(&stdout[..end]).into_owned();
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Issue 18, point 1: a recycled pid
+// ---------------------------------------------------------------------------
+
+/// Whether this test process may make pid namespaces and set the next pid
+/// in them (root, or CAP_SYS_ADMIN); marks the test skipped if not.
+fn private_pid_namespaces() -> bool {
+    if !util::tools_present(&["unshare", "setsid"]) {
+        return false;
+    }
+    let works = std::process::Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child",
+            "sh",
+            "-c",
+        ])
+        .arg("echo 100 > /proc/sys/kernel/ns_last_pid && exec true")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !works {
+        util::skip("needs root for a private pid namespace and ns_last_pid");
+    }
+    works
+}
+
+/// `rsh-server` as pid 1 of a pid namespace of its own (with its own
+/// `/proc`), listening on `DIR/rsh.sock`; killed with its namespace on drop.
+struct InPidNamespace {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+}
+
+impl InPidNamespace {
+    fn start(wrapper: &std::path::Path, dir: &std::path::Path) -> InPidNamespace {
+        let home = dir.join("home");
+        std::fs::create_dir(&home).expect("RSH_HOME");
+        let socket = home.join("rsh.sock");
+        let ready = home.join("ready");
+        let child = std::process::Command::new(wrapper)
+            .arg("--listen")
+            .arg(format!("unix:{}", socket.display()))
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(["--kill-grace", "0.5", "--linger", "600"])
+            .env("RSH_HOME", &home)
+            .env("HOME", &home)
+            .env_remove("SHELL")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start rsh-server in a pid namespace");
+        let mut server = InPidNamespace { child, socket };
+        // Its ready file names pid 1 (its pid in its namespace), so the
+        // harness's check of the pid does not apply: bounded poll.
+        let deadline = Instant::now() + WAIT;
+        while rsh_config::ReadyFile::read(&ready).is_err() {
+            assert!(
+                server.child.try_wait().ok().flatten().is_none(),
+                "rsh-server exited before it was ready"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "rsh-server was not ready in time"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        server
+    }
+}
+
+impl Drop for InPidNamespace {
+    fn drop(&mut self) {
+        // unshare --kill-child takes the server, and with it the namespace.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A command's shell exits while a `setsid` child holds its output open;
+/// then a process of someone else's takes over the shell's pid and makes
+/// itself a group leader (forced here with `ns_last_pid`, in a private pid
+/// namespace the server runs in). Neither a Signal frame for the command nor
+/// the end of the command may reach it: the server signals no process group
+/// whose leader it has reaped (it keeps the leader a zombie, so the pid
+/// cannot be had while the command may still signal it).
+#[test]
+fn a_recycled_leader_pid_is_never_signalled() {
+    if !private_pid_namespaces() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The server, as pid 1 of a namespace of its own, with /proc to match.
+    let wrapper = dir.path().join("rsh-server-in-pid-ns");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec unshare --pid --fork --mount-proc --kill-child {} \"$@\"\n",
+            util::server_bin().display()
+        ),
+    )
+    .expect("write the wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod the wrapper");
+    let server = InPidNamespace::start(&wrapper, dir.path());
+    let fifo = dir.path().join("release");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+
+    let (impostor, leader) = util::current_thread_runtime().block_on(async {
+        let mut raw = Raw::connect_to(&server.socket).await;
+        // The shell prints its pid and exits; the setsid child keeps stdout.
+        raw.exec(
+            1,
+            1 << 20,
+            &format!("echo $$; setsid sh -c 'read x < {}' &", fifo.display()),
+        )
+        .await;
+        raw.send(Frame::StdinEnd { channel: 1 }).await;
+        let leader: u32 = first_line(&mut raw, 1).await.parse().expect("a pid");
+        // Once the shell is gone (reaped, with today's bug: bounded spin),
+        // the next pid handed out is the shell's: a setsid process, leader of
+        // a group with the old shell's pid as its id. The command waits
+        // (bounded) until it has its own session, so the sweep of this
+        // command's own group cannot take it.
+        let (out, status) = run_collecting(
+            &mut raw,
+            2,
+            &format!(
+                "i=0; while [ -e /proc/{leader} ] && [ $i -lt 200000 ]; do i=$((i+1)); done; \
+                 echo {} > /proc/sys/kernel/ns_last_pid; \
+                 setsid sleep 300 </dev/null >/dev/null 2>&1 & imp=$!; \
+                 i=0; while [ $i -lt 200000 ]; do \
+                   read -r stat < /proc/$imp/stat; set -- $stat; \
+                   [ \"$6\" = \"$imp\" ] && break; i=$((i+1)); done; \
+                 echo $imp",
+                leader - 1
+            ),
+        )
+        .await;
+        assert_eq!(status, ExitStatus::Code(0), "the impostor starts: {out}");
+        let impostor: u32 = out.trim().parse().expect("the impostor's pid");
+        // A signal for the command, then its end: the setsid child is told to
+        // go, the output ends, the command is over and what is left of its
+        // group is swept.
+        raw.send(Frame::Signal {
+            channel: 1,
+            signal: rsh_proto::signal::TERM,
+        })
+        .await;
+        std::fs::write(&fifo, b"go\n").expect("release the lingering child");
+        loop {
+            if let Frame::Exit { channel: 1, .. } = raw.next().await {
+                break;
+            }
+        }
+        let (stat, _) = run_collecting(
+            &mut raw,
+            3,
+            &format!("cat /proc/{impostor}/stat 2>/dev/null; kill {impostor} 2>/dev/null"),
+        )
+        .await;
+        let alive =
+            rsh_sys::ProcStat::parse(impostor, stat.trim()).is_some_and(|stat| !stat.is_zombie());
+        assert!(
+            alive,
+            "a process with the pid {impostor} (the command's shell was {leader}) was killed \
+             by the command's end"
+        );
+        (impostor, leader)
+    });
+    eprintln!("the impostor got pid {impostor}; the command's shell had {leader}");
+}
+
+// ---------------------------------------------------------------------------
+// Issue 18, point 2: a vanished client is no end of input
+// ---------------------------------------------------------------------------
+
+/// A client that vanishes mid-upload (its connection cut with no StdinEnd)
+/// must never look like end of input to the command: `cat > FILE` must not
+/// see EOF and go on as if the upload were complete. The command is ended
+/// first (SIGTERM, ignored here, then SIGKILL), its stdin closed after.
+#[test]
+fn a_vanished_client_is_never_end_of_input() {
+    let server = TestServer::start(Transport::Unix);
+    let upload = server.home.path().join("upload");
+    let marker = server.home.path().join("complete");
+    util::current_thread_runtime().block_on(async {
+        let mut raw = Raw::connect(&server).await;
+        raw.exec(
+            1,
+            1 << 20,
+            &format!(
+                "trap '' TERM; echo started; cat > {}; echo complete > {}",
+                upload.display(),
+                marker.display()
+            ),
+        )
+        .await;
+        // Stdin needs window: wait for the grant and the command's start.
+        let (mut started, mut granted) = (false, false);
+        while !(started && granted) {
+            match raw.next().await {
+                Frame::WindowAdjust { channel: 1, .. } => granted = true,
+                Frame::Stdout { channel: 1, data } => {
+                    assert_eq!(&data[..], b"started\n");
+                    started = true;
+                }
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+        raw.send(Frame::Stdin {
+            channel: 1,
+            data: bytes::Bytes::from_static(b"part of the upload\n"),
+        })
+        .await;
+        // Bounded wait for the part to reach the file.
+        let deadline = Instant::now() + WAIT;
+        while std::fs::read(&upload).map_or(0, |data| data.len()) < 19 {
+            assert!(
+                Instant::now() < deadline,
+                "the upload never reached the file"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The client vanishes: no StdinEnd, no goodbye.
+        drop(raw);
+    });
+    server.wait_for_event(|event| event.message() == "command ended");
+    assert!(
+        !marker.exists(),
+        "the command saw end of input from a client that vanished mid-upload"
+    );
+    assert_eq!(
+        std::fs::read(&upload).expect("the upload"),
+        b"part of the upload\n"
+    );
 }

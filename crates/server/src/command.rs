@@ -113,7 +113,8 @@ enum Outcome {
 }
 
 /// Runs the command to its end and reports it through `end` (an `Exit`
-/// frame unless the client is gone). Returns once the leader is reaped.
+/// frame unless the client is gone). The leader is reaped once what the
+/// command left of its group has been swept (see `crate::reaper`).
 pub(crate) async fn run(exec: Exec, inputs: ChannelInputs, ctx: CommandContext, end: ChannelEnd) {
     let started = Instant::now();
     let spawned = match spawn(&exec, &ctx).await {
@@ -131,9 +132,12 @@ pub(crate) async fn run(exec: Exec, inputs: ChannelInputs, ctx: CommandContext, 
     let leftovers = spawned.started.leftovers();
     let output_window = inputs.output_window.clone();
     let counters = Counters::default();
-    let (outcome, exited, process) =
+    let (outcome, exited, process, stdin) =
         supervise(spawned, exec.channel, exec.timeout, inputs, &ctx, &counters).await;
     let status = finish(outcome, exited, process, &ctx.config).await;
+    // Only now, with the command ended: a client that vanished mid-upload
+    // must not look like end of input (see `pump_stdin`).
+    drop(stdin);
 
     let bytes_out = counters.output();
     let bytes_in = counters.stdin.load(Ordering::Relaxed);
@@ -173,8 +177,9 @@ pub(crate) async fn run(exec: Exec, inputs: ChannelInputs, ctx: CommandContext, 
 }
 
 /// Pumps and watches a started command until it is known how it ended.
-/// Returns the outcome, the leader's status if it has exited, and what the
-/// command started (to end it).
+/// Returns the outcome, the leader's status if it has exited, what the
+/// command started (to end it) and its stdin if still open (to close once
+/// the command is ended).
 async fn supervise(
     spawned: Spawned,
     channel: u32,
@@ -182,7 +187,7 @@ async fn supervise(
     inputs: ChannelInputs,
     ctx: &CommandContext,
     counters: &Counters,
-) -> (Outcome, Option<ExitStatus>, Started) {
+) -> (Outcome, Option<ExitStatus>, Started, Option<Input>) {
     let Spawned {
         mut started,
         stdin,
@@ -198,7 +203,15 @@ async fn supervise(
     let config = &ctx.config;
     let flow = ctx.flow();
 
-    let stdin_pump = pump_stdin(stdin, incoming, &stdin_credit, &flow, channel, counters);
+    let mut stdin = Some(stdin);
+    let stdin_pump = pump_stdin(
+        &mut stdin,
+        incoming,
+        &stdin_credit,
+        &flow,
+        channel,
+        counters,
+    );
     let output_pump = futures::future::join_all(outputs.into_iter().map(|(stream, output)| {
         pump_output(output, stream, channel, &output_window, &flow, counters)
     }));
@@ -212,7 +225,6 @@ async fn supervise(
         ctx.shutdown.cancelled().await;
         tokio::time::sleep(config.shutdown_grace).await;
     };
-    tokio::pin!(stdin_pump, output_pump, timeout, shutdown_grace_over);
     let mut signals_open = true;
     let mut stdin_done = false;
     let mut output_done = false;
@@ -220,55 +232,58 @@ async fn supervise(
     let mut linger = tokio::time::interval(config.linger);
     let mut output_at_last_tick = 0;
 
-    let outcome = loop {
-        tokio::select! {
-            // In order, not at random: the pumps first, so output that
-            // became readable in the same wake-up as a linger tick (a
-            // server starved of CPU for the whole linger period) is read
-            // before the tick decides the output is idle and drops it.
-            biased;
-            () = &mut stdin_pump, if !stdin_done => stdin_done = true,
-            _ = &mut output_pump, if !output_done => {
-                output_done = true;
-                if let Some(status) = &exited {
-                    break Outcome::Finished(status.clone());
-                }
-            }
-            status = started.leader_exit(), if exited.is_none() => match status {
-                Some(status) => {
-                    started.leader_exited(&ctx.tracker, config.kill_grace);
-                    if output_done {
-                        break Outcome::Finished(status);
-                    }
-                    exited = Some(status);
-                    linger.reset();
-                    output_at_last_tick = counters.output();
-                }
-                None => break Outcome::LeaderLost,
-            },
-            _ = linger.tick(), if exited.is_some() && !output_done => {
-                let output = counters.output();
-                // Idle output with an open window: a background process holds the pipes.
-                if output == output_at_last_tick && output_window.available() > 0 {
+    let outcome = {
+        tokio::pin!(stdin_pump, output_pump, timeout, shutdown_grace_over);
+        loop {
+            tokio::select! {
+                // In order, not at random: the pumps first, so output that
+                // became readable in the same wake-up as a linger tick (a
+                // server starved of CPU for the whole linger period) is read
+                // before the tick decides the output is idle and drops it.
+                biased;
+                () = &mut stdin_pump, if !stdin_done => stdin_done = true,
+                _ = &mut output_pump, if !output_done => {
+                    output_done = true;
                     if let Some(status) = &exited {
-                        break Outcome::Lingered(status.clone());
+                        break Outcome::Finished(status.clone());
                     }
                 }
-                output_at_last_tick = output;
+                status = started.leader_exit(), if exited.is_none() => match status {
+                    Some(status) => {
+                        started.leader_exited(&ctx.tracker, config.kill_grace);
+                        if output_done {
+                            break Outcome::Finished(status);
+                        }
+                        exited = Some(status);
+                        linger.reset();
+                        output_at_last_tick = counters.output();
+                    }
+                    None => break Outcome::LeaderLost,
+                },
+                _ = linger.tick(), if exited.is_some() && !output_done => {
+                    let output = counters.output();
+                    // Idle output with an open window: a background process holds the pipes.
+                    if output == output_at_last_tick && output_window.available() > 0 {
+                        if let Some(status) = &exited {
+                            break Outcome::Lingered(status.clone());
+                        }
+                    }
+                    output_at_last_tick = output;
+                }
+                signal = signals.recv(), if signals_open => match signal {
+                    Some(number) => started.signal(number),
+                    None => signals_open = false,
+                },
+                size = next_resize(&mut resizes) => started.resize(size),
+                // Both still apply after the shell exits, while a background job
+                // keeps the output flowing.
+                () = &mut timeout => break Outcome::TimedOut,
+                () = ctx.client_gone.cancelled() => break Outcome::ClientGone,
+                () = &mut shutdown_grace_over => break Outcome::ShutdownGraceOver,
             }
-            signal = signals.recv(), if signals_open => match signal {
-                Some(number) => started.signal(number),
-                None => signals_open = false,
-            },
-            size = next_resize(&mut resizes) => started.resize(size),
-            // Both still apply after the shell exits, while a background job
-            // keeps the output flowing.
-            () = &mut timeout => break Outcome::TimedOut,
-            () = ctx.client_gone.cancelled() => break Outcome::ClientGone,
-            () = &mut shutdown_grace_over => break Outcome::ShutdownGraceOver,
         }
     };
-    (outcome, exited, started)
+    (outcome, exited, started, stdin)
 }
 
 /// The next size the client sent; pending for ever once there can be none.

@@ -12,10 +12,16 @@
 //! [`Started`] holds the unit and the leader's status to come; `end()` ends
 //! the unit, politely then firmly, and is the only way the server ends a
 //! command. A later unit (a cgroup, a pidfd) is one more variant here.
+//!
+//! The ids signalled (process group, session) are the leader's pid, so the
+//! leader is never reaped while anything may still signal them: `Started`
+//! and every task that sweeps after it hold a [`LeaderPin`], which keeps the
+//! exited leader a zombie of ours. A reaped leader's pid could be anyone's,
+//! and a group or session made with it someone else's.
 
 use crate::process_group;
 use crate::pty::{self, PtyControl};
-use crate::reaper::LeaderExit;
+use crate::reaper::{LeaderExit, LeaderPin};
 use nix::sys::signal::Signal;
 use rsh_proto::{ExitStatus, PtySize};
 use std::time::Duration;
@@ -43,9 +49,12 @@ enum Unit {
 }
 
 /// What a command on pipes may leave behind once it is over: background
-/// jobs still in its process group.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Leftovers(Option<u32>);
+/// jobs still in its process group. Pins the leader until swept.
+#[derive(Debug)]
+pub(crate) struct Leftovers {
+    pgid: Option<u32>,
+    pin: Option<LeaderPin>,
+}
 
 impl Started {
     /// A command leading the process group `pgid`.
@@ -92,7 +101,7 @@ impl Started {
     pub(crate) fn signal(&self, number: u8) {
         let pgid = match &self.unit {
             Unit::Group { pgid } => *pgid,
-            Unit::Session(control) => control.foreground_group().unwrap_or(control.sid()),
+            Unit::Session(control) => foreground_or_leader(control),
         };
         match Signal::try_from(i32::from(number)) {
             Ok(signal) => {
@@ -118,16 +127,29 @@ impl Started {
     /// now (in `tracker`), as sshd does. A group's wait for its output.
     pub(crate) fn leader_exited(&self, tracker: &TaskTracker, grace: Duration) {
         if let Unit::Session(control) = &self.unit {
-            tracker.spawn(pty::sweep_after_exit(control.clone(), grace).in_current_span());
+            let (control, pin) = (control.clone(), self.leader.pin());
+            tracker.spawn(
+                async move {
+                    pty::sweep_after_exit(control, grace).await;
+                    drop(pin);
+                }
+                .in_current_span(),
+            );
         }
     }
 
     /// What may be left once the command is over (see [`Leftovers::sweep`]).
     pub(crate) fn leftovers(&self) -> Leftovers {
         match self.unit {
-            Unit::Group { pgid } => Leftovers(Some(pgid)),
+            Unit::Group { pgid } => Leftovers {
+                pgid: Some(pgid),
+                pin: self.leader.pin(),
+            },
             // Swept when its shell exited or it was hung up.
-            Unit::Session(_) => Leftovers(None),
+            Unit::Session(_) => Leftovers {
+                pgid: None,
+                pin: None,
+            },
         }
     }
 
@@ -152,12 +174,29 @@ impl Started {
 
 impl Leftovers {
     /// Ends, in `tracker`, whatever is left of a finished command's process
-    /// group (background jobs), SIGTERM then SIGKILL after `grace`.
+    /// group (background jobs), SIGTERM then SIGKILL after `grace`; the
+    /// leader is reaped once that is done.
     pub(crate) fn sweep(self, tracker: &TaskTracker, grace: Duration) {
-        if let Some(pgid) = self.0 {
-            if process_group::group_exists(pgid) {
-                tracker.spawn(async move { process_group::sweep(pgid, grace).await });
-            }
+        if let (Some(pgid), Some(pin)) = (self.pgid, self.pin) {
+            tracker.spawn(async move { process_group::sweep(pgid, grace, pin).await });
         }
     }
+}
+
+/// Where a signal for a session goes: the terminal's foreground job (where
+/// a typed Ctrl-C goes), if that group is still one of the session's; else
+/// the session leader's group, whose id the leader's pin keeps ours. The
+/// terminal names its foreground group by number even once the group is
+/// empty, and an empty group's number may have been handed out again.
+fn foreground_or_leader(control: &PtyControl) -> u32 {
+    let sid = control.sid();
+    control
+        .foreground_group()
+        .filter(|&pgrp| {
+            pgrp == sid
+                || crate::session::members(sid)
+                    .iter()
+                    .any(|member| member.pgrp == pgrp && !member.zombie)
+        })
+        .unwrap_or(sid)
 }

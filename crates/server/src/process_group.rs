@@ -4,12 +4,17 @@
 //! so `killpg` reaches everything it started, however deep, unless a process
 //! deliberately left the group (`setsid`).
 //!
+//! The group's id is the leader's pid, and the leader is not reaped while
+//! anything may still signal the group (it stays a zombie, pinned: see the
+//! `reaper` module), so `killpg` here never reaches a group that took over
+//! a recycled pid.
+//!
 //! Background members outlive the shell that started them and are re-parented
 //! to the nearest subreaper. The daemon makes itself that subreaper
 //! ([`become_subreaper`]), and its reaper (the `reaper` module) reaps every child it has,
 //! adopted or not; here we only signal and wait for the group to be gone.
 
-use crate::reaper::LeaderExit;
+use crate::reaper::{LeaderExit, LeaderPin};
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -43,17 +48,35 @@ pub(crate) fn signal_group(pgid: u32, signal: Signal) -> bool {
     !matches!(killpg(Pid::from_raw(raw), signal), Err(Errno::ESRCH))
 }
 
-/// Whether any process (zombies included) is left in the group.
-pub(crate) fn group_exists(pgid: u32) -> bool {
+/// Most `/proc` entries looked at in one scan: far above any real process
+/// table, it only bounds the loop.
+const MAX_PROC_ENTRIES: usize = 1 << 22;
+
+/// Whether any process that is not a zombie is left in the group. (The
+/// leader itself stays a zombie while pinned, so `killpg(pgid, 0)` alone
+/// would say yes until it is reaped.)
+///
+/// Reads `/proc` on the calling thread, not in `spawn_blocking`: a scan is
+/// short, and a wait on a blocking task would let paused time (the
+/// in-process tests) jump past every deadline.
+pub(crate) fn group_alive(pgid: u32) -> bool {
     let Ok(raw) = i32::try_from(pgid) else {
         return false;
     };
-    !matches!(killpg(Pid::from_raw(raw), None), Err(Errno::ESRCH))
+    if matches!(killpg(Pid::from_raw(raw), None), Err(Errno::ESRCH)) {
+        return false;
+    }
+    rsh_sys::ProcStat::all(MAX_PROC_ENTRIES)
+        .iter()
+        .any(|stat| stat.pgrp == pgid && !stat.is_zombie())
 }
 
 /// Ends the group: SIGTERM, then SIGKILL to whatever is left after `grace`.
 /// Waits for the leader's status (from the reaper) and returns it, if it
 /// could be had.
+///
+/// `leader` must pin the group's leader (see `reaper::LeaderPin`): then
+/// `pgid` is ours for as long as this runs, even once the group is empty.
 pub(crate) async fn terminate(
     pgid: u32,
     leader: &mut LeaderExit,
@@ -64,7 +87,7 @@ pub(crate) async fn terminate(
     signal_group(pgid, Signal::SIGCONT);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
-        if leader.try_status().is_some() && !group_exists(pgid) {
+        if leader.try_status().is_some() && !group_alive(pgid) {
             return leader.try_status();
         }
         tokio::time::sleep(POLL).await;
@@ -79,11 +102,11 @@ pub(crate) async fn terminate(
     status
 }
 
-/// Polls until the group is gone (its members reaped), up to `limit`.
+/// Polls until no process of the group is left running, up to `limit`.
 async fn wait_until_gone(pgid: u32, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
-        if !group_exists(pgid) {
+        if !group_alive(pgid) {
             return true;
         }
         if Instant::now() >= deadline {
@@ -93,9 +116,10 @@ async fn wait_until_gone(pgid: u32, limit: Duration) -> bool {
     }
 }
 
-/// Ends what is left of a group whose leader has already been reaped.
-pub(crate) async fn sweep(pgid: u32, grace: Duration) {
-    if !group_exists(pgid) {
+/// Ends what is left of a group whose leader has exited. `_pin` keeps the
+/// leader a zombie, so `pgid` is still ours, until this returns.
+pub(crate) async fn sweep(pgid: u32, grace: Duration, _pin: LeaderPin) {
+    if !group_alive(pgid) {
         return;
     }
     signal_group(pgid, Signal::SIGTERM);

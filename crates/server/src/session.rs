@@ -9,7 +9,9 @@
 //! scanning `/proc/*/stat` (field 6, `session`) and signalled one by one.
 //!
 //! A pid cannot be reused while it still names a live session or process
-//! group, so as long as any member is left, the session id is still ours.
+//! group, and the session leader (our child) is not reaped while the
+//! session may still be signalled (it stays a zombie, pinned: see the
+//! `reaper` module), so the session id is ours for as long as we use it.
 //! Between one scan and the signal a member may exit and, in theory, its pid
 //! be reused by an unrelated process; the window is one scan long and the
 //! kernel hands out pids in increasing order, so this is accepted.

@@ -18,6 +18,7 @@
 pub(crate) mod pump;
 
 use bytes::Bytes;
+use pump::StdinEvent;
 use rsh_proto::{Exec, ExitStatus, Frame, PtySize, Window};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,7 +53,7 @@ impl ChannelKind {
 #[derive(Debug)]
 pub(crate) struct ChannelInputs {
     /// Stdin bytes from the client, already checked against the window.
-    pub stdin: mpsc::UnboundedReceiver<Bytes>,
+    pub stdin: mpsc::UnboundedReceiver<StdinEvent>,
     /// Signals (Linux numbering) the client asked to deliver.
     pub signals: mpsc::UnboundedReceiver<u8>,
     /// Credit for stdout+stderr bytes, granted by the client.
@@ -66,7 +67,7 @@ pub(crate) struct ChannelInputs {
 
 /// The connection's side of one open channel.
 struct Routes {
-    stdin: Option<mpsc::UnboundedSender<Bytes>>,
+    stdin: Option<mpsc::UnboundedSender<StdinEvent>>,
     signals: mpsc::UnboundedSender<u8>,
     output_window: Arc<Window>,
     stdin_credit: Arc<Window>,
@@ -184,7 +185,7 @@ impl Channels {
             return Err(WindowOverrun);
         }
         if let Some(stdin) = &routes.stdin {
-            let _ = stdin.send(data);
+            let _ = stdin.send(StdinEvent::Data(data));
         }
         Ok(())
     }
@@ -195,7 +196,11 @@ impl Channels {
     pub(crate) fn stdin_end(&mut self, channel: u32) {
         if let Some(routes) = self.open.get_mut(&channel) {
             if routes.resize.is_none() {
-                routes.stdin = None;
+                // Said, not only dropped: a queue dropped with the connection is
+                // a client gone, never the end of input (see `pump_stdin`).
+                if let Some(stdin) = routes.stdin.take() {
+                    let _ = stdin.send(StdinEvent::End);
+                }
             }
         }
     }

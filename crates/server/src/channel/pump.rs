@@ -260,22 +260,38 @@ pub(crate) async fn pump_output(
     }
 }
 
+/// What the connection passes on of the client's stdin.
+#[derive(Debug)]
+pub(crate) enum StdinEvent {
+    /// Bytes for the command.
+    Data(Bytes),
+    /// The client's `StdinEnd`: the end of input, which the command sees.
+    End,
+}
+
 /// Feeds the command's stdin and keeps the client's stdin window topped up
 /// to `ServerConfig::stdin_window` (or the channel's fair share of the
 /// budget, if smaller; at least its floor), out of the server-wide budget:
 /// bytes
 /// written to the pipe go back to the budget and are granted again, as the
 /// budget allows. A command that does not read stops the client's stdin on
-/// this channel only. Ends (closing the command's stdin) at the client's
-/// `StdinEnd`; whatever the channel held of the budget returns then.
+/// this channel only. Ends at the client's `StdinEnd`, closing the
+/// command's stdin (`sink` becomes `None`); whatever the channel held of
+/// the budget returns then.
+///
+/// When the connection goes without a `StdinEnd` (the client vanished),
+/// `sink` is left open: a cut upload must never look like end of input to
+/// the command (`cat > file` would commit half a file). The command is
+/// ended first, and only then is its stdin closed (see `command::run`).
 pub(crate) async fn pump_stdin(
-    mut sink: Input,
-    mut incoming: mpsc::UnboundedReceiver<Bytes>,
+    sink: &mut Option<Input>,
+    mut incoming: mpsc::UnboundedReceiver<StdinEvent>,
     credit: &Window,
     flow: &Flow,
     channel: u32,
     counters: &Counters,
 ) {
+    let Some(input) = sink.as_mut() else { return };
     let window = u64::from(flow.stdin_window);
     let mut lease = flow.stdin_budget.lease(window);
     let mut enlarged = false;
@@ -294,19 +310,28 @@ pub(crate) async fn pump_stdin(
             // Data first: a client that already ended stdin (most one-shot
             // commands) is granted nothing, one frame fewer per command.
             biased;
-            data = incoming.recv() => {
-                let Some(data) = data else { break };
+            event = incoming.recv() => {
+                let data = match event {
+                    Some(StdinEvent::Data(data)) => data,
+                    Some(StdinEvent::End) => {
+                        *sink = None;
+                        break;
+                    }
+                    // The connection is gone: no end of input (see above).
+                    None => break,
+                };
                 if !enlarged && data.len() >= ENLARGE_PIPE_AFTER {
-                    if let Some(fd) = sink.pipe_fd() {
+                    if let Some(fd) = input.pipe_fd() {
                         enlarge_pipe(fd);
                     }
                     enlarged = true;
                 }
-                if let Err(err) = sink.write_all(&data).await {
+                if let Err(err) = input.write_all(&data).await {
                     // The command closed its stdin: grant no more credit, so
                     // the client stops sending what nobody will read. Its
                     // writer gets `StdinClosed` when the command ends.
                     debug!(cause = %err, "command's stdin closed");
+                    *sink = None;
                     break;
                 }
                 counters
@@ -336,5 +361,4 @@ pub(crate) async fn pump_stdin(
     // returns its share of the budget.
     drop(incoming);
     drop(lease);
-    drop(sink);
 }
