@@ -56,10 +56,15 @@ const MAX_PROC_ENTRIES: usize = 1 << 22;
 /// leader itself stays a zombie while pinned, so `killpg(pgid, 0)` alone
 /// would say yes until it is reaped.)
 ///
-/// Reads `/proc` on the calling thread, not in `spawn_blocking`: a scan is
-/// short, and a wait on a blocking task would let paused time (the
-/// in-process tests) jump past every deadline.
-pub(crate) fn group_alive(pgid: u32) -> bool {
+/// A scan of `/proc` grows with the host's process table, so it runs on a
+/// blocking thread, never on the runtime's.
+async fn group_alive(pgid: u32) -> bool {
+    tokio::task::spawn_blocking(move || group_alive_now(pgid))
+        .await
+        .unwrap_or(true)
+}
+
+fn group_alive_now(pgid: u32) -> bool {
     let Ok(raw) = i32::try_from(pgid) else {
         return false;
     };
@@ -87,7 +92,7 @@ pub(crate) async fn terminate(
     signal_group(pgid, Signal::SIGCONT);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
-        if leader.try_status().is_some() && !group_alive(pgid) {
+        if leader.try_status().is_some() && !group_alive(pgid).await {
             return leader.try_status();
         }
         tokio::time::sleep(POLL).await;
@@ -106,7 +111,7 @@ pub(crate) async fn terminate(
 async fn wait_until_gone(pgid: u32, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
-        if !group_alive(pgid) {
+        if !group_alive(pgid).await {
             return true;
         }
         if Instant::now() >= deadline {
@@ -119,7 +124,7 @@ async fn wait_until_gone(pgid: u32, limit: Duration) -> bool {
 /// Ends what is left of a group whose leader has exited. `_pin` keeps the
 /// leader a zombie, so `pgid` is still ours, until this returns.
 pub(crate) async fn sweep(pgid: u32, grace: Duration, _pin: LeaderPin) {
-    if !group_alive(pgid) {
+    if !group_alive(pgid).await {
         return;
     }
     signal_group(pgid, Signal::SIGTERM);

@@ -115,10 +115,12 @@ impl Reaper {
             loop {
                 if task_inner.reap() == Round::HeldLeaderFirst {
                     // The other zombie children, found without the lock
-                    // (spawns wait on it), then reaped by pid. On this
-                    // thread, not in `spawn_blocking`: a wait on a blocking
-                    // task lets paused time (in-process tests) jump ahead.
-                    task_inner.reap_listed(&zombie_children());
+                    // (spawns wait on it) and off the runtime's threads (a
+                    // scan grows with the process table), then reaped by pid.
+                    let zombies = tokio::task::spawn_blocking(zombie_children)
+                        .await
+                        .unwrap_or_default();
+                    task_inner.reap_listed(&zombies);
                 }
                 tokio::select! {
                     Some(()) = async {
