@@ -307,6 +307,27 @@ fn a_command_killed_on_a_running_server_is_not_reported_as_a_shutdown() {
     );
 }
 
+/// The client learns of a shutdown from the server's notice, not by asking:
+/// a command killed by a signal on a running server costs the server no
+/// refused request (the empty Exec an earlier client sent as a probe).
+#[test]
+fn a_command_killed_by_a_signal_sends_the_server_no_probe() {
+    let mut server = TestServer::start(Transport::Unix);
+    let out = server.run("kill -TERM $$", b"");
+    assert_eq!(out.status.code(), Some(143), "{}", util::stderr(&out));
+    server.wait_for_command_finished();
+    let refusals: Vec<_> = server
+        .stop_and_read_log()
+        .iter()
+        .filter_map(|line| rsh_harness::LogEvent::parse(line))
+        // A refusal's event carries the refusal's `kind` (its `message`
+        // field is the refusal's text).
+        .filter(|event| event.field("kind").is_some())
+        .map(|event| event.json().clone())
+        .collect();
+    assert!(refusals.is_empty(), "{refusals:?}");
+}
+
 /// Point 20: `-i` naming a key file that does not exist is an error naming
 /// it, as ssh's "no such identity", and no key is created there (only the
 /// default `$RSH_HOME/id` is created on first use).

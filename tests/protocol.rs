@@ -667,6 +667,123 @@ fn a_command_still_running_after_the_shutdown_grace_is_ended() {
     });
 }
 
+/// Runs `echo started; exec sleep 1000` on channel 1 of a connection
+/// speaking `version`, cancels the server's shutdown once it has started,
+/// and returns every frame up to and including the command's Exit (its
+/// window grants aside). With `probe`, an Exec on channel 2 is sent as
+/// soon as the shutdown notice is read.
+async fn frames_of_a_shutdown(version: u16, probe: bool) -> (Peer, Vec<Frame>) {
+    let mut peer = connect_speaking(
+        ServerConfig {
+            shutdown_grace: Duration::from_secs(10),
+            ..config()
+        },
+        version,
+    )
+    .await;
+    peer.step = None;
+    peer.send(exec(1, 64 * 1024, "echo started; exec sleep 1000"))
+        .await;
+    loop {
+        match peer.next().await.expect("the command's output") {
+            Frame::Stdout { channel: 1, data } => {
+                assert_eq!(&data[..], b"started\n");
+                break;
+            }
+            Frame::WindowAdjust { channel: 1, .. } => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    peer._shutdown.0.cancel();
+    let mut seen = Vec::new();
+    loop {
+        let frame = peer.next().await.expect("frames up to the command's Exit");
+        match &frame {
+            Frame::WindowAdjust { .. } => continue,
+            Frame::Error {
+                channel: CONNECTION_CHANNEL,
+                ..
+            } if probe => peer.send(exec(2, 1024, "true")).await,
+            _ => {}
+        }
+        let exit = matches!(frame, Frame::Exit { channel: 1, .. });
+        seen.push(frame);
+        if exit {
+            return (peer, seen);
+        }
+    }
+}
+
+/// §5.10, §10: from version 3 on, a server that begins to shut down tells
+/// each connection so (an Error on channel 0, kind `ShuttingDown`) before
+/// it ends any command, and goes on serving it: the notice is not fatal.
+#[test]
+fn a_version_3_peer_is_told_of_a_shutdown_before_its_command_is_ended() {
+    on_paused_clock(Duration::from_secs(120), || async {
+        let (mut peer, seen) = frames_of_a_shutdown(3, true).await;
+        assert!(
+            matches!(
+                seen.first(),
+                Some(Frame::Error {
+                    channel: CONNECTION_CHANNEL,
+                    kind: ErrorKind::ShuttingDown,
+                    ..
+                })
+            ),
+            "the notice comes first: {seen:?}"
+        );
+        // The connection went on: the Exec sent after the notice was read
+        // and refused, and the running command's end was reported.
+        assert!(
+            seen.iter().any(|frame| matches!(
+                frame,
+                Frame::Error {
+                    channel: 2,
+                    kind: ErrorKind::ShuttingDown,
+                    ..
+                }
+            )),
+            "{seen:?}"
+        );
+        assert!(
+            matches!(
+                seen.last(),
+                Some(Frame::Exit {
+                    status: ExitStatus::Signal(_),
+                    ..
+                })
+            ),
+            "{seen:?}"
+        );
+        let notices = seen
+            .iter()
+            .filter(|frame| matches!(frame, Frame::Error { channel: 0, .. }))
+            .count();
+        assert_eq!(notices, 1, "{seen:?}");
+        assert_eq!(peer.next().await, None);
+        peer.server.await.expect("the server task did not panic");
+    });
+}
+
+/// Versions 1 and 2 take an Error on channel 0 as the end of the
+/// connection: their peers are never sent the shutdown notice.
+#[test]
+fn an_older_peer_is_not_sent_the_shutdown_notice() {
+    for version in [1, 2] {
+        on_paused_clock(Duration::from_secs(120), move || async move {
+            let (mut peer, seen) = frames_of_a_shutdown(version, false).await;
+            assert!(
+                !seen
+                    .iter()
+                    .any(|frame| matches!(frame, Frame::Error { .. })),
+                "version {version}: {seen:?}"
+            );
+            assert_eq!(peer.next().await, None, "version {version}");
+            peer.server.await.expect("the server task did not panic");
+        });
+    }
+}
+
 /// Cancels the server's shutdown and returns once the server has seen it:
 /// an Exec it reads after that is refused with `ShuttingDown`. An Exec it
 /// read before (the cancellation and the frame race) starts a command,

@@ -5,18 +5,15 @@
 
 use crate::command::Output;
 use crate::command::RemoteCommand;
-use crate::connection::{self, ChannelEvent, OpenHandle, ServerAlive, Shared, OUTPUT_WINDOW};
+use crate::connection::{self, OpenHandle, ServerAlive, Shared, OUTPUT_WINDOW};
 use crate::error::ClientError;
 use crate::tls::{self, Handshake};
-use rsh_proto::{ErrorKind, Exec, Frame, PtyRequest, PtySize, Window};
+use rsh_proto::{Exec, Frame, PtyRequest, PtySize, Window};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-
-/// How long [`Client::server_is_leaving`] waits for the server's answer.
-const PROBE_LIMIT: Duration = Duration::from_secs(5);
 
 /// A command to run, with its options.
 #[derive(Debug, Clone, Default)]
@@ -355,50 +352,13 @@ impl Client {
         self.shared.closed.is_cancelled()
     }
 
-    /// Whether the server is going away: it has closed this connection, or
-    /// it is shutting down and takes no more commands. Asked with a request
-    /// every server refuses (an empty command, `BadRequest`): one that is
-    /// shutting down refuses it as `ShuttingDown` instead, or closes the
-    /// connection before it answers (it closes once its last command has
-    /// ended). Costs a round trip and a refused request in the server's
-    /// log; gives up (no) after 5 s without an answer. For telling a command that
+    /// Whether the server has said it is shutting down (version 3 on; an
+    /// older server never says so): its commands are then ended after its
+    /// shutdown grace, as a kill would end them. For telling a command that
     /// was killed from one that a server's shutdown ended.
-    pub async fn server_is_leaving(&self) -> bool {
-        let closed_by_server = || {
-            self.shared
-                .closed_by_server
-                .load(std::sync::atomic::Ordering::Relaxed)
-        };
-        let (events_tx, mut events) = mpsc::unbounded_channel();
-        let Ok(channel) = self
-            .shared
-            .open_channel(events_tx, Arc::new(Window::new(0)))
-        else {
-            return closed_by_server();
-        };
-        let probe = Exec {
-            channel,
-            window: OUTPUT_WINDOW,
-            command: Vec::new(),
-            cwd: None,
-            env: Vec::new(),
-            timeout: None,
-            login_shell: false,
-            user: None,
-            pty: None,
-        };
-        if self.shared.send(Frame::Exec(probe)).await.is_err() {
-            self.shared.forget_channel(channel);
-            return closed_by_server();
-        }
-        match tokio::time::timeout(PROBE_LIMIT, events.recv()).await {
-            Ok(Some(ChannelEvent::Refused { kind, .. })) => kind == ErrorKind::ShuttingDown,
-            Ok(Some(ChannelEvent::Lost(_)) | None) => closed_by_server(),
-            Ok(Some(_)) => false,
-            Err(_) => {
-                self.shared.forget_channel(channel);
-                false
-            }
-        }
+    pub fn server_is_leaving(&self) -> bool {
+        self.shared
+            .server_leaving
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }

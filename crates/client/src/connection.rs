@@ -73,8 +73,9 @@ pub(crate) struct Shared {
     pub lost: Mutex<Option<Lost>>,
     /// Cancelled when the connection ends (or its last handle is dropped).
     pub closed: CancellationToken,
-    /// Set when the server closed the connection (end of file, or a reset).
-    pub closed_by_server: AtomicBool,
+    /// Set when the server announced its shutdown (version 3's notice: an
+    /// Error on channel 0, kind `ShuttingDown`).
+    pub server_leaving: AtomicBool,
 }
 
 impl Shared {
@@ -191,7 +192,7 @@ where
         next_channel: Mutex::new(0),
         lost: Mutex::new(None),
         closed: CancellationToken::new(),
-        closed_by_server: AtomicBool::new(false),
+        server_leaving: AtomicBool::new(false),
     });
     tokio::spawn({
         let shared = shared.clone();
@@ -200,9 +201,6 @@ where
             let abort = shared.closed.clone();
             if let Err(err) = rsh_proto::io::write_frames(write_half, frames_rx, codec, abort).await
             {
-                if matches!(&err, CodecError::Io(io) if crate::error::closed_by_peer(io)) {
-                    shared.closed_by_server.store(true, Ordering::Relaxed);
-                }
                 connection_lost(
                     &shared,
                     Lost::new(format!("write failed: {err}"), Some(Arc::new(err))),
@@ -303,14 +301,8 @@ async fn read_frames<R>(
             () = shared.closed.cancelled() => break Lost::new("connection closed", None),
         };
         match frame {
-            None => {
-                shared.closed_by_server.store(true, Ordering::Relaxed);
-                break Lost::new("server closed the connection", None);
-            }
+            None => break Lost::new("server closed the connection", None),
             Some(Err(CodecError::Io(err))) => {
-                if crate::error::closed_by_peer(&err) {
-                    shared.closed_by_server.store(true, Ordering::Relaxed);
-                }
                 break Lost::new(err.to_string(), Some(Arc::new(err)));
             }
             Some(Err(err)) => {
@@ -358,6 +350,16 @@ fn route(shared: &Shared, frame: Frame) -> Result<(), String> {
                 .ok_or_else(|| format!("server sent an exit for unknown channel {channel}"))?;
             entry.stdin_window.close();
             let _ = entry.events.send(ChannelEvent::Exit(status));
+            Ok(())
+        }
+        // From version 3 on, the server's shutdown notice: its commands get
+        // the grace, their Exits follow, then the connection closes.
+        Frame::Error {
+            channel: CONNECTION_CHANNEL,
+            kind: ErrorKind::ShuttingDown,
+            ..
+        } if shared.version >= 3 => {
+            shared.server_leaving.store(true, Ordering::Relaxed);
             Ok(())
         }
         Frame::Error {

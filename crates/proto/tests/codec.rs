@@ -247,7 +247,7 @@ fn golden_vectors_v2() {
 }
 
 /// Version 3's Ping and Pong (docs/PROTOCOL.md section 5.11): channel 0,
-/// an 8-byte cookie.
+/// an 8-byte cookie; and its shutdown notice (section 10).
 #[test]
 fn golden_vectors_v3() {
     let cases: Vec<(Frame, &[u8])> = vec![
@@ -262,6 +262,16 @@ fn golden_vectors_v3() {
                 cookie: 0xfedc_ba98_7654_3210,
             },
             b"\x00\x00\x00\x0d\x21\x00\x00\x00\x00\xfe\xdc\xba\x98\x76\x54\x32\x10",
+        ),
+        // The server's shutdown notice (sections 5.10 and 10): an Error
+        // frame as in every version, which only version 3 sends.
+        (
+            Frame::Error {
+                channel: 0,
+                kind: ErrorKind::ShuttingDown,
+                message: "server shutting down".into(),
+            },
+            b"\x00\x00\x00\x1b\x13\x00\x00\x00\x00\x00\x04server shutting down",
         ),
     ];
     for (frame, wire) in cases {

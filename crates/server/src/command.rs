@@ -68,7 +68,8 @@ pub(crate) struct CommandContext {
     pub frames: mpsc::Sender<Frame>,
     /// Cancelled when the client is gone: end the group, send nothing.
     pub client_gone: CancellationToken,
-    /// Cancelled when the server shuts down: end the group after the grace.
+    /// Cancelled when the server shuts down (once the connection has told a
+    /// version-3 client so): end the group after the grace.
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     pub reaper: Reaper,

@@ -49,6 +49,12 @@ const PEER_LINES_INTERVAL: Duration = Duration::from_secs(10);
 /// A deadline that never comes, for a connection without probes (tokio
 /// timers cannot hold `Duration::MAX`).
 const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// How long the shutdown notice may wait for room in a full outgoing queue
+/// (a client not reading) before the connection's commands are ended
+/// without it ahead of their Exits.
+const NOTICE_LIMIT: Duration = Duration::from_secs(2);
+/// The text of the shutdown notice (§10 of docs/PROTOCOL.md).
+const SHUTDOWN_NOTICE: &str = "server shutting down";
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +142,7 @@ where
     );
 
     let mut conn = Connection {
+        commands_shutdown: CancellationToken::new(),
         ctx: ctx.clone(),
         peer: Arc::new(peer),
         version,
@@ -174,6 +181,10 @@ where
     if !matches!(end, End::ShutdownDrained) {
         client_gone.cancel();
     }
+    // A connection that ended before it saw the shutdown never passed it on.
+    if ctx.shutdown.is_cancelled() {
+        conn.commands_shutdown.cancel();
+    }
     conn.log_suppressed();
     drop(conn);
     if tokio::time::timeout(FINAL_FLUSH, writer).await.is_err() {
@@ -200,6 +211,10 @@ struct Connection {
     version: u16,
     frames: mpsc::Sender<Frame>,
     client_gone: CancellationToken,
+    /// The server's shutdown as this connection's commands see it:
+    /// cancelled only once a version-3 client's shutdown notice is queued,
+    /// so that it goes out before any command's Exit.
+    commands_shutdown: CancellationToken,
     /// Which channels are open (see [`Channels`]).
     channels: Channels,
     /// Keeps a client that sends refused requests in a loop from writing a
@@ -270,8 +285,44 @@ impl Connection {
                 () = self.channels.next_ended() => {}
                 () = self.ctx.shutdown.cancelled(), if !shutting_down => {
                     shutting_down = true;
+                    self.announce_shutdown();
                 }
                 () = self.client_gone.cancelled() => return End::ClientClosed,
+            }
+        }
+    }
+
+    /// Passes the server's shutdown on to this connection's commands (the
+    /// grace starts), a version-3 client being told first: one Error on
+    /// channel 0, kind `ShuttingDown`, a notice the client keeps reading
+    /// after. Older clients would take it for the connection's end.
+    fn announce_shutdown(&self) {
+        if self.version < 3 {
+            self.commands_shutdown.cancel();
+            return;
+        }
+        debug!("shutdown: telling the client");
+        let notice = Frame::Error {
+            channel: CONNECTION_CHANNEL,
+            kind: ErrorKind::ShuttingDown,
+            message: SHUTDOWN_NOTICE.into(),
+        };
+        match self.frames.try_send(notice) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.commands_shutdown.cancel();
+            }
+            // The client is not reading: the commands' end waits for room
+            // for the notice, not for ever.
+            Err(mpsc::error::TrySendError::Full(notice)) => {
+                let frames = self.frames.clone();
+                let commands_shutdown = self.commands_shutdown.clone();
+                self.ctx.tracker.spawn(
+                    async move {
+                        let _ = tokio::time::timeout(NOTICE_LIMIT, frames.send(notice)).await;
+                        commands_shutdown.cancel();
+                    }
+                    .in_current_span(),
+                );
             }
         }
     }
@@ -468,7 +519,7 @@ impl Connection {
             config: self.ctx.config.clone(),
             frames: self.frames.clone(),
             client_gone: self.client_gone.clone(),
-            shutdown: self.ctx.shutdown.clone(),
+            shutdown: self.commands_shutdown.clone(),
             tracker: self.ctx.tracker.clone(),
             reaper: self.ctx.reaper.clone(),
             stdin_budget: self.ctx.stdin_budget.clone(),

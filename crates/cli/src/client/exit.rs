@@ -77,8 +77,9 @@ pub(crate) fn exit_code(status: &ExitStatus) -> ExitCode {
 }
 
 /// Whether `code` is one a server's shutdown gives the command it ends
-/// (killed by SIGTERM or SIGKILL, or SIGHUP on a pty): after one, the
-/// client asks whether the server is going away, to say so.
+/// (killed by SIGTERM or SIGKILL, or SIGHUP on a pty): after one that
+/// follows the server's shutdown notice, the client says the server closed
+/// the connection.
 pub(crate) fn may_be_a_shutdown(code: ExitCode) -> bool {
     [1u8, 9, 15]
         .into_iter()

@@ -177,10 +177,17 @@ async fn run(args: Args) -> ExitCode {
             None => stdio::remote_shell(&client, &template, stdin).await,
         }
     };
+    let connection_lost = matches!(
+        &result,
+        Err(exit::Failure::Rsh(
+            rsh_client::ClientError::ConnectionLost { .. }
+        ))
+    );
     let code = result.unwrap_or_else(exit::Failure::exit_code);
-    // A server that shuts down ends its commands as a kill would: say so,
-    // as ssh does, with the exit code unchanged.
-    if exit::may_be_a_shutdown(code) && client.server_is_leaving().await {
+    // A server that shuts down ends its commands as a kill would (or drops
+    // the connection under them): after its notice, say so, as ssh does,
+    // with the exit code unchanged.
+    if client.server_is_leaving() && (connection_lost || exit::may_be_a_shutdown(code)) {
         exit::closed_by_remote_host(&plan.endpoint.to_string());
     }
     code
