@@ -328,16 +328,19 @@ impl Connection {
     }
 
     async fn refuse(&mut self, channel: u32, kind: ErrorKind, message: String) {
+        // The field is `reason`, not `message`, which is the event's own
+        // ("refusing command") in JSON logs.
+        let reason = crate::logging::PeerText(message.as_bytes());
         match self.refusals.check(tokio::time::Instant::now()) {
-            Some(0) => info!(channel, ?kind, %message, "refusing command"),
+            Some(0) => info!(channel, ?kind, ?reason, "refusing command"),
             Some(suppressed) => info!(
                 channel,
                 ?kind,
-                %message,
+                ?reason,
                 suppressed,
                 "refusing command ({suppressed} more refusals on this connection were not logged)"
             ),
-            None => debug!(channel, ?kind, %message, "refusing command"),
+            None => debug!(channel, ?kind, ?reason, "refusing command"),
         }
         let _ = self
             .frames
