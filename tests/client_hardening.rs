@@ -253,7 +253,15 @@ fn a_refused_key_is_not_said_to_be_missing() {
 /// "Connection to HOST closed by remote host." Over both transports.
 #[test]
 fn a_server_shutting_down_under_a_command_is_reported() {
-    for transport in [Transport::Unix, Transport::Tls] {
+    // A command killed by the shutdown, and one whose TERM trap exits with
+    // its own code: both are reported, the exit code is the command's.
+    const KILLED: &str = "echo started; sleep 100";
+    const TRAPPED: &str = "trap 'exit 9' TERM; echo started; sleep 100 & wait";
+    for (transport, command, code) in [
+        (Transport::Unix, KILLED, 143),
+        (Transport::Tls, KILLED, 143),
+        (Transport::Unix, TRAPPED, 9),
+    ] {
         let mut server = rsh_harness::ServerBuilder::new(&util::binaries())
             .json_log(true)
             .unix(transport == Transport::Unix)
@@ -269,12 +277,19 @@ fn a_server_shutting_down_under_a_command_is_reported() {
         .expect("the server listens where asked");
         let mut child = server
             .client(&dest)
-            .args(["echo started; sleep 100"])
+            .args([command])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn client");
+        // ssh names the host, without the port.
+        let host = match transport {
+            Transport::Tls => dest
+                .rsplit_once(':')
+                .map_or(dest.as_str(), |(host, _)| host),
+            Transport::Unix => dest.as_str(),
+        };
         let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
         stdout.read_line(&mut line).expect("first line");
@@ -283,10 +298,10 @@ fn a_server_shutting_down_under_a_command_is_reported() {
         util::signal(server_pid, nix::sys::signal::Signal::SIGTERM);
         let out = finish(child, "the client");
         let err = util::stderr(&out);
-        assert_eq!(out.status.code(), Some(143), "{transport:?}: {err}");
+        assert_eq!(out.status.code(), Some(code), "{transport:?}: {err}");
         assert_eq!(
             err,
-            format!("Connection to {dest} closed by remote host.\n"),
+            format!("Connection to {host} closed by remote host.\n"),
             "{transport:?}: one line, as ssh's"
         );
         let _ = server.terminate(WAIT);

@@ -310,3 +310,52 @@ async fn during_shutdown_an_exec_on_channel_0_is_still_a_violation() {
     assert!(message.contains("channel 0"), "{message}");
     peer.close_and_wait().await;
 }
+
+/// A command ended by its timeout may still write as it goes (a TERM
+/// trap's last words): that output reaches the client before the Exit, and
+/// the trap is not killed by a SIGPIPE from pipes the server stopped
+/// reading.
+#[tokio::test]
+async fn a_timed_out_command_s_last_words_reach_the_client() {
+    let mut peer = connect(config()).await;
+    peer.send(Frame::Exec(Exec {
+        channel: 1,
+        window: 64 * 1024,
+        command: b"trap 'echo last words >&2; exit 9' TERM; sleep 100 & wait".to_vec(),
+        timeout: Some(Duration::from_millis(300)),
+        ..Exec::default()
+    }))
+    .await;
+    let outcome = peer.run_to_exit(1, &mut Vec::new()).await;
+    assert_eq!(outcome.status, Some(ExitStatus::TimedOut), "{outcome:?}");
+    assert_eq!(outcome.stderr, b"last words\n", "{outcome:?}");
+    peer.close_and_wait().await;
+}
+
+/// The same at a shutdown: the command's cleanup output arrives, and the
+/// status is the shell's own exit, not a SIGPIPE.
+#[tokio::test]
+async fn a_command_s_last_words_at_a_shutdown_reach_the_client() {
+    let mut peer = connect(ServerConfig {
+        shutdown_grace: Duration::from_millis(200),
+        ..config()
+    })
+    .await;
+    peer.send(exec(
+        1,
+        64 * 1024,
+        "trap 'echo last words >&2; exit 9' TERM; echo started; sleep 100 & wait",
+    ))
+    .await;
+    loop {
+        match peer.next().await.expect("the command's output") {
+            Frame::Stdout { channel: 1, .. } => break,
+            Frame::WindowAdjust { channel: 1, .. } => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    peer._shutdown.0.cancel();
+    let outcome = peer.run_to_exit(1, &mut Vec::new()).await;
+    assert_eq!(outcome.stderr, b"last words\n", "{outcome:?}");
+    assert_eq!(outcome.status, Some(ExitStatus::Code(9)), "{outcome:?}");
+}

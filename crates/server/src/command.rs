@@ -133,9 +133,8 @@ pub(crate) async fn run(exec: Exec, inputs: ChannelInputs, ctx: CommandContext, 
     let leftovers = spawned.started.leftovers();
     let output_window = inputs.output_window.clone();
     let counters = Counters::default();
-    let (outcome, exited, process, stdin) =
+    let (status, stdin) =
         supervise(spawned, exec.channel, exec.timeout, inputs, &ctx, &counters).await;
-    let status = finish(outcome, exited, process, &ctx.config).await;
     // Only now, with the command ended: a client that vanished mid-upload
     // must not look like end of input (see `pump_stdin`).
     drop(stdin);
@@ -177,10 +176,10 @@ pub(crate) async fn run(exec: Exec, inputs: ChannelInputs, ctx: CommandContext, 
     leftovers.sweep(&ctx.tracker, ctx.config.kill_grace);
 }
 
-/// Pumps and watches a started command until it is known how it ended.
-/// Returns the outcome, the leader's status if it has exited, what the
-/// command started (to end it) and its stdin if still open (to close once
-/// the command is ended).
+/// Pumps and watches a started command until it is known how it ended,
+/// then ends what it started as the outcome requires. Returns the status
+/// to report (`None`: the client is gone) and the command's stdin if still
+/// open (to close only now, with the command ended).
 async fn supervise(
     spawned: Spawned,
     channel: u32,
@@ -188,7 +187,7 @@ async fn supervise(
     inputs: ChannelInputs,
     ctx: &CommandContext,
     counters: &Counters,
-) -> (Outcome, Option<ExitStatus>, Started, Option<Input>) {
+) -> (Option<ExitStatus>, Option<Input>) {
     let Spawned {
         mut started,
         stdin,
@@ -233,9 +232,9 @@ async fn supervise(
     let mut linger = tokio::time::interval(config.linger);
     let mut output_at_last_tick = 0;
 
-    let outcome = {
+    let status = {
         tokio::pin!(stdin_pump, output_pump, timeout, shutdown_grace_over);
-        loop {
+        let outcome = loop {
             tokio::select! {
                 // In order, not at random: the pumps first, so output that
                 // became readable in the same wake-up as a linger tick (a
@@ -282,9 +281,34 @@ async fn supervise(
                 () = ctx.client_gone.cancelled() => break Outcome::ClientGone,
                 () = &mut shutdown_grace_over => break Outcome::ShutdownGraceOver,
             }
+        };
+        let still_writing =
+            !output_done && matches!(outcome, Outcome::TimedOut | Outcome::ShutdownGraceOver);
+        let finishing = finish(outcome, exited, started, config);
+        if still_writing {
+            // Ended by us while it may still be writing (a TERM trap's last
+            // words): its output goes on to the client while its group is
+            // ended, so it is not killed by SIGPIPE instead and what it
+            // wrote arrives before its Exit.
+            tokio::pin!(finishing);
+            let status = loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut output_pump, if !output_done => output_done = true,
+                    status = &mut finishing => break status,
+                }
+            };
+            // What is left in the pipes; bounded, since a process that left
+            // the group may hold them open.
+            if !output_done {
+                let _ = tokio::time::timeout(config.linger, &mut output_pump).await;
+            }
+            status
+        } else {
+            finishing.await
         }
     };
-    (outcome, exited, started, stdin)
+    (status, stdin)
 }
 
 /// The next size the client sent; pending for ever once there can be none.

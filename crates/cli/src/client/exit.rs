@@ -76,16 +76,6 @@ pub(crate) fn exit_code(status: &ExitStatus) -> ExitCode {
     ExitCode::from(status_code(status))
 }
 
-/// Whether `code` is one a server's shutdown gives the command it ends
-/// (killed by SIGTERM or SIGKILL, or SIGHUP on a pty): after one that
-/// follows the server's shutdown notice, the client says the server closed
-/// the connection.
-pub(crate) fn may_be_a_shutdown(code: ExitCode) -> bool {
-    [1u8, 9, 15]
-        .into_iter()
-        .any(|signal| code == ExitCode::from(128 + signal))
-}
-
 /// ssh's line for a connection the server ended under a running command.
 pub(crate) fn closed_by_remote_host(host: &str) {
     eprintln!("Connection to {host} closed by remote host.");

@@ -62,6 +62,9 @@ pub(super) async fn terminal_session(
     } else {
         session::run(local, &NoTerminal, signals, filter, &remote_input, command).await
     };
+    if client.server_is_leaving() {
+        super::exit::closed_by_remote_host(host);
+    }
     let closed = || {
         if !quiet && std::io::stdin().is_terminal() {
             eprintln!("Connection to {host} closed.");

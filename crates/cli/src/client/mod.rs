@@ -160,7 +160,8 @@ async fn run(args: Args) -> ExitCode {
     } else {
         stdio::LocalInput::Open
     };
-    let result = if plan::wants_pty(&args, command.is_none(), stdin_tty) {
+    let on_pty = plan::wants_pty(&args, command.is_none(), stdin_tty);
+    let result = if on_pty {
         let request = match &command {
             Some(command) => ExecRequest::new(command.as_str()),
             None => ExecRequest::login_shell(),
@@ -177,18 +178,13 @@ async fn run(args: Args) -> ExitCode {
             None => stdio::remote_shell(&client, &template, stdin).await,
         }
     };
-    let connection_lost = matches!(
-        &result,
-        Err(exit::Failure::Rsh(
-            rsh_client::ClientError::ConnectionLost { .. }
-        ))
-    );
     let code = result.unwrap_or_else(exit::Failure::exit_code);
-    // A server that shuts down ends its commands as a kill would (or drops
-    // the connection under them): after its notice, say so, as ssh does,
-    // with the exit code unchanged.
-    if client.server_is_leaving() && (connection_lost || exit::may_be_a_shutdown(code)) {
-        exit::closed_by_remote_host(&plan.endpoint.to_string());
+    // After the server's shutdown notice, say that the server ended the
+    // connection, as ssh does, whatever the command's status (a TERM trap
+    // may exit with its own code); the exit code is unchanged. A terminal
+    // session says it before its own "closed." line.
+    if !on_pty && client.server_is_leaving() {
+        exit::closed_by_remote_host(&plan.resolved.host);
     }
     code
 }
