@@ -187,8 +187,9 @@ pub(crate) fn summary(labels: &[String], results: &[HostResult]) -> String {
     }
     let _ = writeln!(
         text,
-        "rsh-client: {} hosts: {}",
+        "rsh-client: {} host{}: {}",
         results.len(),
+        if results.len() == 1 { "" } else { "s" },
         counts.join(", ")
     );
     text.push_str(&lists);
@@ -277,5 +278,13 @@ mod tests {
         assert!(text.contains("succeeded: n[1-2]\n"), "{text}");
         assert!(text.contains("unreachable: n4\n"), "{text}");
         assert!(text.contains("host keys not in known_hosts: n5;"), "{text}");
+    }
+
+    #[test]
+    fn one_host_is_one_host() {
+        let labels = vec!["n1".to_owned()];
+        let results = vec![result(Outcome::Exited(ExitStatus::Code(0)))];
+        let text = summary(&labels, &results);
+        assert!(text.contains("rsh-client: 1 host: 1 succeeded"), "{text}");
     }
 }
