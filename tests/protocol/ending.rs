@@ -93,16 +93,7 @@ fn a_command_still_running_after_the_shutdown_grace_is_ended() {
         peer.send(exec(1, 64 * 1024, "echo started; exec sleep 1000"))
             .await;
         // Started: its first output is here.
-        loop {
-            match peer.next().await.expect("the command's output") {
-                Frame::Stdout { channel: 1, data } => {
-                    assert_eq!(&data[..], b"started\n");
-                    break;
-                }
-                Frame::WindowAdjust { channel: 1, .. } => continue,
-                other => panic!("unexpected frame {other:?}"),
-            }
-        }
+        assert_eq!(&peer.first_stdout(1).await[..], b"started\n");
         let started = tokio::time::Instant::now();
         peer._shutdown.0.cancel();
         let outcome = peer.run_to_exit(1, &mut Vec::new()).await;
@@ -138,16 +129,7 @@ async fn frames_of_a_shutdown(version: u16, probe: bool) -> (Peer, Vec<Frame>) {
     peer.step = None;
     peer.send(exec(1, 64 * 1024, "echo started; exec sleep 1000"))
         .await;
-    loop {
-        match peer.next().await.expect("the command's output") {
-            Frame::Stdout { channel: 1, data } => {
-                assert_eq!(&data[..], b"started\n");
-                break;
-            }
-            Frame::WindowAdjust { channel: 1, .. } => continue,
-            other => panic!("unexpected frame {other:?}"),
-        }
-    }
+    assert_eq!(&peer.first_stdout(1).await[..], b"started\n");
     peer._shutdown.0.cancel();
     let mut seen = Vec::new();
     loop {
@@ -347,13 +329,7 @@ async fn a_command_s_last_words_at_a_shutdown_reach_the_client() {
         "trap 'echo last words >&2; exit 9' TERM; echo started; sleep 100 & wait",
     ))
     .await;
-    loop {
-        match peer.next().await.expect("the command's output") {
-            Frame::Stdout { channel: 1, .. } => break,
-            Frame::WindowAdjust { channel: 1, .. } => continue,
-            other => panic!("unexpected frame {other:?}"),
-        }
-    }
+    peer.first_stdout(1).await;
     peer._shutdown.0.cancel();
     let outcome = peer.run_to_exit(1, &mut Vec::new()).await;
     assert_eq!(outcome.stderr, b"last words\n", "{outcome:?}");

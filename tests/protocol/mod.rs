@@ -152,6 +152,18 @@ impl Peer {
     }
 
     /// The next frame; `None` once the server has closed the connection.
+    /// Waits for the first output of `channel` (its window grants aside)
+    /// and returns it: the command has started.
+    async fn first_stdout(&mut self, channel: u32) -> Bytes {
+        loop {
+            match self.next().await.expect("the command's output") {
+                Frame::Stdout { channel: c, data } if c == channel => return data,
+                Frame::WindowAdjust { channel: c, .. } if c == channel => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
     async fn next(&mut self) -> Option<Frame> {
         let next = match self.step {
             Some(step) => tokio::time::timeout(step, self.frames.next())
