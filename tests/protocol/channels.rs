@@ -57,12 +57,7 @@ async fn exec_on_channel_0_is_a_violation() {
 async fn exec_on_a_running_channel_is_a_violation() {
     let mut peer = connect(config()).await;
     // `cat` runs until its stdin ends, which this client never sends.
-    peer.send(exec(5, 1024, "cat")).await;
-    let first = peer.next().await.expect("a frame");
-    assert!(
-        matches!(first, Frame::WindowAdjust { channel: 5, .. }),
-        "the command started: {first:?}"
-    );
+    peer.start_cat(5).await;
     peer.send(exec(5, 1024, "echo twice")).await;
     let (kind, message) = peer.closed_with_error().await;
     assert_eq!(kind, ErrorKind::ProtocolViolation, "{message}");

@@ -256,12 +256,7 @@ async fn during_shutdown_an_exec_on_a_channel_in_use_is_still_a_violation() {
         ..config()
     })
     .await;
-    peer.send(exec(5, 1024, "cat")).await;
-    let first = peer.next().await.expect("a frame");
-    assert!(
-        matches!(first, Frame::WindowAdjust { channel: 5, .. }),
-        "the command started: {first:?}"
-    );
+    peer.start_cat(5).await;
     start_shutdown(&mut peer, 10).await;
     peer.send(exec(5, 1024, "echo twice")).await;
     let (kind, message) = peer.closed_with_error().await;
@@ -279,12 +274,7 @@ async fn during_shutdown_an_exec_on_channel_0_is_still_a_violation() {
     })
     .await;
     // A running command keeps the draining connection open.
-    peer.send(exec(5, 1024, "cat")).await;
-    let first = peer.next().await.expect("a frame");
-    assert!(
-        matches!(first, Frame::WindowAdjust { channel: 5, .. }),
-        "the command started: {first:?}"
-    );
+    peer.start_cat(5).await;
     start_shutdown(&mut peer, 10).await;
     peer.send(exec(0, 1024, "echo never")).await;
     let (kind, message) = peer.closed_with_error().await;

@@ -152,6 +152,17 @@ impl Peer {
     }
 
     /// The next frame; `None` once the server has closed the connection.
+    /// Starts `cat` on `channel` (a command that runs until its stdin ends)
+    /// and waits until it has started: its stdin window is granted.
+    async fn start_cat(&mut self, channel: u32) {
+        self.send(exec(channel, 1024, "cat")).await;
+        let first = self.next().await.expect("a frame");
+        assert!(
+            matches!(first, Frame::WindowAdjust { channel: c, .. } if c == channel),
+            "the command started: {first:?}"
+        );
+    }
+
     /// Waits for the first output of `channel` (its window grants aside)
     /// and returns it: the command has started.
     async fn first_stdout(&mut self, channel: u32) -> Bytes {
