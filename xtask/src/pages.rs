@@ -48,7 +48,7 @@ const CLIENT: &[Section] = &[
     Section {
         title: "EXIT STATUS",
         blocks: &[
-            Block::Para("For one destination, as ssh(1): the remote command's exit status; 128+N if it died of signal N; 124 if it ran past `--timeout` and was killed; 141 if the client's own stdout was a closed pipe; 255 if rsh itself failed (cannot connect, host key refused, protocol error, command refused), with the reason on one line of stderr; 2 for a usage error."),
+            Block::Para("For one destination, as ssh(1): the remote command's exit status; 128+N if it died of signal N; 124 if it ran past `--timeout` and was killed; 141 if the client's own stdout was a closed pipe; 255 if rsh itself failed (cannot connect, host key refused, protocol error, command refused, or options that do not fit together), with the reason on one line of stderr; 2 for a command line that does not parse."),
             Block::Para("With `-H` or `--hosts-file`: 0 when every host ran the command and it exited 0; otherwise the largest of the hosts' statuses, as pdsh -S (128+N for a signal, 124 for a timeout); 255 when any host could not be reached or refused; 130 after Ctrl-C."),
         ],
     },
