@@ -47,7 +47,7 @@ pub fn identity_at(home: &RshHome, path: &Path) -> Result<Identity, ClientError>
         rsh_tls::Error::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound => {
             ClientError::keys(
                 format!(
-                    "{0}: no such identity (only the default key, $RSH_HOME/id, is created on first use; `rsh-client -i {0} --fingerprint` creates one here)",
+                    "{0}: no such identity (only the default key, $RSH_HOME/id, is created on first use; --fingerprint with this path as -i creates one here)",
                     path.display()
                 ),
                 err,
